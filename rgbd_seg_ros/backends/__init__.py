@@ -1,0 +1,1 @@
+"""Torch networks only: encoders, fusion blocks, the backends and their registry."""

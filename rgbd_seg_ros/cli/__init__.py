@@ -1,0 +1,1 @@
+"""The ``rgbd-seg`` command: thin argument parsing on top of the layers below."""

@@ -1,0 +1,1 @@
+"""Numpy-only building blocks: frames, depth handling, palettes, projection, pairing."""

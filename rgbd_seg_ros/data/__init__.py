@@ -1,0 +1,1 @@
+"""Recordings, dataset layout, importers and the synthetic scene generator."""

@@ -1,0 +1,1 @@
+"""The inference engine: checkpoint in, labels and confidence out, no ROS."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and export of backends on datasets in the project layout."""
