@@ -1,0 +1,148 @@
+"""Forward contract shared by every backend: any input size in, logits at input size out.
+
+Every backend is an ``nn.Module`` built as ``cls(num_classes, config)`` and called as
+``forward(rgb[B,3,H,W], depth[B,depth_channels,H,W])``. It pads the inputs to its output
+stride, runs, and crops back, so callers never care about divisibility. In ``eval()`` mode it
+returns the logits ``Tensor[B,K,H,W]``; in ``train()`` mode it returns a :class:`SegOutput`
+that also carries the auxiliary logits (each at its own, un-upsampled resolution, cropped to
+the part that covers the real image) and their loss weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SegOutput(NamedTuple):
+    """What a backend returns in training mode."""
+
+    logits: Tensor  # [B, K, H, W] at input size
+    aux: tuple[Tensor, ...] = ()  # auxiliary logits, each [B, K, h_i, w_i] at its own stride
+    aux_weights: tuple[float, ...] = ()  # loss weight of each auxiliary output
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad ``x`` at the bottom and right so that H and W are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph = (-h) % multiple
+    pw = (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph))
+
+
+def crop_aux(aux: Tensor, height: int, width: int, padded_height: int) -> Tensor:
+    """Crop an auxiliary map of a padded input to the cells that cover the real image.
+
+    The map's stride is ``padded_height / aux.shape[-2]``; the kept part is
+    ``ceil(height / stride) x ceil(width / stride)`` cells, so a bilinear upsampling of it to
+    ``height x width`` in the loss is aligned to within one cell.
+    """
+    stride = padded_height // aux.shape[-2]
+    return aux[..., : math.ceil(height / stride), : math.ceil(width / stride)]
+
+
+class SegBackend(nn.Module):
+    """Base class: input checks, padding to the stride and cropping back.
+
+    Subclasses set ``num_classes``, ``config``, ``output_stride`` and ``pad_multiple`` and
+    implement :meth:`forward_padded`, which sees inputs whose H and W are multiples of
+    ``pad_multiple`` and returns ``(logits, aux)`` at the padded size.
+    """
+
+    num_classes: int
+    output_stride: int
+    pad_multiple: int
+    aux_weights: tuple[float, ...] = ()
+
+    def forward_padded(
+        self, rgb: Tensor | None, depth: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        raise NotImplementedError
+
+    def uses_rgb(self) -> bool:
+        """Whether forward reads the rgb tensor (unimodal depth backends do not)."""
+        return True
+
+    def uses_depth(self) -> bool:
+        """Whether forward reads the depth tensor."""
+        return True
+
+    def _check(self, rgb: Tensor | None, depth: Tensor | None) -> tuple[int, int, int]:
+        ref = rgb if rgb is not None else depth
+        if ref is None:
+            raise ValueError('forward needs at least one of rgb and depth')
+        if self.uses_rgb():
+            if rgb is None or rgb.dim() != 4 or rgb.shape[1] != 3:
+                shape = None if rgb is None else tuple(rgb.shape)
+                raise ValueError(f'rgb must be [B,3,H,W], got {shape}')
+            ref = rgb
+        if self.uses_depth():
+            want = self.config.depth_channels
+            if depth is None or depth.dim() != 4 or depth.shape[1] != want:
+                shape = None if depth is None else tuple(depth.shape)
+                raise ValueError(f'depth must be [B,{want},H,W], got {shape}')
+            if self.uses_rgb() and depth.shape[-2:] != rgb.shape[-2:]:
+                raise ValueError(
+                    f'rgb {tuple(rgb.shape[-2:])} and depth {tuple(depth.shape[-2:])} sizes differ'
+                )
+            if not self.uses_rgb():
+                ref = depth
+        return ref.shape[0], ref.shape[-2], ref.shape[-1]
+
+    def forward(self, rgb: Tensor | None, depth: Tensor | None = None) -> Tensor | SegOutput:
+        _, h, w = self._check(rgb, depth)
+        m = self.pad_multiple
+        rgb_p = pad_to_multiple(rgb, m) if (rgb is not None and self.uses_rgb()) else None
+        depth_p = pad_to_multiple(depth, m) if (depth is not None and self.uses_depth()) else None
+        logits, aux = self.forward_padded(rgb_p, depth_p)
+        hp = logits.shape[-2]
+        logits = logits[..., :h, :w]
+        if not self.training:
+            return logits
+        aux = tuple(crop_aux(a, h, w, hp) for a in aux)
+        return SegOutput(logits, aux, tuple(self.aux_weights[: len(aux)]))
+
+
+def init_weights(module: nn.Module, bias: float = 0.0) -> None:
+    """He (fan-in, ReLU) init for the convolutions of newly created layers; BN to (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
+            if m.bias is not None:
+                nn.init.constant_(m.bias, bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum of every BatchNorm below ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+def count_parameters(module: nn.Module, with_bn_stats: bool = False) -> int:
+    """Trainable-tensor element count; with BN running mean/var too (as TF variables count)."""
+    total = sum(p.numel() for p in module.parameters())
+    if with_bn_stats:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                total += m.running_mean.numel() + m.running_var.numel()
+    return total
+
+
+__all__ = [
+    'SegBackend',
+    'SegOutput',
+    'count_parameters',
+    'crop_aux',
+    'init_weights',
+    'pad_to_multiple',
+    'set_bn_momentum',
+]

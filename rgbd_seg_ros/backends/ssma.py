@@ -1,0 +1,241 @@
+"""SSMA: self-supervised model adaptation fusion of RGB and depth (Valada et al., IJCV 2019).
+
+Two modality-specific AdapNet++ experts (``expert_rgb``, ``expert_depth``: input BN, encoder,
+eASPP, the two 24-channel skip convs) are fused by SSMA blocks (spec 3):
+
+- ``ssma_latent`` on the two eASPP outputs (eta = 16 on the 2C = 512 concatenation -> 32;
+  fusion conv 1x1 + BN, which fits the paper's 56.44 M parameters),
+- ``ssma_skip8`` / ``ssma_skip4`` on the OS8 / OS4 skips (eta = 6: 48 -> 8; fusion conv
+  3x3 + BN as the paper's Eq. 12, or the reference code's 3x3 with bias and no BN),
+
+into one shared AdapNet++ decoder whose skips are first scaled channel-wise by
+``ReLU(BN(1x1(GAP(decoder))))`` (the skip attention). The gates are independent sigmoids per
+channel and pixel (``ssma_gating='softmax'`` is the paper's "dependent" variant).
+
+Staged training (spec 5.2): train one ``adapnetpp`` per modality, then
+:meth:`SSMA.init_experts_from_unimodal` copies each one's ``expert.*`` into the matching
+expert (the decoders are discarded), and :meth:`SSMA.expert_parameters` /
+:meth:`SSMA.fusion_parameters` give the two learning-rate groups; :meth:`SSMA.freeze_experts`
+is stage 3 (experts in eval mode, no gradients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from rgbd_seg_ros.backends.adapnetpp import AdapNetppDecoder, AdapNetppExpert
+from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
+from rgbd_seg_ros.backends.blocks import SSMABlock
+from rgbd_seg_ros.backends.encoders import resolve_multiscale
+from rgbd_seg_ros.backends.registry import register_backend
+from rgbd_seg_ros.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class SSMAConfig:
+    """Options of the ``ssma`` backend (defaults: the paper's RGB-D network, spec 9)."""
+
+    encoder: str = 'preact_resnet50'
+    depth_channels: int = 1  # channels of the depth tensor (1 metric, 3 jet/HHA)
+    output_stride: int = 16
+    multiscale: Any = 'paper'  # 'paper' | 'code' | 'none' | 4 per-stage lists of (r1, r2)
+    input_norm: bool = True
+    easpp_channels: int = 256
+    easpp_bottleneck: int = 64
+    easpp_rates: tuple[int, ...] = (3, 6, 12)
+    skip_channels: int = 24
+    decoder_channels: int = 256
+    ssma_eta_latent: int = 16  # bottleneck = 2C / eta
+    ssma_eta_skip: int = 6
+    ssma_latent_kernel: int = 1  # fusion conv W3 of the latent block: 1 (fits 56.44 M) or 3
+    ssma_skip_kernel: int = 3
+    ssma_skip_bn: bool = True  # False: the reference code's bias-only skip fusion conv
+    ssma_gating: str = 'sigmoid'  # 'sigmoid' (independent, paper) | 'softmax' (dependent)
+    skip_attention: bool = True
+    attention_activation: str = 'relu'  # 'relu' (paper and code) | 'sigmoid'
+    aux_loss: bool = True  # auxiliary heads during fusion training (spec 9.5)
+    aux_weights: tuple[float, float] = (0.6, 0.5)  # (OS4 head, OS8 head)
+    classifier_bn_relu: bool = True
+    dropout: float = 0.5
+    pooled_norm: bool = True
+    bn_momentum: float = 0.01
+
+    def __post_init__(self) -> None:
+        self.easpp_rates = tuple(int(r) for r in self.easpp_rates)
+        self.aux_weights = tuple(float(w) for w in self.aux_weights)  # type: ignore[assignment]
+        if len(self.aux_weights) != 2:
+            raise ConfigError(f'aux_weights needs 2 values (OS4, OS8), got {self.aux_weights}')
+        if self.depth_channels < 1:
+            raise ConfigError(f'depth_channels must be positive, got {self.depth_channels}')
+        if self.output_stride not in (8, 16, 32):
+            raise ConfigError(f'output_stride must be 8, 16 or 32, got {self.output_stride}')
+        if self.ssma_gating not in ('sigmoid', 'softmax'):
+            raise ConfigError(
+                f"ssma_gating must be 'sigmoid' or 'softmax', got {self.ssma_gating!r}"
+            )
+        if self.attention_activation not in ('relu', 'sigmoid'):
+            raise ConfigError(
+                f"attention_activation must be 'relu' or 'sigmoid', got "
+                f'{self.attention_activation!r}'
+            )
+        for name in ('ssma_latent_kernel', 'ssma_skip_kernel'):
+            if getattr(self, name) not in (1, 3):
+                raise ConfigError(f'{name} must be 1 or 3, got {getattr(self, name)}')
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f'dropout must be in [0, 1), got {self.dropout}')
+        resolve_multiscale(self.multiscale)
+
+
+@register_backend(
+    'ssma', SSMAConfig, summary='SSMA RGB-D fusion on AdapNet++ (Valada et al., IJCV 2019)'
+)
+class SSMA(SegBackend):
+    """Two AdapNet++ experts fused by SSMA blocks into one decoder with skip attention."""
+
+    EXPERT_PREFIX = 'expert.'
+
+    def __init__(self, num_classes: int, config: SSMAConfig) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.config = config
+        self.output_stride = config.output_stride
+        self.expert_rgb = AdapNetppExpert(3, config)
+        self.expert_depth = AdapNetppExpert(config.depth_channels, config)
+        c, s = config.easpp_channels, config.skip_channels
+        self.ssma_latent = SSMABlock(
+            c, config.ssma_eta_latent, config.ssma_latent_kernel, True, config.ssma_gating
+        )
+        self.ssma_skip8 = SSMABlock(
+            s,
+            config.ssma_eta_skip,
+            config.ssma_skip_kernel,
+            config.ssma_skip_bn,
+            config.ssma_gating,
+        )
+        self.ssma_skip4 = SSMABlock(
+            s,
+            config.ssma_eta_skip,
+            config.ssma_skip_kernel,
+            config.ssma_skip_bn,
+            config.ssma_gating,
+        )
+        for block in (self.ssma_latent, self.ssma_skip8, self.ssma_skip4):
+            init_weights(block, bias=0.01)
+        self.decoder = AdapNetppDecoder(
+            num_classes,
+            config,
+            skip_attention=config.skip_attention,
+            attention_activation=config.attention_activation,
+        )
+        self.pad_multiple = max(f.stride for f in self.expert_rgb.encoder.feature_info)
+        self.aux_weights = tuple(config.aux_weights) if config.aux_loss else ()
+        set_bn_momentum(self, config.bn_momentum)
+
+    def forward_padded(
+        self, rgb: Tensor | None, depth: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        lat_a, s8_a, s4_a = self.expert_rgb(rgb)
+        lat_b, s8_b, s4_b = self.expert_depth(depth)
+        return self.decoder(
+            self.ssma_latent(lat_a, lat_b),
+            self.ssma_skip8(s8_a, s8_b),
+            self.ssma_skip4(s4_a, s4_b),
+        )
+
+    # --- staged training -------------------------------------------------------------------
+
+    def experts(self) -> tuple[nn.Module, nn.Module]:
+        """The RGB and depth experts."""
+        return self.expert_rgb, self.expert_depth
+
+    def expert_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of both experts (stage 2: lr 1e-4; stage 3: frozen)."""
+        yield from self.expert_rgb.parameters()
+        yield from self.expert_depth.parameters()
+
+    def fusion_parameters(self) -> Iterator[nn.Parameter]:
+        """SSMA blocks, skip attention and decoder (stage 2: lr 1e-3; stage 3: lr 1e-5)."""
+        for module in (self.ssma_latent, self.ssma_skip8, self.ssma_skip4, self.decoder):
+            yield from module.parameters()
+
+    def freeze_experts(self, frozen: bool = True) -> None:
+        """Stage 3: experts without gradients and kept in eval mode (BN statistics fixed)."""
+        self._experts_frozen = frozen
+        for p in self.expert_parameters():
+            p.requires_grad_(not frozen)
+        if frozen:
+            self.expert_rgb.eval()
+            self.expert_depth.eval()
+        else:
+            self.expert_rgb.train(self.training)
+            self.expert_depth.train(self.training)
+
+    def train(self, mode: bool = True) -> SSMA:
+        super().train(mode)
+        if getattr(self, '_experts_frozen', False):
+            self.expert_rgb.eval()
+            self.expert_depth.eval()
+        return self
+
+    def init_experts_from_unimodal(
+        self, rgb_source: Any, depth_source: Any, strict: bool = True
+    ) -> dict[str, list[str]]:
+        """Stage 2 init: copy ``expert.*`` of two unimodal ``adapnetpp`` models into the experts.
+
+        Each source is an ``AdapNetpp`` module, its state dict, or the path of an ``adapnetpp``
+        checkpoint (``rgbd_seg_ros.backends.checkpoint``). Decoder weights are ignored. With
+        ``strict`` every expert tensor must be present with the right shape; otherwise the
+        returned dict lists per expert the ``missing`` and ``mismatched`` keys.
+        """
+        report: dict[str, list[str]] = {}
+        for name, source, expert in (
+            ('rgb', rgb_source, self.expert_rgb),
+            ('depth', depth_source, self.expert_depth),
+        ):
+            state = _unimodal_state(source, name)
+            sub = {
+                k[len(self.EXPERT_PREFIX) :]: v
+                for k, v in state.items()
+                if k.startswith(self.EXPERT_PREFIX)
+            }
+            target = expert.state_dict()
+            missing = [k for k in target if k not in sub]
+            mismatched = [
+                f'{k} (source {tuple(sub[k].shape)}, model {tuple(v.shape)})'
+                for k, v in target.items()
+                if k in sub and sub[k].shape != v.shape
+            ]
+            if strict and (missing or mismatched):
+                raise CheckpointError(
+                    f'{name} expert: the unimodal model does not match '
+                    f'(missing {missing[:5]}, mismatched {mismatched[:5]}); same encoder, '
+                    'options and depth_channels are needed'
+                )
+            ok = {k: v for k, v in sub.items() if k in target and v.shape == target[k].shape}
+            expert.load_state_dict(ok, strict=False)
+            report[f'{name}_missing'] = missing
+            report[f'{name}_mismatched'] = mismatched
+        return report
+
+
+def _unimodal_state(source: Any, name: str) -> Mapping[str, Tensor]:
+    if isinstance(source, nn.Module):
+        return source.state_dict()
+    if isinstance(source, Mapping):
+        return source
+    if isinstance(source, (str, Path)):
+        from rgbd_seg_ros.backends.checkpoint import load_checkpoint
+
+        meta, state = load_checkpoint(source)
+        if getattr(meta, 'backend', 'adapnetpp') != 'adapnetpp':
+            raise CheckpointError(
+                f'{source}: {name} expert must come from an adapnetpp checkpoint, '
+                f'not {meta.backend!r}'
+            )
+        return state
+    raise TypeError(f'cannot read a {name} expert from {type(source).__name__}')
