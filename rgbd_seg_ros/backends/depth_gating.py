@@ -1,0 +1,398 @@
+"""Depth-aware gating and recurrent refinement (Kong & Fowlkes, "Recurrent Scene Parsing with
+Perspective Understanding in the Loop", CVPR 2018), as the ``depth_gating`` backend.
+
+Network (spec section 5): a dilated ResNet at output stride 8 -> ``res6`` (3x3 conv to
+``width``) -> feed-forward depth-aware gating module (five 3x3 branches with dilations
+1/2/4/8/16 mixed per pixel by 5-way depth-bin probabilities, plus the depth head that predicts
+those bins and log-depth) -> 1x1 conv -> classifier -> x8 bilinear. Then ``num_loops``
+unrolls of the recurrent refinement module, whose weights are shared across unrolls: its input
+is ``cat(res6, previous pre-classifier feature)``, a 3x3 conv back to ``width``, its own gating
+module and depth head, 1x1 conv and classifier. Every unroll yields a prediction, so
+``num_loops`` (0..2) is a latency/accuracy knob that can be changed at run time
+(:meth:`DepthGatingNet.set_num_loops`) without touching the weights.
+
+The gate comes from (``gating_source``):
+
+* ``'predicted'`` -- the softmax of the model's own depth-bin head (the paper's final choice).
+  The backend then reads no depth at all, so a node can keep publishing when the depth stream
+  drops out (``forward(rgb)`` or ``forward(rgb, None)``).
+* ``'sensor'`` -- the one-hot bin of the measured depth; pixels without valid depth get the
+  uniform 1/5 on every branch (the paper's ground-truth gating).
+* ``'hybrid'`` -- sensor bins where the depth is valid, predicted probabilities in holes.
+
+Departures from the paper and its code, and package choices:
+
+* **Bins on f/Z, not metric depth** (spec section 6.4): apparent size scales with f/Z, so a bin
+  edge ``Z_e`` metres measured with the reference camera (``reference_focal_px``; the NYUv2
+  Kinect, fx = 518.86 px, with the paper's NYU edges 1.5/2.1/3.0/4.7 m) becomes the edge
+  ``reference_focal_px / Z_e`` in pixels per metre, and a camera of focal ``f`` bins a pixel by
+  ``f / Z``. With the reference focal this reproduces the paper's bins exactly. Far pixels (bin
+  0) select dilation 1, near pixels (bin 4) dilation 16. ``bin_edges_fz`` overrides the edges.
+* **Focal length.** ``forward(rgb, depth, focal=...)`` takes it per call (a float or a ``[B]``
+  tensor, in pixels of the *network input*, i.e. after any resize by s the caller multiplies fx
+  by s); otherwise :meth:`DepthGatingNet.set_intrinsics` (``K`` of the network input) stores a
+  default; otherwise ``config.focal_px``, otherwise ``reference_focal_px``. The node passes K
+  from ``CameraInfo`` through ``set_intrinsics`` when it changes (not in the state dict).
+* Sensor depth reaches the gate at 1/8 resolution by **min-pooling** (max-pooling f/Z, so holes,
+  which are 0, never win): thin near objects survive (spec 5.2 / 7.24).
+* **Depth input** is the package's ``'metric'`` encoding, ``min(Z, max)/max``; ``depth_max_m``
+  (default 10, the encoding's default) must equal the checkpoint's ``depth_params.max_depth_m``.
+  Values at the clip (>= max) land in the far bin, which is correct for any max above 4.7 m.
+* Gating is soft for predicted/hybrid-hole pixels (the code's MaskGating), hard (one-hot) for
+  sensor pixels, as in the paper; the ``tied`` and ``avg`` ablations are not built.
+* Training output: the final unroll's logits are the main output; the earlier predictions are
+  auxiliary outputs with the code's relative weights (feed-forward 1 vs loops 5, i.e. aux
+  weights 0.2 for the feed-forward pass and 1.0 for intermediate unrolls). The depth-bin and
+  log-depth heads are returned by :meth:`DepthGatingNet.forward_all` for the depth losses
+  (``depth_bin_loss``, ``log_depth_loss``); the SegOutput contract has no slot for them.
+* New layers use BatchNorm like the rest of the package (the paper trains at batch 1 with
+  frozen backbone BN; spec 7.23 suggests GroupNorm or batch >= 8 for the new layers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rgbd_seg_ros.backends.base import SegBackend, SegOutput, crop_aux, pad_to_multiple
+from rgbd_seg_ros.backends.registry import register_backend
+from rgbd_seg_ros.errors import ConfigError
+
+GATING_SOURCES = ('predicted', 'sensor', 'hybrid')
+NYU_BIN_EDGES_M: tuple[float, ...] = (1.5, 2.1, 3.0, 4.7)
+NYU_KINECT_FOCAL_PX = 518.8579
+
+
+def _cbr(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def fz_edges(edges_m: Sequence[float], reference_focal_px: float) -> tuple[float, ...]:
+    """Metric bin edges of the reference camera -> ascending f/Z edges (pixels per metre)."""
+    return tuple(sorted(reference_focal_px / float(e) for e in edges_m))
+
+
+def sensor_bin_probs(
+    depth_m: Tensor, focal: Tensor, edges_fz: Sequence[float], stride: int
+) -> tuple[Tensor, Tensor]:
+    """One-hot f/Z bins of metric depth at ``1/stride``; uniform where there is no valid depth.
+
+    ``depth_m [B,1,H,W]`` (0 = invalid), ``focal [B]`` -> ``(probs [B,n+1,h,w], valid [B,1,h,w])``.
+    Bin 0 is the farthest (smallest f/Z). Depth is min-pooled (f/Z max-pooled) over each cell.
+    """
+    depth_m = depth_m.float()
+    valid_px = depth_m > 0
+    fz = torch.where(
+        valid_px, focal.view(-1, 1, 1, 1) / depth_m.clamp_min(1e-6), torch.zeros_like(depth_m)
+    )
+    if stride > 1:
+        fz = F.max_pool2d(fz, stride, stride)
+    valid = fz > 0
+    edges = torch.tensor(list(edges_fz), dtype=fz.dtype, device=fz.device).view(1, -1, 1, 1)
+    index = (fz > edges).sum(1)  # B, h, w in 0..n
+    onehot = F.one_hot(index, len(edges_fz) + 1).permute(0, 3, 1, 2).to(fz.dtype)
+    uniform = torch.full_like(onehot, 1.0 / (len(edges_fz) + 1))
+    return torch.where(valid, onehot, uniform), valid
+
+
+class DepthHead(nn.Module):
+    """Kong's depth branch: 3x3 C->128, 3x3 128->32 (+dropout), 1x1 -> bins, 3x3 -> log-depth."""
+
+    def __init__(
+        self, channels: int, mid: int = 128, low: int = 32, bins: int = 5, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            _cbr(channels, mid, 3), _cbr(mid, low, 3), nn.Dropout2d(dropout)
+        )
+        self.bins = nn.Conv2d(low, bins, 1)
+        self.log_depth = nn.Conv2d(low, 1, 3, padding=1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        t = self.trunk(x)
+        return self.bins(t), self.log_depth(t)
+
+
+class DepthAwareGating(nn.Module):
+    """Five untied dilated 3x3 branches mixed per pixel: ``Y = sum_k P_k * B_k``.
+
+    ``forward(x, probs)`` with ``probs [B,K,h,w]`` (K = number of branches, summing to 1).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        out_channels: int | None = None,
+        dilations: Sequence[int] = (1, 2, 4, 8, 16),
+    ) -> None:
+        super().__init__()
+        out_channels = out_channels or channels
+        self.dilations = tuple(dilations)
+        self.branches = nn.ModuleList(_cbr(channels, out_channels, 3, d) for d in self.dilations)
+
+    def forward(self, x: Tensor, probs: Tensor) -> Tensor:
+        if probs.shape[1] != len(self.branches):
+            raise ValueError(f'{len(self.branches)} branches but {probs.shape[1]} gate channels')
+        out = None
+        for k, branch in enumerate(self.branches):
+            term = branch(x) * probs[:, k : k + 1]
+            out = term if out is None else out + term
+        return out
+
+
+class GatedStep(nn.Module):
+    """One prediction step: depth head -> gate -> gating module -> 1x1 -> classifier."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        dilations: Sequence[int],
+        head_width: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.depth_head = DepthHead(
+            channels, head_width, max(8, head_width // 4), len(dilations), dropout
+        )
+        self.gating = DepthAwareGating(channels, channels, dilations)
+        self.post = nn.Sequential(_cbr(channels, channels, 1), nn.Dropout2d(dropout))
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+
+class DepthGatingOutputs(NamedTuple):
+    """Everything one forward computes, per step (feed-forward first, then each unroll).
+
+    All maps are at 1/output_stride of the padded input except ``logits`` (full padded size).
+    """
+
+    logits: tuple[Tensor, ...]
+    step_logits: tuple[Tensor, ...]
+    bin_logits: tuple[Tensor, ...]
+    log_depth: tuple[Tensor, ...]
+    gates: tuple[Tensor, ...]
+
+
+@dataclass
+class DepthGatingConfig:
+    """Options of the ``depth_gating`` backend (defaults: the paper's ResNet-50 NYU model)."""
+
+    encoder: str = 'resnet50'
+    depth_channels: int = 1
+    output_stride: int = 8
+    width: int = 512
+    depth_head_width: int = 128
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+    gating_source: str = 'predicted'  # predicted | sensor | hybrid
+    num_loops: int = 2
+    bin_edges_m: tuple[float, ...] = NYU_BIN_EDGES_M
+    reference_focal_px: float = NYU_KINECT_FOCAL_PX
+    bin_edges_fz: tuple[float, ...] | None = None
+    focal_px: float | None = None
+    depth_max_m: float = 10.0
+    dropout: float = 0.1
+    ff_aux_weight: float = 0.2
+    loop_aux_weight: float = 1.0
+    pretrained: str | None = None
+
+
+@register_backend(
+    'depth_gating',
+    DepthGatingConfig,
+    summary='Depth-aware gating + recurrent refinement, Kong & Fowlkes, CVPR 2018',
+)
+class DepthGatingNet(SegBackend):
+    """Depth-aware gating with recurrent refinement (see the module docstring)."""
+
+    def __init__(self, num_classes: int, config: DepthGatingConfig) -> None:
+        super().__init__()
+        from rgbd_seg_ros.backends.encoders import build_encoder
+
+        if config.gating_source not in GATING_SOURCES:
+            raise ConfigError(
+                f'gating_source must be one of {GATING_SOURCES}, got {config.gating_source!r}'
+            )
+        if not 0 <= int(config.num_loops) <= 8:
+            raise ConfigError(f'num_loops must be in 0..8, got {config.num_loops}')
+        if config.gating_source != 'predicted' and config.depth_channels != 1:
+            raise ConfigError(
+                "sensor/hybrid gating reads 'metric' depth: depth_channels must be 1"
+            )
+        self.num_classes = num_classes
+        self.config = config
+        self.output_stride = config.output_stride
+        self.pad_multiple = config.output_stride
+        self.num_loops = int(config.num_loops)
+        edges = config.bin_edges_fz or fz_edges(config.bin_edges_m, config.reference_focal_px)
+        self.edges_fz = tuple(sorted(float(e) for e in edges))
+        dilations = tuple(int(d) for d in config.dilations)
+        if len(dilations) != len(self.edges_fz) + 1:
+            raise ConfigError(
+                f'{len(dilations)} dilations need {len(dilations) - 1} bin edges, '
+                f'got {len(self.edges_fz)}'
+            )
+        self.focal_px = float(config.focal_px or config.reference_focal_px)
+        self.encoder = build_encoder(
+            config.encoder, output_stride=config.output_stride, pretrained=config.pretrained
+        )
+        c_enc = self.encoder.feature_info[-1].channels
+        w = config.width
+        self.res6 = _cbr(c_enc, w, 3)
+        self.ff = GatedStep(w, num_classes, dilations, config.depth_head_width, config.dropout)
+        self.loop_in = _cbr(2 * w, w, 3)
+        self.loop = GatedStep(w, num_classes, dilations, config.depth_head_width, config.dropout)
+
+    # -- run-time knobs ---------------------------------------------------------------------
+    def set_num_loops(self, num_loops: int) -> None:
+        """Number of recurrent unrolls used from now on (the weights cover any number)."""
+        if num_loops < 0:
+            raise ConfigError(f'num_loops must be >= 0, got {num_loops}')
+        self.num_loops = int(num_loops)
+
+    def set_intrinsics(self, K: object) -> None:  # noqa: N803
+        """Store fx of the 3x3 camera matrix ``K`` of the network input as the default focal."""
+        import numpy as np
+
+        fx = float(np.asarray(K, dtype=np.float64).reshape(3, 3)[0, 0])
+        if not fx > 0:
+            raise ConfigError(f'focal length must be positive, got {fx}')
+        self.focal_px = fx
+
+    def uses_depth(self) -> bool:
+        return self.config.gating_source != 'predicted'
+
+    # -- forward -----------------------------------------------------------------------------
+    def _focal(self, focal: float | Tensor | None, batch: int, ref: Tensor) -> Tensor:
+        if focal is None:
+            focal = self.focal_px
+        f = torch.as_tensor(focal, dtype=torch.float32, device=ref.device).reshape(-1)
+        return f.expand(batch) if f.numel() == 1 else f
+
+    def _gate(self, bin_logits: Tensor, sensor: tuple[Tensor, Tensor] | None) -> Tensor:
+        predicted = torch.softmax(bin_logits, 1)
+        src = self.config.gating_source
+        if src == 'predicted' or sensor is None:
+            return predicted
+        probs, valid = sensor
+        if src == 'sensor':
+            return probs
+        return torch.where(valid, probs, predicted)
+
+    def _step(self, step: GatedStep, x: Tensor, sensor: tuple[Tensor, Tensor] | None):
+        bin_logits, log_depth = step.depth_head(x)
+        gate = self._gate(bin_logits, sensor)
+        feat = step.post(step.gating(x, gate))
+        return feat, step.classifier(feat), bin_logits, log_depth, gate
+
+    def forward_all(
+        self,
+        rgb: Tensor,
+        depth: Tensor | None = None,
+        focal: float | Tensor | None = None,
+        num_loops: int | None = None,
+    ) -> DepthGatingOutputs:
+        """All steps on inputs whose H, W are multiples of the output stride."""
+        loops = self.num_loops if num_loops is None else int(num_loops)
+        sensor = None
+        if self.uses_depth():
+            if depth is None:
+                raise ValueError(f'gating_source={self.config.gating_source!r} needs depth')
+            depth_m = depth[:, :1].float() * self.config.depth_max_m
+            focal_t = self._focal(focal, rgb.shape[0], rgb)
+            sensor = sensor_bin_probs(depth_m, focal_t, self.edges_fz, self.output_stride)
+        size = rgb.shape[-2:]
+        res6 = self.res6(self.encoder(rgb)[-1])
+        outs: list[tuple[Tensor, ...]] = []
+        feat, *rest = self._step(self.ff, res6, sensor)
+        outs.append(tuple(rest))
+        for _ in range(loops):
+            feat, *rest = self._step(self.loop, self.loop_in(torch.cat([res6, feat], 1)), sensor)
+            outs.append(tuple(rest))
+        step_logits = tuple(o[0] for o in outs)
+        return DepthGatingOutputs(
+            logits=tuple(
+                F.interpolate(s, size=size, mode='bilinear', align_corners=False)
+                for s in step_logits
+            ),
+            step_logits=step_logits,
+            bin_logits=tuple(o[1] for o in outs),
+            log_depth=tuple(o[2] for o in outs),
+            gates=tuple(o[3] for o in outs),
+        )
+
+    def forward_padded(self, rgb, depth, focal=None):
+        outs = self.forward_all(rgb, depth, focal)
+        aux = tuple(outs.step_logits[:-1])
+        return outs.logits[-1], aux
+
+    @property
+    def aux_weights(self) -> tuple[float, ...]:  # type: ignore[override]
+        return (self.config.ff_aux_weight,) + (self.config.loop_aux_weight,) * self.num_loops
+
+    def forward(  # type: ignore[override]
+        self, rgb: Tensor, depth: Tensor | None = None, focal: float | Tensor | None = None
+    ) -> Tensor | SegOutput:
+        _, h, w = self._check(rgb, depth)
+        m = self.pad_multiple
+        rgb_p = pad_to_multiple(rgb, m)
+        depth_p = pad_to_multiple(depth, m) if self.uses_depth() else None
+        logits, aux = self.forward_padded(rgb_p, depth_p, focal)
+        hp = logits.shape[-2]
+        logits = logits[..., :h, :w]
+        if not self.training:
+            return logits
+        aux = tuple(crop_aux(a, h, w, hp) for a in aux)
+        return SegOutput(logits, aux, tuple(self.aux_weights[: len(aux)]))
+
+    @torch.no_grad()
+    def predict_depth(
+        self, rgb: Tensor, depth: Tensor | None = None, focal: float | Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(metric depth [B,1,H,W] from the last step's log-depth head, bin index [B,H,W]) at
+        input size; for diagnostics topics and depth-dropout fallbacks."""
+        _, h, w = self._check(rgb, depth)
+        m = self.pad_multiple
+        outs = self.forward_all(
+            pad_to_multiple(rgb, m),
+            pad_to_multiple(depth, m) if self.uses_depth() else None,
+            focal,
+        )
+        size = outs.logits[-1].shape[-2:]
+        d = torch.exp(F.interpolate(outs.log_depth[-1], size=size, mode='bilinear'))
+        b = F.interpolate(outs.bin_logits[-1], size=size, mode='bilinear').argmax(1)
+        return d[..., :h, :w], b[..., :h, :w]
+
+
+def depth_bin_loss(
+    bin_logits: Tensor,
+    depth_m: Tensor,
+    focal: Tensor,
+    edges_fz: Sequence[float],
+) -> Tensor:
+    """Kong's 5-way depth classification loss at full resolution (logits upsampled), holes
+    ignored. ``depth_m [B,1,H,W]`` metres (0 = invalid), ``focal [B]`` pixels."""
+    probs, valid = sensor_bin_probs(depth_m, focal, edges_fz, 1)
+    target = probs.argmax(1).masked_fill(~valid[:, 0], -100)
+    logits = F.interpolate(bin_logits, size=depth_m.shape[-2:], mode='bilinear')
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=-100)
+
+
+def log_depth_loss(log_depth: Tensor, depth_m: Tensor) -> Tensor:
+    """Kong's depth regression: mean squared log error over valid pixels at full resolution."""
+    pred = F.interpolate(log_depth, size=depth_m.shape[-2:], mode='bilinear')
+    valid = depth_m > 0
+    if not bool(valid.any()):
+        return pred.sum() * 0.0
+    diff = (pred - torch.log(depth_m.clamp_min(1e-6)))[valid]
+    return (diff * diff).mean()

@@ -1,0 +1,513 @@
+"""Asymmetric non-local blocks (Zhu et al., "Asymmetric Non-local Neural Networks for Semantic
+Segmentation", ICCV 2019): APNB, AFNB, the standard non-local block they are measured against,
+and the pyramid pooling that makes them asymmetric.
+
+The blocks follow the authors' public code (``MendelXu/ANN``) where it differs from the paper:
+
+* Query and key share one projection (``share='qk'``, the code) where the paper says key and value
+  are shared "following OCNet"; ``share='kv'`` gives the paper's variant and ``'none'`` shares
+  nothing. AFNB shares nothing (query and key read different inputs).
+* The affinity is scaled by ``key_channels ** -0.5`` before the softmax (not in the paper).
+* Key/query projections are ``conv1x1 + BN + ReLU``, the value projection a plain ``conv1x1``;
+  ``W_o`` is zero-initialised so a fresh block contributes no context; APNB fuses
+  ``cat(context, x)`` with ``conv1x1 + BN + ReLU + Dropout2d(0.05)``, AFNB with
+  ``conv1x1 + BN + Dropout2d(0.05)`` (no ReLU).
+
+Departures from both, for deployment:
+
+* **Pooling.** The pyramid of adaptive average pools {1, 3, 6, 8} (S = 110 anchors) is computed
+  as matrix products with averaging matrices built from the input's height and width, not with
+  ``adaptive_avg_pool2d``. The legacy ONNX exporter refuses ``adaptive_avg_pool2d`` when the
+  output size does not divide the input size (60x80 -> 3, 6, 8 at 480x640) and the dynamo
+  exporter bakes one shape in; the matrices reproduce the operator's bins exactly
+  (``floor(i*L/n) .. ceil((i+1)*L/n)``, tested to 1e-6) and export with both. Average pooling
+  over a rectangle is separable, so the S x N matrix of the spec is applied as one ``n x H`` and
+  one ``n x W`` product per pyramid level (the full matrix is :func:`pyramid_pool_matrix`, kept
+  for reference and tests). The matrices are constants of the input size, so an exported graph
+  is tied to the resolution it was exported at (as with every fixed-shape engine).
+* AFNB accepts keys/values at a different spatial size from the queries (the anchors are pooled
+  anyway), which lets a half-resolution depth stream feed an RGB query: the cross-modal fusion
+  option of :class:`CrossModalAFNB` (in neither paper).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PYRAMID_SIZES: tuple[int, ...] = (1, 3, 6, 8)
+
+
+def adaptive_pool_matrix(
+    length: int, bins: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> torch.Tensor:
+    """``[bins, length]`` matrix whose rows average the bins of ``adaptive_avg_pool1d``."""
+    rows = torch.zeros(bins, length, dtype=dtype, device=device)
+    for i in range(bins):
+        start = (i * length) // bins
+        end = -((-(i + 1) * length) // bins)  # ceil((i + 1) * length / bins)
+        rows[i, start:end] = 1.0 / (end - start)
+    return rows
+
+
+def pyramid_pool_matrix(
+    height: int,
+    width: int,
+    sizes: Sequence[int] = PYRAMID_SIZES,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The full ``[S, H*W]`` averaging matrix of the pyramid (S = sum n^2), rows ordered by
+    pyramid level then row-major bin, matching ``cat([adaptive_avg_pool2d(x, n).flatten(2)])``."""
+    blocks = [
+        torch.kron(adaptive_pool_matrix(height, n, dtype), adaptive_pool_matrix(width, n, dtype))
+        for n in sizes
+    ]
+    return torch.cat(blocks, 0)
+
+
+def pyramid_pool(x: torch.Tensor, sizes: Sequence[int] = PYRAMID_SIZES) -> torch.Tensor:
+    """``[B, C, H, W] -> [B, C, S]``: pyramid adaptive average pooling as matrix products.
+
+    Exportable to ONNX at any fixed resolution (see the module docstring)."""
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    pooled = []
+    for n in sizes:
+        rows = adaptive_pool_matrix(height, n, x.dtype, x.device)  # n x H
+        cols = adaptive_pool_matrix(width, n, x.dtype, x.device)  # n x W
+        level = torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))  # B, C, n, n
+        pooled.append(level.flatten(2))
+    return torch.cat(pooled, 2)
+
+
+def pyramid_pool_reference(x: torch.Tensor, sizes: Sequence[int] = PYRAMID_SIZES) -> torch.Tensor:
+    """The same pooling with ``adaptive_avg_pool2d`` (the paper's definition; not exportable)."""
+    return torch.cat([F.adaptive_avg_pool2d(x, n).flatten(2) for n in sizes], 2)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+def _zero_conv(cin: int, cout: int) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``query [B,Ck,N]``, ``key [B,Ck,S]``, ``value [B,Cv,S]`` -> context ``[B,Cv,N]``."""
+    sim = torch.matmul(query.transpose(1, 2), key) * (query.shape[1] ** -0.5)  # B, N, S
+    sim = torch.softmax(sim, dim=-1)
+    return torch.matmul(value, sim.transpose(1, 2))  # B, Cv, N
+
+
+class APNB(nn.Module):
+    """Asymmetric Pyramid Non-local Block: self-attention of every position over S pooled anchors.
+
+    ``fuse=True`` (the network's form): ``conv1x1+BN+ReLU+Dropout(cat(W_o(ctx), x))``;
+    ``fuse=False``: residual ``x + W_o(ctx)`` (the form of the paper's block-level efficiency
+    table; requires ``out_channels == in_channels``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        *,
+        key_channels: int = 256,
+        value_channels: int = 256,
+        sizes: Sequence[int] = PYRAMID_SIZES,
+        share: str = 'qk',
+        dropout: float = 0.05,
+        fuse: bool = True,
+    ) -> None:
+        super().__init__()
+        if share not in ('qk', 'kv', 'none'):
+            raise ValueError(f"share must be 'qk', 'kv' or 'none', got {share!r}")
+        out_channels = out_channels or in_channels
+        if not fuse and out_channels != in_channels:
+            raise ValueError('the residual form (fuse=False) needs out_channels == in_channels')
+        if share == 'kv' and value_channels != key_channels:
+            raise ValueError("share='kv' needs value_channels == key_channels")
+        self.sizes = tuple(sizes)
+        self.share = share
+        self.key_channels = key_channels
+        self.f_key = _conv_bn_relu(in_channels, key_channels)
+        self.f_query = self.f_key if share == 'qk' else _conv_bn_relu(in_channels, key_channels)
+        self.f_value = None if share == 'kv' else nn.Conv2d(in_channels, value_channels, 1)
+        self.w_out = _zero_conv(value_channels, out_channels)
+        self.fuse = (
+            nn.Sequential(
+                nn.Conv2d(in_channels + out_channels, out_channels, 1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+                nn.Dropout2d(dropout),
+            )
+            if fuse
+            else None
+        )
+
+    @property
+    def anchors(self) -> int:
+        """Number of pooled anchors S (110 for the default pyramid)."""
+        return sum(n * n for n in self.sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        key_map = self.f_key(x)
+        query = (key_map if self.share == 'qk' else self.f_query(x)).flatten(2)
+        key = pyramid_pool(key_map, self.sizes)
+        value = key if self.f_value is None else pyramid_pool(self.f_value(x), self.sizes)
+        context = _attend(query, key, value).reshape(B, -1, H, W)
+        context = self.w_out(context)
+        if self.fuse is None:
+            return x + context
+        return self.fuse(torch.cat([context, x], 1))
+
+
+class AFNB(nn.Module):
+    """Asymmetric Fusion Non-local Block: queries from ``high``, keys/values pooled from ``low``.
+
+    ``low`` may have a different spatial size from ``high``. Output has ``high``'s size and
+    ``out_channels`` channels (default: ``high_channels``).
+    """
+
+    def __init__(
+        self,
+        low_channels: int,
+        high_channels: int,
+        out_channels: int | None = None,
+        *,
+        key_channels: int = 256,
+        value_channels: int = 256,
+        sizes: Sequence[int] = PYRAMID_SIZES,
+        dropout: float = 0.05,
+    ) -> None:
+        super().__init__()
+        out_channels = out_channels or high_channels
+        self.sizes = tuple(sizes)
+        self.f_key = _conv_bn_relu(low_channels, key_channels)
+        self.f_query = _conv_bn_relu(high_channels, key_channels)
+        self.f_value = nn.Conv2d(low_channels, value_channels, 1)
+        self.w_out = _zero_conv(value_channels, out_channels)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(high_channels + out_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.Dropout2d(dropout),
+        )
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = high.shape
+        query = self.f_query(high).flatten(2)
+        key = pyramid_pool(self.f_key(low), self.sizes)
+        value = pyramid_pool(self.f_value(low), self.sizes)
+        context = self.w_out(_attend(query, key, value).reshape(B, -1, H, W))
+        return self.fuse(torch.cat([context, high], 1))
+
+
+class CrossModalAFNB(nn.Module):
+    """AFNB with RGB queries and depth keys/values (a package extension, in neither paper).
+
+    ``forward(rgb_feat, depth_feat) -> fused [B, out, H_rgb, W_rgb]``.
+    """
+
+    def __init__(
+        self,
+        rgb_channels: int,
+        depth_channels: int,
+        out_channels: int | None = None,
+        *,
+        key_channels: int = 256,
+        value_channels: int = 256,
+        sizes: Sequence[int] = PYRAMID_SIZES,
+    ) -> None:
+        super().__init__()
+        self.block = AFNB(
+            depth_channels,
+            rgb_channels,
+            out_channels,
+            key_channels=key_channels,
+            value_channels=value_channels,
+            sizes=sizes,
+        )
+
+    def forward(self, rgb_feat: torch.Tensor, depth_feat: torch.Tensor) -> torch.Tensor:
+        return self.block(depth_feat, rgb_feat)
+
+
+class ANNContextHead(nn.Module):
+    """ANN's context head, usable in place of eASPP: ``[AFNB(low, high)] -> 3x3 reduce -> APNB``.
+
+    ``forward(high, low=None)``: without ``low_channels`` the AFNB stage is skipped (APNB only).
+    Output: ``out_channels`` at ``high``'s resolution.
+    """
+
+    def __init__(
+        self,
+        high_channels: int,
+        out_channels: int = 256,
+        low_channels: int | None = None,
+        *,
+        key_channels: int = 256,
+        value_channels: int = 256,
+        sizes: Sequence[int] = PYRAMID_SIZES,
+    ) -> None:
+        super().__init__()
+        self.afnb = (
+            AFNB(
+                low_channels,
+                high_channels,
+                high_channels,
+                key_channels=key_channels,
+                value_channels=value_channels,
+                sizes=sizes,
+            )
+            if low_channels
+            else None
+        )
+        self.reduce = nn.Sequential(
+            nn.Conv2d(high_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.apnb = APNB(
+            out_channels,
+            out_channels,
+            key_channels=key_channels,
+            value_channels=value_channels,
+            sizes=sizes,
+        )
+        self.out_channels = out_channels
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor | None = None) -> torch.Tensor:
+        if self.afnb is not None:
+            if low is None:
+                raise ValueError('this head was built with an AFNB stage and needs `low`')
+            high = self.afnb(low, high)
+        return self.apnb(self.reduce(high))
+
+
+class NonLocalBlock(nn.Module):
+    """Standard (embedded-Gaussian) non-local block, N x N affinity; the efficiency baseline.
+
+    Same projections as :class:`APNB` (shared query/key, scaled softmax, zero-init ``W_o``) and
+    the residual output ``x + W_o(ctx)``, so the two differ only in the anchors.
+    """
+
+    def __init__(self, in_channels: int, key_channels: int = 256, value_channels: int = 256):
+        super().__init__()
+        self.f_key = _conv_bn_relu(in_channels, key_channels)
+        self.f_value = nn.Conv2d(in_channels, value_channels, 1)
+        self.w_out = _zero_conv(value_channels, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        key = self.f_key(x).flatten(2)
+        value = self.f_value(x).flatten(2)
+        context = _attend(key, key, value).reshape(B, -1, H, W)
+        return x + self.w_out(context)
+
+
+# --------------------------------------------------------------------------------------------
+# Efficiency measurement (paper Table 1: one block, C = 2048, C^ = 256, input 256x128)
+# --------------------------------------------------------------------------------------------
+
+#: The paper's Table 1 (Titan Xp): (GFLOPs, memory MB, time ms) per (block, H, W).
+PAPER_TABLE1: dict[tuple[str, int, int], tuple[float, float, float]] = {
+    ('NB', 96, 96): (58.0, 609.0, 19.5),
+    ('APNB', 96, 96): (15.5, 150.0, 12.4),
+    ('NB', 128, 256): (601.4, 7797.0, 179.4),
+    ('APNB', 128, 256): (43.5, 277.0, 30.8),
+}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One measured block: multiply-accumulates (G), peak memory (MB), mean time (ms)."""
+
+    block: str
+    height: int
+    width: int
+    gmacs: float
+    peak_mb: float
+    time_ms: float
+    device: str
+    memory_method: str
+
+
+def analytic_gmacs(
+    block: str, channels: int, key: int, height: int, width: int, *, anchors: int = 110
+) -> float:
+    """Closed-form MACs of one block (shared q/k projection, value, W_o, two matmuls)."""
+    n = height * width
+    m = anchors if block == 'APNB' else n
+    proj = (channels * key + channels * key + key * channels) * n
+    return (proj + 2 * key * n * m) / 1e9
+
+
+class _LiveTensorTracker:
+    """Peak bytes of live tensor storages created while active (CPU allocator accounting).
+
+    A ``TorchDispatchMode`` sees every op's outputs; each new storage is counted until Python
+    releases it (a weakref finaliser). Deterministic, unlike RSS; counts what the caching-free
+    CPU allocator hands out for tensors, not interpreter overhead.
+    """
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tracker._see(out)
+                return out
+
+        self.mode = _Mode()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _free(self, key: int, nbytes: int) -> None:
+        if self.live.pop(key, None) is not None:
+            self.current -= nbytes
+
+    def _see(self, out: object) -> None:
+        import weakref
+
+        from torch.utils._pytree import tree_flatten
+
+        for item in tree_flatten(out)[0]:
+            if not isinstance(item, torch.Tensor):
+                continue
+            storage = item.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or key in self.live:
+                continue
+            self.live[key] = nbytes
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._free, key, nbytes)
+
+    def __enter__(self) -> _LiveTensorTracker:
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mode.__exit__(*exc)
+
+
+def _measure(module: nn.Module, x: torch.Tensor, iters: int) -> tuple[float, float, str, float]:
+    """(GMACs from the flop counter, peak MB, memory method, mean ms) of ``module(x)``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            module(x)
+        gmacs = counter.get_total_flops() / 2e9
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+            torch.cuda.reset_peak_memory_stats(x.device)
+            base = torch.cuda.memory_allocated(x.device)
+            module(x)
+            torch.cuda.synchronize(x.device)
+            peak = (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
+            method = 'cuda allocator (max_memory_allocated)'
+        else:
+            with _LiveTensorTracker() as tracker:
+                out = module(x)
+                del out
+            peak = tracker.peak / 2**20
+            method = 'cpu live-tensor tracker'
+        module(x)  # warm-up
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            module(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        ms = (time.perf_counter() - start) * 1000 / max(iters, 1)
+    return gmacs, peak, method, ms
+
+
+def bench_nonlocal(
+    height: int = 128,
+    width: int = 256,
+    *,
+    channels: int = 2048,
+    key_channels: int = 256,
+    iters: int = 2,
+    device: str = 'cpu',
+    blocks: Sequence[str] = ('NB', 'APNB'),
+) -> list[BenchRow]:
+    """Measure APNB against the standard non-local block at one input size (batch 1).
+
+    The paper's Table 1 uses 256x128 (W x H), C = 2048, C^ = 256. Peak memory excludes the input
+    and the weights; the NB at 256x128 needs about 9 GB (two 32768^2 fp32 maps) on CPU.
+    """
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    x = torch.randn(1, channels, height, width, device=dev)
+    rows = []
+    for name in blocks:
+        if name == 'NB':
+            module = NonLocalBlock(channels, key_channels, key_channels)
+        elif name == 'APNB':
+            module = APNB(
+                channels,
+                channels,
+                key_channels=key_channels,
+                value_channels=key_channels,
+                fuse=False,
+            )
+        else:
+            raise ValueError(f'unknown block {name!r}; valid: NB, APNB')
+        module = module.to(dev).eval()
+        gmacs, peak, method, ms = _measure(module, x, iters)
+        rows.append(BenchRow(name, height, width, gmacs, peak, ms, dev.type, method))
+        del module
+    return rows
+
+
+def format_bench_table(rows: Sequence[BenchRow], channels: int = 2048, key: int = 256) -> str:
+    """Plain-text table of measured rows next to the paper's Table 1 where it has the size."""
+    head = (
+        f'{"block":6s} {"input WxH":>10s} {"GMACs":>9s} {"(calc)":>9s} {"peak MB":>10s} '
+        f'{"time ms":>10s} | {"paper GFLOPs":>12s} {"MB":>7s} {"ms":>7s}'
+    )
+    lines = [head, '-' * len(head)]
+    by_block = {}
+    for row in rows:
+        paper = PAPER_TABLE1.get((row.block, row.height, row.width))
+        calc = analytic_gmacs(row.block, channels, key, row.height, row.width)
+        ptxt = f'{paper[0]:12.1f} {paper[1]:7.0f} {paper[2]:7.1f}' if paper else f'{"-":>12s}'
+        lines.append(
+            f'{row.block:6s} {f"{row.width}x{row.height}":>10s} {row.gmacs:9.1f} {calc:9.1f} '
+            f'{row.peak_mb:10.1f} {row.time_ms:10.1f} | {ptxt}'
+        )
+        by_block[row.block] = row
+    if 'NB' in by_block and 'APNB' in by_block:
+        nb, ap = by_block['NB'], by_block['APNB']
+        lines.append(
+            f'NB / APNB: {nb.gmacs / ap.gmacs:.1f}x MACs, '
+            f'{nb.peak_mb / max(ap.peak_mb, 1e-9):.1f}x memory, '
+            f'{nb.time_ms / max(ap.time_ms, 1e-9):.1f}x time '
+            f'(paper at 256x128: 13.8x FLOPs, 28.1x memory, 5.8x time)'
+        )
+    if rows:
+        lines.append(
+            f'device: {rows[0].device}; memory: {rows[0].memory_method}; '
+            'GMACs from torch.utils.flop_counter (paper "GFLOPs" are MAC counts, see spec 3.6)'
+        )
+    return '\n'.join(lines)
