@@ -1,0 +1,626 @@
+"""Self-describing checkpoints: everything needed to run a model, loadable without running code.
+
+Two containers, both read and written here:
+
+``*.safetensors`` (the default; any name that does not end in ``.pt``/``.pth``)
+    One safetensors file. Its header metadata (a ``str -> str`` map) holds
+
+    * ``format``: ``"pt"`` (the safetensors convention),
+    * ``rgbd_seg_ros``: the JSON document of ``CheckpointMeta`` (backend, config, class_names,
+      palette, ignore_index, input_spec, provenance, metrics, format_version),
+    * ``rgbd_seg_ros_sha256``: SHA-256 over that document and every tensor (name, dtype,
+      shape, bytes), so a flipped byte anywhere in the header or the weights is caught.
+
+    Its tensors are the model's ``state_dict()``: parameters and every buffer, BN running
+    statistics included, and non-float buffers such as ``num_batches_tracked`` kept as they are.
+
+``*.pt`` / ``*.pth``
+    ``torch.save({'meta': <the same JSON-able dict>, 'state_dict': {...}, 'sha256': <hex>})``,
+    read back with ``torch.load(weights_only=True)``: only tensors and plain containers are
+    unpickled, so a crafted file cannot run code.
+
+Readers tell the containers apart by their first bytes, not by the name. Every problem on load
+(missing, truncated or corrupt file, bad or missing metadata, unknown ``format_version`` or
+backend, a state dict that does not match the model the metadata builds) raises
+``CheckpointError`` whose message starts with the path and names the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rgbd_seg_ros.errors import CheckpointError, ConfigError
+
+FORMAT_VERSION = 1
+META_KEY = 'rgbd_seg_ros'
+DIGEST_KEY = 'rgbd_seg_ros_sha256'
+RESOLUTION_POLICIES = ('native', 'fixed')
+_TORCH_SUFFIXES = ('.pt', '.pth')
+_SHOWN_KEYS = 8  # how many key names an error message lists per category
+
+__all__ = [
+    'FORMAT_VERSION',
+    'CheckpointError',
+    'CheckpointMeta',
+    'InputSpec',
+    'build_from_checkpoint',
+    'check_state_dict',
+    'load_checkpoint',
+    'read_checkpoint_meta',
+    'save_checkpoint',
+]
+
+
+@dataclass
+class InputSpec:
+    """How raw frames become network inputs (what the engine and the data loaders both do)."""
+
+    rgb_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on [0, 1] RGB
+    rgb_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    depth_encoding: str = 'metric'  # 'metric' | 'jet' | 'hha' | 'none'
+    depth_params: dict = field(default_factory=dict)  # e.g. {'max_depth_m': 10.0}
+    resolution: dict = field(default_factory=lambda: {'policy': 'native'})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'rgb_mean': [float(v) for v in self.rgb_mean],
+            'rgb_std': [float(v) for v in self.rgb_std],
+            'depth_encoding': self.depth_encoding,
+            'depth_params': dict(self.depth_params),
+            'resolution': dict(self.resolution),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> InputSpec:
+        """Validated InputSpec from its dict form; ``ValueError`` names the bad field."""
+        if not isinstance(doc, Mapping):
+            raise ValueError(f'input_spec must be a mapping, got {type(doc).__name__}')
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - fields)
+        if unknown:
+            raise ValueError(f'input_spec has unknown field(s) {unknown}; valid: {sorted(fields)}')
+        spec = cls(**dict(doc))
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` when a field is malformed."""
+        from rgbd_seg_ros.core.depth import resolve_depth_params
+
+        for name in ('rgb_mean', 'rgb_std'):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(
+                _is_number(v) and math.isfinite(v) for v in values
+            ):
+                raise ValueError(f'input_spec.{name} must be 3 finite numbers, got {values!r}')
+            setattr(self, name, tuple(float(v) for v in values))
+        if any(v <= 0 for v in self.rgb_std):
+            raise ValueError(f'input_spec.rgb_std must be positive, got {self.rgb_std!r}')
+        if not isinstance(self.depth_params, Mapping):
+            raise ValueError('input_spec.depth_params must be a mapping')
+        self.depth_params = dict(self.depth_params)
+        try:
+            resolve_depth_params(self.depth_encoding, self.depth_params)
+        except ConfigError as err:
+            raise ValueError(f'input_spec: {err}') from None
+        res = self.resolution
+        if not isinstance(res, Mapping) or res.get('policy') not in RESOLUTION_POLICIES:
+            raise ValueError(
+                f"input_spec.resolution must have policy 'native' or 'fixed', got {res!r}"
+            )
+        res = dict(res)
+        if res['policy'] == 'fixed':
+            for key in ('height', 'width'):
+                value = res.get(key)
+                if not _is_int(value) or value < 1:
+                    raise ValueError(
+                        f'input_spec.resolution.{key} must be a positive integer for the '
+                        f"'fixed' policy, got {value!r}"
+                    )
+            extra = sorted(set(res) - {'policy', 'height', 'width'})
+        else:
+            extra = sorted(set(res) - {'policy'})
+        if extra:
+            raise ValueError(f'input_spec.resolution has unknown key(s) {extra}')
+        self.resolution = res
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything a checkpoint says about its model besides the weights."""
+
+    backend: str
+    config: dict
+    class_names: list[str]
+    palette: list[tuple[int, int, int]] = field(default_factory=list)
+    ignore_index: int = 255
+    input_spec: InputSpec = field(default_factory=InputSpec)
+    provenance: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_spec, Mapping):
+            self.input_spec = InputSpec.from_dict(self.input_spec)
+        if not self.palette and isinstance(self.class_names, (list, tuple)):
+            from rgbd_seg_ros.core.palette import default_palette
+
+            self.palette = [tuple(int(c) for c in row)
+                            for row in default_palette(len(self.class_names))]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def depth_channels(self) -> int:
+        from rgbd_seg_ros.core.depth import depth_channels
+
+        return depth_channels(self.input_spec.depth_encoding)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (the document stored in the file)."""
+        return {
+            'backend': self.backend,
+            'config': _jsonable(self.config),
+            'class_names': list(self.class_names),
+            'palette': [[int(c) for c in row] for row in self.palette],
+            'ignore_index': int(self.ignore_index),
+            'input_spec': self.input_spec.to_dict(),
+            'provenance': _jsonable(self.provenance),
+            'metrics': _jsonable(self.metrics),
+            'format_version': int(self.format_version),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> CheckpointMeta:
+        """Validated meta from its dict form; ``ValueError`` names the bad or missing field."""
+        if not isinstance(doc, Mapping):
+            raise ValueError(f'metadata must be a JSON object, got {type(doc).__name__}')
+        version = doc.get('format_version')
+        if not _is_int(version):
+            raise ValueError(f'format_version missing or not an integer: {version!r}')
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f'unknown format_version {version} (this build reads {FORMAT_VERSION})'
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in doc]
+        if missing:
+            raise ValueError(f'metadata field(s) missing: {missing}')
+        unknown = sorted(set(doc) - set(names))
+        if unknown:
+            raise ValueError(f'unknown metadata field(s) {unknown}')
+        if not isinstance(doc['palette'], list) or not doc['palette']:
+            raise ValueError(f'palette must be a non-empty list, got {doc["palette"]!r}')
+        fields = {n: doc[n] for n in names if n != 'input_spec'}
+        meta = cls(**fields, input_spec=InputSpec.from_dict(doc['input_spec']))
+        meta.validate()
+        return meta
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` when a field is malformed."""
+        if not isinstance(self.backend, str) or not self.backend:
+            raise ValueError(f'backend must be a non-empty string, got {self.backend!r}')
+        if not isinstance(self.config, Mapping) or not all(isinstance(k, str)
+                                                           for k in self.config):
+            raise ValueError('config must be a mapping with string keys')
+        names = self.class_names
+        if not isinstance(names, (list, tuple)) or not names or not all(
+            isinstance(n, str) for n in names
+        ):
+            raise ValueError('class_names must be a non-empty list of strings')
+        self.class_names = list(names)
+        pal = self.palette
+        if not isinstance(pal, (list, tuple)) or len(pal) != len(names):
+            raise ValueError(
+                f'palette must have one colour per class ({len(names)}), got '
+                f'{len(pal) if isinstance(pal, (list, tuple)) else pal!r}'
+            )
+        rows = []
+        for row in pal:
+            if not isinstance(row, (list, tuple)) or len(row) != 3 or not all(
+                _is_int(c) and 0 <= c <= 255 for c in row
+            ):
+                raise ValueError(f'palette entries must be 3 integers in 0..255, got {row!r}')
+            rows.append(tuple(int(c) for c in row))
+        self.palette = rows
+        if not _is_int(self.ignore_index):
+            raise ValueError(f'ignore_index must be an integer, got {self.ignore_index!r}')
+        if not isinstance(self.input_spec, InputSpec):
+            raise ValueError('input_spec must be an InputSpec')
+        self.input_spec.validate()
+        for name in ('provenance', 'metrics'):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ValueError(f'{name} must be a mapping')
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f'unknown format_version {self.format_version} (this build writes '
+                f'{FORMAT_VERSION})'
+            )
+        declared = self.config.get('depth_channels')
+        if declared is not None and declared != self.depth_channels:
+            raise ValueError(
+                f'config.depth_channels is {declared} but depth encoding '
+                f'{self.input_spec.depth_encoding!r} gives {self.depth_channels} channel(s)'
+            )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples -> lists, dataclasses -> dicts, numpy/torch scalars -> Python numbers, paths ->
+    strings; raises TypeError for anything JSON cannot hold."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if hasattr(value, 'item') and callable(value.item):  # numpy / torch scalars
+        try:
+            return _jsonable(value.item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise TypeError(f'cannot store {type(value).__name__} in checkpoint metadata')
+
+
+def _meta_json(meta: CheckpointMeta) -> str:
+    return json.dumps(meta.to_dict(), sort_keys=True, ensure_ascii=False)
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    flat = tensor.detach().contiguous().reshape(-1)
+    try:
+        return memoryview(flat.view(torch.uint8).numpy())
+    except (RuntimeError, TypeError):
+        return memoryview(flat.numpy().tobytes())
+
+
+def _digest(meta_json: str, tensors: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    h.update(b'rgbd_seg_ros checkpoint v1\0')
+    h.update(meta_json.encode('utf-8'))
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f'\0{name}\0{t.dtype}\0{tuple(t.shape)}\0'.encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _unwrap_model(model: nn.Module) -> nn.Module:
+    while True:
+        inner = getattr(model, '_orig_mod', None)  # torch.compile
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+            continue
+        return model
+
+
+def _cpu_state_dict(model_or_state_dict: Any) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors, none sharing memory (safetensors refuses aliases)."""
+    if isinstance(model_or_state_dict, nn.Module):
+        state = _unwrap_model(model_or_state_dict).state_dict()
+    elif isinstance(model_or_state_dict, Mapping):
+        state = model_or_state_dict
+    else:
+        raise TypeError(
+            f'expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}'
+        )
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, value in state.items():
+        if not isinstance(name, str):
+            raise TypeError(f'state dict key {name!r} is not a string')
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f'state dict entry {name!r} is a {type(value).__name__}, '
+                            'not a tensor')
+        t = value.detach().to('cpu')
+        ptr = t.untyped_storage().data_ptr()
+        if not t.is_contiguous() or ptr in seen or t.numel() == 0:
+            t = t.contiguous().clone()
+            ptr = t.untyped_storage().data_ptr()
+        seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def _is_torch_container(path: Path) -> bool:
+    return path.suffix.lower() in _TORCH_SUFFIXES
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    meta: CheckpointMeta | Mapping[str, Any],
+) -> None:
+    """Write a checkpoint atomically: a temporary file in the same folder, fsync, rename.
+
+    A ``.pt``/``.pth`` name writes the torch container, anything else safetensors. On any
+    failure the destination is untouched and no temporary file is left behind. ``meta`` is
+    validated first, so a file this writes always loads.
+    """
+    path = Path(path)
+    if isinstance(meta, Mapping):
+        meta = CheckpointMeta.from_dict(meta)
+    try:
+        meta.validate()
+        doc = _meta_json(meta)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f'{path}: refusing to save invalid metadata: {err}') from None
+    tensors = _cpu_state_dict(model_or_state_dict)
+    digest = _digest(doc, tensors)
+    folder = path.parent if str(path.parent) else Path('.')
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        if _is_torch_container(path):
+            with os.fdopen(fd, 'wb') as stream:
+                fd = -1
+                torch.save({'meta': json.loads(doc), 'state_dict': tensors, 'sha256': digest},
+                           stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+        else:
+            os.close(fd)
+            fd = -1
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp),
+                      metadata={'format': 'pt', META_KEY: doc, DIGEST_KEY: digest})
+            sync_fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(sync_fd)
+            finally:
+                os.close(sync_fd)
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _sniff(path: Path) -> str:
+    """'safetensors' or 'torch' from the first bytes; CheckpointError otherwise."""
+    try:
+        with open(path, 'rb') as stream:
+            head = stream.read(9)
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: checkpoint file not found') from None
+    except IsADirectoryError:
+        raise CheckpointError(f'{path}: is a folder, not a checkpoint file') from None
+    except OSError as err:
+        raise CheckpointError(f'{path}: cannot read checkpoint: {err}') from None
+    if len(head) == 0:
+        raise CheckpointError(f'{path}: checkpoint file is empty')
+    if head.startswith(b'PK\x03\x04'):
+        return 'torch'
+    if len(head) == 9 and head[8:9] == b'{':
+        return 'safetensors'
+    raise CheckpointError(
+        f'{path}: not a checkpoint (neither safetensors nor a torch.save zip file)'
+    )
+
+
+def _parse_meta(path: Path, doc: Any) -> CheckpointMeta:
+    if isinstance(doc, str):
+        try:
+            doc = json.loads(doc)
+        except json.JSONDecodeError as err:
+            raise CheckpointError(
+                f'{path}: checkpoint metadata is not valid JSON: {err}'
+            ) from None
+    try:
+        return CheckpointMeta.from_dict(doc)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f'{path}: invalid checkpoint metadata: {err}') from None
+
+
+def _read_safetensors(path: Path, with_tensors: bool) -> tuple[str, str | None, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework='pt', device='cpu') as handle:
+            header = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 if with_tensors else {}
+    except SafetensorError as err:
+        raise CheckpointError(f'{path}: corrupt or truncated safetensors file: {err}') from None
+    except (OSError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f'{path}: cannot read safetensors file: {err}') from None
+    if META_KEY not in header:
+        raise CheckpointError(
+            f'{path}: safetensors file has no {META_KEY!r} metadata (not written by '
+            'rgbd_seg_ros, or the header is damaged)'
+        )
+    return header[META_KEY], header.get(DIGEST_KEY), tensors
+
+
+def _read_torch(path: Path) -> tuple[Any, str | None, dict]:
+    import pickle
+    import zipfile
+
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, TypeError,
+            AttributeError, KeyError, IndexError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f'{path}: corrupt, truncated or unsafe torch checkpoint ({first})'
+        ) from None
+    if not isinstance(obj, dict) or 'meta' not in obj or 'state_dict' not in obj:
+        raise CheckpointError(
+            f"{path}: torch checkpoint must be a dict with 'meta' and 'state_dict'"
+        )
+    state = obj['state_dict']
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f'{path}: state_dict must map names to tensors')
+    digest = obj.get('sha256')
+    if digest is not None and not isinstance(digest, str):
+        raise CheckpointError(f'{path}: sha256 must be a string')
+    return obj['meta'], digest, state
+
+
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """Only the metadata (fast: safetensors reads the header, not the weights)."""
+    path = Path(path)
+    kind = _sniff(path)
+    if kind == 'safetensors':
+        doc, _, _ = _read_safetensors(path, with_tensors=False)
+    else:
+        doc, _, _ = _read_torch(path)
+    return _parse_meta(path, doc)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], check_backend: bool = True
+) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """Metadata and CPU state dict of a checkpoint, verified; never executes code.
+
+    ``check_backend`` also requires the backend name to be registered (the registry imports
+    the backend modules).
+    """
+    path = Path(path)
+    kind = _sniff(path)
+    if kind == 'safetensors':
+        doc, digest, tensors = _read_safetensors(path, with_tensors=True)
+    else:
+        doc, digest, tensors = _read_torch(path)
+    meta = _parse_meta(path, doc)
+    if digest is not None:
+        stored_doc = doc if isinstance(doc, str) else json.dumps(
+            doc, sort_keys=True, ensure_ascii=False)
+        if _digest(stored_doc, tensors) != digest:
+            raise CheckpointError(
+                f'{path}: checksum mismatch: the weights or metadata were modified or corrupted'
+            )
+    if check_backend:
+        from rgbd_seg_ros.backends.registry import get_entry
+
+        try:
+            get_entry(meta.backend)
+        except ConfigError as err:
+            raise CheckpointError(f'{path}: {err}') from None
+    return meta, tensors
+
+
+def _summarise(names: list[str]) -> str:
+    shown = ', '.join(names[:_SHOWN_KEYS])
+    more = len(names) - _SHOWN_KEYS
+    return shown + (f' (+{more} more)' if more > 0 else '')
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Problems (missing, unexpected, shape-mismatched keys) loading ``found`` where
+    ``expected`` (a model's state dict) is wanted; empty when they match."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(
+        f'{k} (checkpoint {tuple(found[k].shape)}, model {tuple(expected[k].shape)})'
+        for k in set(expected) & set(found)
+        if tuple(found[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing key(s): {_summarise(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected key(s): {_summarise(unexpected)}')
+    if shapes:
+        problems.append(f'{len(shapes)} shape mismatch(es): {_summarise(shapes)}')
+    return problems
+
+
+def _restore_tuples(config_cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON turned the config's tuple fields into lists; turn them back."""
+    out = dict(config)
+    if not dataclasses.is_dataclass(config_cls):
+        return out
+    for f in dataclasses.fields(config_cls):
+        if f.name not in out or not isinstance(out[f.name], list):
+            continue
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        if isinstance(default, tuple):
+            out[f.name] = _deep_tuple(out[f.name])
+    return out
+
+
+def _deep_tuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_deep_tuple(v) for v in value)
+    return value
+
+
+def build_from_checkpoint(
+    path: str | os.PathLike[str], device: str | torch.device = 'cpu'
+) -> tuple[nn.Module, CheckpointMeta]:
+    """Build the model the checkpoint describes, load its weights strictly, eval mode."""
+    from rgbd_seg_ros.backends.registry import build_backend, get_entry
+
+    path = Path(path)
+    meta, state = load_checkpoint(path)
+    try:
+        config = _restore_tuples(get_entry(meta.backend).config_cls, meta.config)
+        model = build_backend(meta.backend, num_classes=meta.num_classes, **config)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f'{path}: cannot build backend {meta.backend!r} from its config: {err}'
+        ) from None
+    problems = check_state_dict(model.state_dict(), state)
+    if problems:
+        raise CheckpointError(
+            f'{path}: weights do not match backend {meta.backend!r} built from the '
+            f'checkpoint config: ' + '; '.join(problems)
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f'{path}: cannot load weights: {err}') from None
+    model.to(device)
+    model.eval()
+    return model, meta
