@@ -1,0 +1,368 @@
+"""RFBNet (Deng, Li, Wang, Chen, Liu, 2019): bottom-up interactive RGB-D fusion with Residual
+Fusion Blocks (see :mod:`rgbd_seg_ros.backends.rfb`) in the SSMA framework, as the ``rfbnet``
+backend. Two base networks, chosen by ``encoder``:
+
+* **AdapNet++** (``encoder='preact_resnet50'``, the default; any package ResNet works, e.g.
+  ``resnet18`` for CPU tests): two AdapNet++ experts (input BN, encoder, eASPP, the two
+  24-channel skip convs; the same modules and keys as the ``ssma`` backend) whose paired
+  residual units from the first unit at 1/8 on (block2's second unit through block4;
+  ``rfb_stages='res3'`` keeps block2 only) run as RFBs. The eASPP outputs of both streams and
+  the interaction stream are merged by a three-input SSMA block (eta = 16) into 256 channels;
+  the skips are SSMA-fused as in SSMA, and the AdapNet++ decoder with skip attention follows
+  (auxiliary heads 0.6/0.5). Output stride 16.
+* **ERFNetEnc** (``encoder='erfnet'``): two ERFNet encoders; the 8 paired non-bottleneck-1D
+  units at 1/8 are RFBs; the RGB, depth and interaction streams are merged by the three-input
+  SSMA block into 128 channels, then a 1x1 conv to the classes and x8 bilinear upsampling.
+  Output stride 8.
+
+The depth image enters at half resolution (2x2 average pooling inside the network, so callers
+pass full-size depth like for every backend); the depth and interaction streams are upsampled
+(bilinear) to the RGB size before the merge.
+
+Staged training: :meth:`RFBNet.init_from_unimodal` loads two unimodal models (``adapnetpp``
+checkpoints with ``modality`` rgb / depth for the AdapNet++ base, ``erfnet_enc`` ones for the
+ERFNet base). Because the complementary projections end in a zero-initialised BN scale, the
+freshly initialised RFBNet encoders compute exactly the unimodal encoders (the depth one on
+half-size input).
+
+Departures from the paper (which gives no code, sizes or formulas beyond eqs. 1-3):
+
+* GFU internals (kernel sizes, widths, BN placement, gate inputs, Sconv layout, the
+  complement projections and their zero-init) follow the spec's proposal (spec 2.3, 7.1-7.6);
+  see :mod:`rgbd_seg_ros.backends.rfb`.
+* Merge ``F`` of three streams: the spec's default (upsample, concatenate, one SSMA block);
+  the paper only says "SSMA block".
+* Interaction stream across stage changes: 1x1 conv + BN to the new width, 2x2 average pooling
+  when the depth resolution halves (spec 7.8).
+* The depth stream's skips (AdapNet++ base) are upsampled x2 before the skip SSMA blocks.
+* Depth shrinking uses 2x2 average pooling (the paper resizes HHA; with metric depth and
+  holes, averaging mixes holes in; pre-fill holes if that matters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
+from rgbd_seg_ros.backends.encoders import resolve_multiscale
+from rgbd_seg_ros.backends.registry import register_backend
+from rgbd_seg_ros.backends.rfb import POINTS, ResidualFusionBlock
+from rgbd_seg_ros.errors import CheckpointError, ConfigError
+
+
+class MultiSSMABlock(nn.Module):
+    """SSMA block over any number of inputs: ``BN(W3 * (sigmoid(W2*ReLU(W1*X)) * X))``, X their
+    concatenation (3x3 convs with bias through ``sum/eta`` channels; 1x1 fusion to ``out``)."""
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int, eta: int = 16) -> None:
+        super().__init__()
+        both = int(sum(in_channels))
+        mid = max(1, both // eta)
+        self.reduce = nn.Conv2d(both, mid, 3, padding=1)
+        self.expand = nn.Conv2d(mid, both, 3, padding=1)
+        self.fuse = nn.Conv2d(both, out_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = torch.cat(xs, 1)
+        gate = torch.sigmoid(self.expand(F.relu(self.reduce(x))))
+        return self.bn(self.fuse(gate * x))
+
+
+@dataclass
+class RFBNetConfig:
+    """Options of the ``rfbnet`` backend (defaults: RFBNet(AdapNet++), spec 2)."""
+
+    encoder: str = 'preact_resnet50'  # 'erfnet' for RFBNet(ERFNetEnc); any package ResNet
+    depth_channels: int = 1  # 1 metric, 3 jet/HHA (the paper uses HHA)
+    rfb_gates: bool = True  # ablation switch "G"
+    rfb_point: str = 'R'  # 'R' (paper) | 'T' | 'none' (interaction stream aggregates only)
+    rfb_stages: str = 'all'  # 'all': every unit from the first at 1/8 on | 'res3': block2 only
+    depth_shrink: bool = True  # feed depth at half resolution
+    merge_eta: int = 16
+    # AdapNet++ base (same meaning as in the adapnetpp / ssma backends)
+    output_stride: int = 16
+    multiscale: Any = 'paper'
+    input_norm: bool = True
+    easpp_channels: int = 256
+    easpp_bottleneck: int = 64
+    easpp_rates: tuple[int, ...] = (3, 6, 12)
+    skip_channels: int = 24
+    decoder_channels: int = 256
+    ssma_eta_skip: int = 6
+    skip_attention: bool = True
+    attention_activation: str = 'relu'
+    aux_loss: bool = True
+    aux_weights: tuple[float, float] = (0.6, 0.5)
+    classifier_bn_relu: bool = True
+    dropout: float = 0.5
+    pooled_norm: bool = True
+    bn_momentum: float = 0.01
+
+    def __post_init__(self) -> None:
+        self.easpp_rates = tuple(int(r) for r in self.easpp_rates)
+        self.aux_weights = tuple(float(w) for w in self.aux_weights)  # type: ignore[assignment]
+        if self.rfb_point not in POINTS:
+            raise ConfigError(f'rfb_point must be one of {POINTS}, got {self.rfb_point!r}')
+        if self.rfb_stages not in ('all', 'res3'):
+            raise ConfigError(f"rfb_stages must be 'all' or 'res3', got {self.rfb_stages!r}")
+        if self.depth_channels < 1:
+            raise ConfigError(f'depth_channels must be positive, got {self.depth_channels}')
+        if self.encoder != 'erfnet':
+            if self.output_stride not in (8, 16, 32):
+                raise ConfigError(f'output_stride must be 8, 16 or 32, got {self.output_stride}')
+            resolve_multiscale(self.multiscale)
+
+    @property
+    def base(self) -> str:
+        return 'erfnet' if self.encoder == 'erfnet' else 'adapnetpp'
+
+
+def _stages(encoder: nn.Module) -> tuple[Callable[[Tensor], Tensor], list[tuple[list, Callable]]]:
+    """(stem function, [(units, exit function)]) of a package ResNet / pre-activation ResNet."""
+    from rgbd_seg_ros.backends.preact_resnet import PreActResNet
+    from rgbd_seg_ros.backends.resnet import ResNet
+
+    if isinstance(encoder, PreActResNet):
+
+        def stem_pre(x: Tensor) -> Tensor:
+            return encoder.stem(x)
+
+        stages = [
+            (list(stage.blocks), (lambda y, n=stage.norm: F.relu(n(y))))
+            for stage in encoder.stages
+        ]
+        return stem_pre, stages
+    if isinstance(encoder, ResNet):
+
+        def stem_v1(x: Tensor) -> Tensor:
+            return encoder.relu(encoder.bn1(encoder.conv1(x)))
+
+        stages = [(list(getattr(encoder, f'layer{i}')), (lambda y: y)) for i in range(1, 5)]
+        return stem_v1, stages
+    raise ConfigError(f'RFBNet cannot place RFBs in a {type(encoder).__name__}')
+
+
+@register_backend(
+    'rfbnet', RFBNetConfig, summary='RFBNet residual fusion blocks on SSMA (Deng et al., 2019)'
+)
+class RFBNet(SegBackend):
+    """RGB-D network with an interaction stream of Residual Fusion Blocks (module doc)."""
+
+    def __init__(self, num_classes: int, config: RFBNetConfig) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.config = config
+        point, gates = config.rfb_point, config.rfb_gates
+        shrink = 2 if config.depth_shrink else 1
+        if config.base == 'erfnet':
+            from rgbd_seg_ros.backends.erfnet import ERFNetEncoder
+
+            self.output_stride = 8
+            self.encoder_rgb = ERFNetEncoder(3)
+            self.encoder_depth = ERFNetEncoder(config.depth_channels)
+            self.rfbs = nn.ModuleList()
+            c_rd = None
+            for ur, ud in zip(
+                self.encoder_rgb.os8_units, self.encoder_depth.os8_units, strict=True
+            ):
+                block = ResidualFusionBlock(ur, ud, c_rd, gates, point)
+                c_rd = block.interaction_channels
+                self.rfbs.append(block)
+            width = self.encoder_rgb.feature_info[-1].channels
+            self.merge = MultiSSMABlock([width, width, c_rd], width, config.merge_eta)
+            self.classifier = nn.Conv2d(width, num_classes, 1)
+            self.aux_weights = ()
+            self.pad_multiple = 8 * shrink
+            init_weights(self.merge, bias=0.01)
+        else:
+            from rgbd_seg_ros.backends.adapnetpp import AdapNetppDecoder, AdapNetppExpert
+            from rgbd_seg_ros.backends.blocks import SSMABlock
+
+            self.output_stride = config.output_stride
+            self.expert_rgb = AdapNetppExpert(3, config)
+            self.expert_depth = AdapNetppExpert(config.depth_channels, config)
+            self.rfb_index: list[tuple[int, int]] = []
+            self.rfbs = nn.ModuleList()
+            _, stages_r = _stages(self.expert_rgb.encoder)
+            _, stages_d = _stages(self.expert_depth.encoder)
+            info = self.expert_rgb.encoder.feature_info
+            c_rd = None
+            last_stage = 1 if config.rfb_stages == 'res3' else 3
+            for s, ((units_r, _), (units_d, _)) in enumerate(zip(stages_r, stages_d, strict=True)):
+                if s > last_stage:
+                    break
+                for b, (ur, ud) in enumerate(zip(units_r, units_d, strict=True)):
+                    in_stride = info[s + 1].stride if b > 0 else (info[s].stride if s else 4)
+                    if in_stride < 8:
+                        continue
+                    block = ResidualFusionBlock(ur, ud, c_rd, gates, point)
+                    c_rd = block.interaction_channels
+                    self.rfbs.append(block)
+                    self.rfb_index.append((s, b))
+            if not self.rfbs:
+                raise ConfigError('this encoder has no residual units at 1/8 for RFBs')
+            c, sk = config.easpp_channels, config.skip_channels
+            self.ssma_latent = MultiSSMABlock([c, c, c_rd], c, config.merge_eta)
+            self.ssma_skip8 = SSMABlock(sk, config.ssma_eta_skip, 3, True)
+            self.ssma_skip4 = SSMABlock(sk, config.ssma_eta_skip, 3, True)
+            for block in (self.ssma_latent, self.ssma_skip8, self.ssma_skip4):
+                init_weights(block, bias=0.01)
+            self.decoder = AdapNetppDecoder(
+                num_classes,
+                config,
+                skip_attention=config.skip_attention,
+                attention_activation=config.attention_activation,
+            )
+            self.aux_weights = tuple(config.aux_weights) if config.aux_loss else ()
+            self.pad_multiple = max(f.stride for f in info) * shrink
+        # Interaction-stream layers are new; the RFB modules init their own zero-gamma BNs.
+        for block in self.rfbs:
+            for m in block.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        set_bn_momentum(self, config.bn_momentum)
+
+    # ------------------------------------------------------------------------------------------
+    def _shrink(self, depth: Tensor) -> Tensor:
+        return F.avg_pool2d(depth, 2, 2) if self.config.depth_shrink else depth
+
+    def encode(self, rgb: Tensor, depth: Tensor) -> dict[str, Tensor]:
+        """Run both encoders with their RFBs. Returns the final RGB, depth and interaction
+        features (``'rgb'``, ``'depth'``, ``'interaction'``) and, for the AdapNet++ base,
+        ``'feats_rgb'`` / ``'feats_depth'`` lists in the encoder API's order."""
+        depth = self._shrink(depth)
+        if self.config.base == 'erfnet':
+            fr = self.encoder_rgb.forward_to_os8(rgb)
+            fd = self.encoder_depth.forward_to_os8(depth)
+            x_r, x_d, x_rd = fr[-1], fd[-1], None
+            for block, ur, ud in zip(
+                self.rfbs, self.encoder_rgb.os8_units, self.encoder_depth.os8_units, strict=True
+            ):
+                x_r, x_d, x_rd = block(ur, ud, x_r, x_d, x_rd)
+            return {'rgb': x_r, 'depth': x_d, 'interaction': x_rd}
+        er, ed = self.expert_rgb, self.expert_depth
+        stem_r, stages_r = _stages(er.encoder)
+        stem_d, stages_d = _stages(ed.encoder)
+        x_r = stem_r(er.input_norm(rgb))
+        x_d = stem_d(ed.input_norm(depth))
+        feats_r, feats_d = [x_r], [x_d]
+        x_r = F.max_pool2d(x_r, 3, 2, 1)
+        x_d = F.max_pool2d(x_d, 3, 2, 1)
+        x_rd = None
+        lookup = {idx: block for idx, block in zip(self.rfb_index, self.rfbs, strict=True)}
+        for s, ((units_r, exit_r), (units_d, exit_d)) in enumerate(
+            zip(stages_r, stages_d, strict=True)
+        ):
+            for b, (ur, ud) in enumerate(zip(units_r, units_d, strict=True)):
+                block = lookup.get((s, b))
+                if block is None:
+                    x_r, x_d = ur(x_r), ud(x_d)
+                else:
+                    x_r, x_d, x_rd = block(ur, ud, x_r, x_d, x_rd)
+            x_r, x_d = exit_r(x_r), exit_d(x_d)
+            feats_r.append(x_r)
+            feats_d.append(x_d)
+        return {
+            'rgb': x_r,
+            'depth': x_d,
+            'interaction': x_rd,
+            'feats_rgb': feats_r,
+            'feats_depth': feats_d,
+        }
+
+    def forward_padded(
+        self, rgb: Tensor | None, depth: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        enc = self.encode(rgb, depth)
+
+        def up(x: Tensor, like: Tensor) -> Tensor:
+            if x.shape[-2:] == like.shape[-2:]:
+                return x
+            return F.interpolate(x, size=like.shape[-2:], mode='bilinear', align_corners=False)
+
+        if self.config.base == 'erfnet':
+            x_r = enc['rgb']
+            fused = self.merge(x_r, up(enc['depth'], x_r), up(enc['interaction'], x_r))
+            logits = F.interpolate(
+                self.classifier(fused), size=rgb.shape[-2:], mode='bilinear', align_corners=False
+            )
+            return logits, ()
+        er, ed = self.expert_rgb, self.expert_depth
+        fr, fd = enc['feats_rgb'], enc['feats_depth']
+        lat_r, lat_d = er.easpp(fr[-1]), ed.easpp(fd[-1])
+        s8_r, s8_d = er.skip_os8(fr[2]), ed.skip_os8(fd[2])
+        s4_r, s4_d = er.skip_os4(fr[1]), ed.skip_os4(fd[1])
+        latent = self.ssma_latent(lat_r, up(lat_d, lat_r), up(enc['interaction'], lat_r))
+        return self.decoder(
+            latent, self.ssma_skip8(s8_r, up(s8_d, s8_r)), self.ssma_skip4(s4_r, up(s4_d, s4_r))
+        )
+
+    # --- staged training -----------------------------------------------------------------------
+    def unimodal_modules(self) -> tuple[nn.Module, nn.Module]:
+        """The modules initialised from the RGB and the depth unimodal model."""
+        if self.config.base == 'erfnet':
+            return self.encoder_rgb, self.encoder_depth
+        return self.expert_rgb, self.expert_depth
+
+    def init_from_unimodal(
+        self, rgb_source: Any, depth_source: Any, strict: bool = True
+    ) -> dict[str, list[str]]:
+        """Stage-2 init from two unimodal models (module, state dict or checkpoint path).
+
+        AdapNet++ base: ``adapnetpp`` models (their ``expert.*``). ERFNet base: ``erfnet_enc``
+        models (their ``encoder.*``) or bare :class:`ERFNetEncoder` state dicts. Returns the
+        missing / mismatched keys per modality; ``strict`` raises on any.
+        """
+        report: dict[str, list[str]] = {}
+        for name, source, target in zip(
+            ('rgb', 'depth'), (rgb_source, depth_source), self.unimodal_modules(), strict=True
+        ):
+            state = _state_of(source)
+            want = target.state_dict()
+            best: dict[str, Tensor] = {}
+            for prefix in ('expert.', 'encoder.', f'encoder_{name}.', f'expert_{name}.', ''):
+                sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                sub = {k: v for k, v in sub.items() if k in want}
+                if len(sub) > len(best):
+                    best = sub
+            missing = [k for k in want if k not in best]
+            mismatched = [k for k, v in best.items() if v.shape != want[k].shape]
+            if strict and (missing or mismatched):
+                raise CheckpointError(
+                    f'{name} unimodal model does not match the RFBNet {name} stream '
+                    f'(missing {missing[:5]}, mismatched {mismatched[:5]})'
+                )
+            target.load_state_dict(
+                {k: v for k, v in best.items() if v.shape == want[k].shape}, strict=False
+            )
+            report[f'{name}_missing'] = missing
+            report[f'{name}_mismatched'] = mismatched
+        return report
+
+    def fusion_parameters(self):
+        """Parameters that are not in the unimodal models (RFBs, merge, decoder, head)."""
+        own = {id(p) for m in self.unimodal_modules() for p in m.parameters()}
+        return (p for p in self.parameters() if id(p) not in own)
+
+
+def _state_of(source: Any) -> Mapping[str, Tensor]:
+    if isinstance(source, nn.Module):
+        return source.state_dict()
+    if isinstance(source, Mapping):
+        return source
+    if isinstance(source, (str, Path)):
+        from rgbd_seg_ros.backends.checkpoint import load_checkpoint
+
+        _, state = load_checkpoint(source)
+        return state
+    raise TypeError(f'cannot read a unimodal model from {type(source).__name__}')
