@@ -1,0 +1,200 @@
+"""Registry-wide suite: every registered backend must pass these, with its small test config.
+
+Later backends inherit the suite by registering themselves; when the default small
+configuration (``resnet18`` encoder) is not enough to keep a backend cheap, add its options to
+``TEST_OVERRIDES``. What each backend must do (base.py's forward contract):
+
+- forward at an odd size (97x131) and at 480x640 (eval, no_grad, batch 1): logits [B,K,H,W];
+- train mode: ``SegOutput`` with aux logits and weights; backward through main + aux losses;
+- eval determinism; checkpoint round trip (identical logits) and rejection of a corrupt file;
+- ONNX export at a fixed resolution, ONNX Runtime matching torch (max abs diff < 1e-3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_inputs, make_labels, randomise_bn_statistics
+
+from rgbd_seg_ros.backends.base import SegOutput
+from rgbd_seg_ros.backends.registry import build_backend, config_to_dict, list_backends
+from rgbd_seg_ros.errors import CheckpointError
+
+NUM_CLASSES = 5
+
+# Applied to every backend unless its override says otherwise.
+DEFAULT_TEST_CONFIG: dict[str, Any] = {'encoder': 'resnet18'}
+
+# Per-backend options that keep the suite cheap on 2 CPU cores. Later helpers add a row here.
+TEST_OVERRIDES: dict[str, dict[str, Any]] = {
+    'adapnetpp': {'easpp_channels': 64, 'easpp_bottleneck': 16, 'decoder_channels': 64},
+    'ssma': {'easpp_channels': 64, 'easpp_bottleneck': 16, 'decoder_channels': 64},
+}
+
+
+def test_config(name: str) -> dict[str, Any]:
+    """Small configuration of backend ``name`` used by the suite (defaults + its override)."""
+    config = dict(DEFAULT_TEST_CONFIG)
+    config.update(TEST_OVERRIDES.get(name, {}))
+    return config
+
+
+test_config.__test__ = False  # a helper, not a test
+
+BACKENDS = list_backends()
+
+
+def build(name: str) -> torch.nn.Module:
+    return build_backend(name, num_classes=NUM_CLASSES, **test_config(name))
+
+
+def depth_channels(model: torch.nn.Module) -> int:
+    return int(model.config.depth_channels)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module]:
+    name = request.param
+    return name, build(name)
+
+
+def test_registry_lists_the_issue_backends() -> None:
+    assert {'adapnetpp', 'ssma'} <= set(BACKENDS)
+
+
+def test_contract_attributes(backend: tuple[str, torch.nn.Module]) -> None:
+    name, model = backend
+    assert model.num_classes == NUM_CLASSES
+    assert model.output_stride in (8, 16, 32)
+    assert model.config.encoder == test_config(name)['encoder']
+    assert isinstance(model.config.depth_channels, int)
+
+
+@pytest.mark.parametrize('size', [(97, 131), (33, 50)])
+def test_forward_odd_sizes(backend: tuple[str, torch.nn.Module], size: tuple[int, int]) -> None:
+    _, model = backend
+    model.eval()
+    rgb, depth = make_inputs(1, *size, depth_channels(model))
+    with torch.no_grad():
+        logits = model(rgb, depth)
+    assert isinstance(logits, torch.Tensor)
+    assert logits.shape == (1, NUM_CLASSES, *size)
+    assert torch.isfinite(logits).all()
+
+
+def test_forward_480x640(backend: tuple[str, torch.nn.Module]) -> None:
+    _, model = backend
+    model.eval()
+    rgb, depth = make_inputs(1, 480, 640, depth_channels(model))
+    with torch.no_grad():
+        logits = model(rgb, depth)
+    assert logits.shape == (1, NUM_CLASSES, 480, 640)
+    assert torch.isfinite(logits).all()
+
+
+def test_train_output_and_backward(backend: tuple[str, torch.nn.Module]) -> None:
+    _, model = backend
+    model.train()
+    h, w = 50, 66
+    rgb, depth = make_inputs(2, h, w, depth_channels(model))
+    labels = make_labels(2, h, w, NUM_CLASSES)
+    out = model(rgb, depth)
+    assert isinstance(out, SegOutput)
+    assert out.logits.shape == (2, NUM_CLASSES, h, w)
+    assert len(out.aux) == len(out.aux_weights)
+    loss = F.cross_entropy(out.logits, labels, ignore_index=255)
+    for aux, weight in zip(out.aux, out.aux_weights, strict=True):
+        assert aux.shape[:2] == (2, NUM_CLASSES)
+        assert aux.shape[-2] <= h and aux.shape[-1] <= w
+        up = F.interpolate(aux, size=(h, w), mode='bilinear', align_corners=False)
+        loss = loss + weight * F.cross_entropy(up, labels, ignore_index=255)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is None or torch.isfinite(g).all() for g in grads)
+    with_grad = sum(1 for g in grads if g is not None and g.abs().sum() > 0)
+    assert with_grad > 0.9 * len(grads), f'only {with_grad}/{len(grads)} parameters got gradients'
+
+
+def test_eval_determinism(backend: tuple[str, torch.nn.Module]) -> None:
+    _, model = backend
+    model.eval()
+    rgb, depth = make_inputs(1, 64, 80, depth_channels(model))
+    with torch.no_grad():
+        a = model(rgb, depth)
+        b = model(rgb, depth)
+    assert torch.equal(a, b)
+
+
+def _meta(name: str, model: torch.nn.Module) -> Any:
+    from rgbd_seg_ros.backends.checkpoint import CheckpointMeta
+
+    return CheckpointMeta(
+        backend=name,
+        config=config_to_dict(model.config),
+        class_names=[f'class{i}' for i in range(NUM_CLASSES)],
+        palette=[(i * 40, 255 - i * 40, 7 * i) for i in range(NUM_CLASSES)],
+    )
+
+
+def test_checkpoint_round_trip(backend: tuple[str, torch.nn.Module], tmp_path: Path) -> None:
+    from rgbd_seg_ros.backends.checkpoint import build_from_checkpoint, save_checkpoint
+
+    name, model = backend
+    randomise_bn_statistics(model)
+    model.eval()
+    path = tmp_path / f'{name}.safetensors'
+    save_checkpoint(path, model, _meta(name, model))
+    loaded, meta = build_from_checkpoint(path)
+    assert meta.backend == name
+    assert type(loaded) is type(model)
+    assert not loaded.training
+    rgb, depth = make_inputs(1, 45, 61, depth_channels(model))
+    with torch.no_grad():
+        assert torch.equal(model(rgb, depth), loaded(rgb, depth))
+
+
+def test_corrupt_checkpoint_rejected(backend: tuple[str, torch.nn.Module], tmp_path: Path) -> None:
+    from rgbd_seg_ros.backends.checkpoint import (
+        build_from_checkpoint,
+        load_checkpoint,
+        save_checkpoint,
+    )
+
+    name, model = backend
+    path = tmp_path / f'{name}.safetensors'
+    save_checkpoint(path, model, _meta(name, model))
+    data = bytearray(path.read_bytes())
+    flipped = tmp_path / 'flipped.safetensors'
+    pos = len(data) - len(data) // 3  # inside the weights
+    data[pos] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    truncated = tmp_path / 'truncated.safetensors'
+    truncated.write_bytes(path.read_bytes()[: len(data) // 2])
+    for bad in (flipped, truncated):
+        with pytest.raises(CheckpointError):
+            load_checkpoint(bad)
+        with pytest.raises(CheckpointError):
+            build_from_checkpoint(bad)
+
+
+def test_onnx_parity(backend: tuple[str, torch.nn.Module], tmp_path: Path) -> None:
+    from rgbd_seg_ros.backends.export import export_onnx, run_onnx
+
+    name, model = backend
+    randomise_bn_statistics(model)
+    model.eval()
+    h, w = 64, 96
+    path = export_onnx(model, tmp_path / f'{name}.onnx', h, w, depth_channels(model))
+    rgb, depth = make_inputs(1, h, w, depth_channels(model), seed=3)
+    with torch.no_grad():
+        expected = model(rgb, depth).numpy()
+    got = run_onnx(path, rgb, depth)
+    assert got.shape == expected.shape
+    diff = float(abs(got - expected).max())
+    print(f'{name}: ONNX Runtime vs torch max abs diff {diff:.2e}')
+    assert diff < 1e-3
