@@ -16,7 +16,11 @@ from rgbd_seg_ros import __version__
 from rgbd_seg_ros.errors import RgbdSegError
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ('backends_cmd', 'demo_cmd')
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    'backends_cmd',
+    'demo_cmd',
+    'bag2dataset_cmd',
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

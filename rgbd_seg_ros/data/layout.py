@@ -57,7 +57,9 @@ INDEX_COLUMNS: tuple[str, ...] = (
 
 _FRAME_ID_RE = re.compile(r'^[A-Za-z0-9_-][A-Za-z0-9._-]{0,159}$')
 _UNSAFE_RE = re.compile(r'[^A-Za-z0-9._-]+')
-_PNG_PARAMS_LEVEL = 1  # zlib level 1: 3-4x faster than the default at ~10% more bytes
+# zlib level 1 with the SUB filter only: about 2x faster than OpenCV's default (level 1, all
+# filters tried per row) on camera images, for a few percent more bytes.
+_PNG_LEVEL = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +303,10 @@ def encode_png(array: np.ndarray) -> bytes:
 
     if array.ndim == 3:
         array = np.ascontiguousarray(array[:, :, ::-1])  # RGB -> OpenCV's BGR
-    ok, data = cv2.imencode('.png', array, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_PARAMS_LEVEL])
+    params = [cv2.IMWRITE_PNG_COMPRESSION, _PNG_LEVEL]
+    if hasattr(cv2, 'IMWRITE_PNG_FILTER'):
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
+    ok, data = cv2.imencode('.png', array, params)
     if not ok:
         raise DatasetError(f'cannot encode {array.dtype} {array.shape} as PNG')
     return data.tobytes()

@@ -1,0 +1,286 @@
+"""bag2dataset end to end: recordings written here, the dataset read back pixel for pixel."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import DEPTH, INFO, LABELS, H, K, W
+
+from rgbd_seg_ros.cli.main import main
+from rgbd_seg_ros.core import image_codec as ic
+from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics, convert
+from rgbd_seg_ros.data.layout import ClassInfo, DatasetReader
+from rgbd_seg_ros.data.recordings import Recording
+from rgbd_seg_ros.errors import DatasetError
+
+
+def _options(**kw) -> ConvertOptions:
+    base = {'guard_s': 0.0, 'block_s': 0.2, 'progress': False, 'fsync': False}
+    base.update(kw)
+    return ConvertOptions(**base)
+
+
+def _check_dataset(out, recorded, *, labels=True, rgb_exact=True, count=None):
+    reader = DatasetReader(out)
+    frames = reader.frames()
+    assert len(frames) == (len(recorded.stamps) if count is None else count)
+    for record in frames:
+        sample = reader.load(record.frame_id)
+        stamp = record.stamp_ns
+        want = recorded.rgb[stamp]
+        if not rgb_exact:  # jpeg: what the same encoder and decoder make of the recorded image
+            want = ic.decode_compressed(*ic.encode_compressed(want, 'jpeg'))
+        np.testing.assert_array_equal(sample.rgb, want)
+        np.testing.assert_array_equal(sample.depth_mm, recorded.depth_mm[stamp])
+        if labels:
+            np.testing.assert_array_equal(sample.labels, recorded.labels[stamp])
+        else:
+            assert sample.labels is None
+        np.testing.assert_allclose(record.K, K)
+        assert (record.width, record.height) == (W, H)
+    return reader
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3', 'ros1'])
+def test_roundtrip_every_storage_with_label_topic(tmp_path, recording, storage):
+    recorded = recording(storage=storage, frames=20, shuffle=True)
+    out = tmp_path / 'ds'
+    report = convert([recorded.path], out, _options(label_topic=LABELS))
+    reader = _check_dataset(out, recorded)
+    entry = report['recordings'][0]
+    assert entry['pairing']['pairs'] == 20
+    assert entry['pairing']['out_of_order_stamps'] > 0
+    assert entry['pairing']['slop_ms']['max'] == pytest.approx(3.0)
+    assert entry['topics']['colour'] == '/camera/color/image_raw'  # picked automatically
+    assert entry['frames']['written'] == 20
+    # Contiguous time blocks: the split changes only a few times along the recording.
+    splits = [r.split for r in reader.frames()]
+    changes = sum(a != b for a, b in itertools.pairwise(splits))
+    assert set(splits) == {'train', 'val', 'test'} and changes <= 4
+    assert (out / 'conversion_report.json').is_file()
+    assert not list((out / '.journal').glob('*'))
+
+
+@pytest.mark.parametrize(
+    ('colour', 'depth', 'rgb_exact'),
+    [('png', '32FC1', True), ('jpeg', 'compressedDepth', False), ('bgr8', '32FC1', True),
+     ('mono8', '16UC1', True)],
+)  # fmt: skip
+def test_encodings(tmp_path, recording, colour, depth, rgb_exact):
+    recorded = recording(colour=colour, depth=depth, labels=False, frames=6)
+    out = tmp_path / 'ds'
+    convert([recorded.path], out, _options())
+    _check_dataset(out, recorded, labels=False, rgb_exact=rgb_exact)
+
+
+def test_big_endian_and_padded_rows(tmp_path, recording):
+    recorded = recording(frames=4, big_endian_depth=True, labels=False, row_padding=6)
+    convert([recorded.path], tmp_path / 'ds', _options())
+    _check_dataset(tmp_path / 'ds', recorded, labels=False)
+
+
+def test_compressed_32fc1_depth_is_close(tmp_path, recording):
+    recorded = recording(depth='32FC1-compressedDepth', labels=False, frames=3)
+    convert([recorded.path], tmp_path / 'ds', _options())
+    reader = DatasetReader(tmp_path / 'ds')
+    for record in reader.frames():
+        got = reader.load(record.frame_id).depth_mm.astype(int)
+        want = recorded.depth_mm[record.stamp_ns].astype(int)
+        assert ((got == 0) == (want == 0)).all()
+        assert np.abs(got - want).max() <= 10  # the transport quantises inverse depth
+
+
+def test_truncated_recording_keeps_readable_part(tmp_path, recording):
+    recorded = recording(frames=40, labels=False)
+    mcap_file = next(recorded.path.glob('*.mcap'))
+    size = mcap_file.stat().st_size
+    os.truncate(mcap_file, size * 6 // 10)
+    out = tmp_path / 'ds'
+    report = convert([recorded.path], out, _options())
+    entry = report['recordings'][0]
+    assert entry['damage'], 'damage must be reported'
+    written = entry['frames']['written']
+    assert 5 < written < 40
+    reader = DatasetReader(out)
+    for record in reader.frames():
+        sample = reader.load(record.frame_id)
+        np.testing.assert_array_equal(sample.rgb, recorded.rgb[record.stamp_ns])
+        np.testing.assert_array_equal(sample.depth_mm, recorded.depth_mm[record.stamp_ns])
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'ros1'])
+def test_truncated_other_storages(tmp_path, recording, storage):
+    recorded = recording(storage=storage, frames=40, labels=False)
+    target = recorded.path if storage == 'ros1' else next(recorded.path.glob('*.db3'))
+    os.truncate(target, target.stat().st_size * 6 // 10)
+    report = convert([recorded.path], tmp_path / 'ds', _options())
+    entry = report['recordings'][0]
+    assert entry['damage']
+    assert entry['frames']['written'] > 5
+    _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry['frames']['written'])
+
+
+def test_misspelled_topic_lists_available(recording):
+    recorded = recording(frames=2)
+    with Recording(recorded.path) as rec:
+        with pytest.raises(DatasetError, match='did you mean') as info:
+            choose_topics(
+                rec, ConvertOptions(depth_topic='/camera/aligned_depth_to_colr/image_raw')
+            )
+        assert INFO in str(info.value) and DEPTH in str(info.value)
+
+
+def test_missing_topic_fails_that_recording_only(tmp_path, recording):
+    good = recording('good', frames=3, labels=True)
+    bad = recording('bad', frames=3, labels=False)
+    report = convert([good.path.parent], tmp_path / 'ds', _options(label_topic=LABELS))
+    by_name = {r['recording']: r for r in report['recordings']}
+    assert 'no topic' in by_name['bad']['error']
+    assert by_name['good']['frames']['written'] == 3
+    assert report['totals']['failed_recordings'] == 1
+    assert bad.path.exists()
+
+
+def test_ambiguous_topics_need_a_choice(tmp_path):
+    from conftest import frame_arrays
+
+    from rgbd_seg_ros.data.rosbag_messages import IMAGE, RecordingWriter
+
+    path = tmp_path / 'two_cams'
+    with RecordingWriter(path) as rec:
+        for name in ('/cam_a/color/image_raw', '/cam_b/color/image_raw'):
+            rec.add_topic(name, IMAGE)
+            rec.write(name, 1, rec.image(frame_arrays(0)[0], 'rgb8', 1))
+    with Recording(path) as rec, pytest.raises(DatasetError, match='several colour'):
+        choose_topics(rec, ConvertOptions())
+
+
+def test_bad_frames_are_counted_not_fatal(tmp_path, recording):
+    recorded = recording(frames=12, labels=False, info_missing=range(4, 8),
+                         depth_size_mismatch={1})  # fmt: skip
+    report = convert([recorded.path], tmp_path / 'ds', _options(info_slop_s=0.05))
+    entry = report['recordings'][0]
+    assert entry['pairing']['dropped']['no_camera_info_within_slop'] == 4
+    gap = entry['pairing']['camera_info_gaps'][0]
+    assert gap['frames'] == 4 and gap['start_ns'] == recorded.stamps[4]
+    assert entry['frames']['errors'] == {'size_mismatch': 1}
+    assert entry['frames']['written'] == 7
+    _check_dataset(tmp_path / 'ds', recorded, labels=False, count=7)
+
+
+def test_unknown_colour_encoding_is_reported(tmp_path, recording):
+    recorded = recording(frames=3, colour='yuv422', labels=False)
+    report = convert([recorded.path], tmp_path / 'ds', _options())
+    frames = report['recordings'][0]['frames']
+    assert frames['errors'] == {'colour_undecodable': 3}
+    assert 'yuv422' in frames['error_examples'][0]
+
+
+def test_resume_skips_finished_frames(tmp_path, recording):
+    recorded = recording(frames=10)
+    out = tmp_path / 'ds'
+    convert([recorded.path], out, _options(label_topic=LABELS))
+    first = sorted(out.glob('rgb/*.png'))
+    mtimes = {p: p.stat().st_mtime_ns for p in first}
+    # Forget three frames, as if the first run had died before committing them.
+    index = (out / 'index.csv').read_text().splitlines()
+    (out / 'index.csv').write_text('\n'.join(index[:-3]) + '\n')
+    report = convert([recorded.path], out, _options(label_topic=LABELS))
+    frames = report['recordings'][0]['frames']
+    assert frames['written'] == 3 and frames['skipped_existing'] == 7
+    unchanged = [p for p in first if p.stat().st_mtime_ns == mtimes[p]]
+    assert len(unchanged) == 7
+    _check_dataset(out, recorded)
+
+
+def test_no_resume_refuses(tmp_path, recording):
+    recorded = recording(frames=2)
+    convert([recorded.path], tmp_path / 'ds', _options())
+    with pytest.raises(DatasetError, match='already holds'):
+        convert([recorded.path], tmp_path / 'ds', _options(resume=False))
+
+
+def test_label_map_and_classes(tmp_path, recording):
+    recorded = recording(frames=4)
+    classes = [ClassInfo(0, 'floor', (1, 2, 3)), ClassInfo(1, 'wall', (4, 5, 6))]
+    options = _options(label_topic=LABELS, label_map={0: 1, 1: 0, 2: 0}, classes=classes)
+    report = convert([recorded.path], tmp_path / 'ds', options)
+    reader = DatasetReader(tmp_path / 'ds')
+    assert reader.meta.class_names == ['floor', 'wall']
+    lut = np.full(256, 255, np.uint8)
+    lut[[0, 1, 2]] = [1, 0, 0]
+    unmapped = 0
+    for record in reader.frames():
+        want = lut[recorded.labels[record.stamp_ns]]
+        np.testing.assert_array_equal(reader.load(record.frame_id).labels, want)
+        unmapped += int((recorded.labels[record.stamp_ns] == 3).sum())
+    assert report['recordings'][0]['frames']['unmapped_label_pixels'] == unmapped
+
+
+def test_auto_classes_from_observed_ids(tmp_path, recording):
+    recorded = recording(frames=3)
+    convert([recorded.path], tmp_path / 'ds', _options(label_topic=LABELS))
+    meta = DatasetReader(tmp_path / 'ds').meta
+    assert [c.name for c in meta.classes] == ['class_0', 'class_1', 'class_2', 'class_3']
+
+
+def test_selection_min_gap_max_frames_and_dedup(tmp_path, recording):
+    recorded = recording(frames=20, labels=False)
+    report = convert([recorded.path], tmp_path / 'a', _options(min_gap_s=0.25))
+    sel = report['recordings'][0]['selection']
+    assert sel['planned'] == 7 and sel['dropped_min_gap'] == 13
+    report = convert([recorded.path], tmp_path / 'b', _options(max_frames=5))
+    assert report['recordings'][0]['frames']['written'] == 5
+    # Random frames differ by ~85 grey levels on average: a huge threshold drops all but one.
+    report = convert([recorded.path], tmp_path / 'c', _options(duplicate_threshold=200))
+    frames = report['recordings'][0]['frames']
+    assert frames['written'] == 1 and frames['near_duplicate'] == 19
+
+
+def test_parallel_jobs_match_serial(tmp_path, recording):
+    a = recording('a', frames=8)
+    recording('b', frames=8, storage='sqlite3')
+    serial = tmp_path / 'serial'
+    parallel = tmp_path / 'parallel'
+    convert([a.path.parent], serial, _options(label_topic=LABELS))
+    report = convert([a.path.parent], parallel, _options(label_topic=LABELS, jobs=2,
+                                                        chunk_frames=3))  # fmt: skip
+    assert report['totals']['written'] == 16
+    r1, r2 = DatasetReader(serial), DatasetReader(parallel)
+    assert [r.frame_id for r in r1.frames()] == [r.frame_id for r in r2.frames()]
+    for record in r1.frames():
+        s1, s2 = r1.load(record.frame_id), r2.load(record.frame_id)
+        np.testing.assert_array_equal(s1.rgb, s2.rgb)
+        np.testing.assert_array_equal(s1.labels, s2.labels)
+        assert s1.record == s2.record
+
+
+def test_recording_names_never_escape(tmp_path, recording):
+    recorded = recording('we ird;..name', frames=2, labels=False)
+    out = tmp_path / 'ds'
+    convert([recorded.path], out, _options())
+    ids = [r.frame_id for r in DatasetReader(out).frames()]
+    assert all(i.startswith('we_ird_..name_') for i in ids)
+    written = {p.resolve() for p in out.rglob('*') if p.is_file()}
+    assert all(str(p).startswith(str(out.resolve())) for p in written)
+
+
+def test_cli_list_and_convert(tmp_path, recording, capsys):
+    recorded = recording(frames=4)
+    assert main(['bag2dataset', '--list', str(recorded.path)]) == 0
+    text = capsys.readouterr().out
+    assert '/sim/labels' in text and 'sensor_msgs/msg/CameraInfo' in text and 'Hz' in text
+    assert 'would convert: rgb=/camera/color/image_raw' in text
+    out = tmp_path / 'ds'
+    rc = main(['bag2dataset', str(recorded.path), '-o', str(out), '--label-topic', LABELS,
+               '--split-guard', '0', '--no-progress', '--json'])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['totals']['written'] == 4
+    rc = main(['bag2dataset', str(recorded.path), '-o', str(out), '--depth-topic', '/nope'])
+    assert rc == 1
+    assert main(['bag2dataset', str(tmp_path / 'missing.mcap'), '-o', str(out)]) == 2
