@@ -18,7 +18,9 @@ from typing import Any
 from rgbd_seg_ros.errors import ConfigError
 
 # Modules (under rgbd_seg_ros.backends) whose import registers backends.
-BACKEND_MODULES: tuple[str, ...] = ('adapnetpp', 'ssma')
+BACKEND_MODULES: tuple[str, ...] = (
+    'adapnetpp', 'ssma', 'rfbnet', 'erfnet', 'nanet', 'depth_gating', 'ssma_ann',
+)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one line per registered backend."""
-    from rgbd_seg_ros.backends.registry import list_backends, backend_summary
+    from rgbd_seg_ros.backends.registry import backend_summary, list_backends
 
     names = list_backends()
     if not names:

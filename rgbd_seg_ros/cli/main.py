@@ -20,6 +20,11 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     'backends_cmd',
     'demo_cmd',
     'bag2dataset_cmd',
+    'import_labels_cmd',
+    'import_dataset_cmd',
+    'train_cmd',
+    'eval_cmd',
+    'export_cmd',
 )
 
 

@@ -1,0 +1,259 @@
+"""The inference engine: a checkpoint path in, labels/confidence/colour/overlay/cloud out.
+
+Everything after the host-to-device copy happens on the model's device (resize, normalise,
+depth encoding, forward, argmax, softmax confidence, colourise, overlay, back-projection), and
+each requested output crosses back to the host once. Outputs nobody asked for are never
+computed. The engine knows nothing about ROS; the node and the bag converter both use it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, build_from_checkpoint
+from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
+from rgbd_seg_ros.errors import ConfigError, FrameError
+from rgbd_seg_ros.inference.depth_encoding import encode_depth_torch
+
+ALL_OUTPUTS = frozenset({'labels', 'confidence', 'color', 'overlay', 'points'})
+_PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class CloudOptions:
+    """Which pixels become points."""
+
+    stride: int = 1
+    max_range: float = 10.0
+    min_confidence: float = 0.0
+    organized: bool = False
+
+
+@dataclass
+class Prediction:
+    """Host arrays at the camera's resolution; None for outputs that were not requested."""
+
+    labels: np.ndarray
+    confidence: np.ndarray | None = None
+    color: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    points: np.ndarray | None = None  # CLOUD_DTYPE records, 1-D dense or 2-D organised
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> first CUDA device if present, else CPU; 'cuda' on a machine without one fails."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ConfigError(f'device {name!r} requested but CUDA is not available')
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f'device {name!r} does not exist '
+                              f'({torch.cuda.device_count()} CUDA device(s))')
+    return device
+
+
+class Engine:
+    """A loaded model plus its input spec; ``predict`` runs one frame end to end."""
+
+    def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: torch.device,
+                 precision: str = 'fp32', resolution_policy: str = 'checkpoint',
+                 fixed_size: tuple[int, int] | None = None, source: str = '') -> None:
+        if precision not in _PRECISIONS:
+            raise ConfigError(f'precision must be one of {sorted(_PRECISIONS)}')
+        self.model = model.eval().to(device)
+        self.meta = meta
+        self.device = device
+        self.source = source
+        # Half precision only pays off (and is only well supported) on CUDA.
+        self.precision = precision if device.type == 'cuda' else 'fp32'
+        self.resolution_policy = resolution_policy
+        self.fixed_size = fixed_size
+        spec = meta.input_spec
+        self._mean = torch.tensor(spec.rgb_mean, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.rgb_std, device=device).view(1, 3, 1, 1)
+        palette = np.asarray(meta.palette, dtype=np.uint8).reshape(-1, 3)
+        self._palette = torch.from_numpy(palette).to(device)
+        packed = (palette[:, 0].astype(np.uint32) << 16) | (palette[:, 1].astype(np.uint32) << 8) \
+            | palette[:, 2].astype(np.uint32)
+        self._palette_packed = torch.from_numpy(packed.view(np.int32)).to(device)
+        if device.type == 'cuda':
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = 'auto', precision: str = 'fp32',
+                        resolution_policy: str = 'checkpoint',
+                        fixed_size: tuple[int, int] | None = None) -> Engine:
+        """Load a checkpoint (no code execution) and place it on ``device``."""
+        dev = resolve_device(device)
+        model, meta = build_from_checkpoint(path, device=str(dev))
+        return cls(model, meta, dev, precision, resolution_policy, fixed_size, str(path))
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta.num_classes
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """Input size of the network for a camera of ``height`` x ``width``."""
+        if self.resolution_policy == 'fixed' and self.fixed_size:
+            return self.fixed_size
+        if self.resolution_policy == 'checkpoint':
+            res = self.meta.input_spec.resolution or {}
+            if res.get('policy') == 'fixed':
+                return int(res['height']), int(res['width'])
+        return height, width
+
+    @torch.inference_mode()
+    def predict(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                outputs: Collection[str] = ('labels', 'confidence'), overlay_alpha: float = 0.5,
+                cloud: CloudOptions | None = None) -> Prediction:
+        """Segment one frame; ``depth`` must already have the colour image's size."""
+        _check_frame(rgb, depth)
+        wanted = set(outputs) | {'labels'}
+        t0 = time.perf_counter()
+        rgb_t, depth_m, K_t = self._upload(rgb, depth, K)
+        net_h, net_w = self.network_size(rgb.shape[0], rgb.shape[1])
+        x_rgb, x_depth = self._preprocess(rgb_t, depth_m, K_t, net_h, net_w)
+        t1 = self._sync_time()
+        logits = self._forward(x_rgb, x_depth)
+        t2 = self._sync_time()
+        labels, conf = self._postprocess(logits, rgb.shape[0], rgb.shape[1])
+        result = self._outputs(wanted, labels, conf, rgb_t, depth_m, K_t, overlay_alpha,
+                               cloud or CloudOptions())
+        t3 = time.perf_counter()
+        result.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3,
+                             'postprocess': (t3 - t2) * 1e3, 'total': (t3 - t0) * 1e3}
+        return result
+
+    def warmup(self, height: int, width: int) -> None:
+        """Run one dummy frame so the first real one does not pay for allocator/kernel setup."""
+        K = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], float)
+        self.predict(np.zeros((height, width, 3), np.uint8), np.ones((height, width), np.float32),
+                     K, outputs=('labels',))
+
+    def _sync_time(self) -> float:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _upload(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cuda = self.device.type == 'cuda'
+
+        def to_device(array: np.ndarray) -> torch.Tensor:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            if cuda:
+                tensor = tensor.pin_memory()
+            return tensor.to(self.device, non_blocking=cuda)
+
+        rgb_t = to_device(rgb)
+        raw = to_device(depth)
+        if raw.dtype in (torch.uint16, torch.int32):
+            depth_m = raw.to(torch.float32) * 0.001
+        else:
+            depth_m = raw.to(torch.float32)
+            depth_m = torch.where(torch.isfinite(depth_m) & (depth_m > 0), depth_m,
+                                  torch.zeros((), device=self.device))
+        K_t = torch.as_tensor(K, dtype=torch.float32).reshape(3, 3).to(self.device)
+        return rgb_t, depth_m, K_t
+
+    def _preprocess(self, rgb_t: torch.Tensor, depth_m: torch.Tensor, K_t: torch.Tensor,
+                    net_h: int, net_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = depth_m.shape
+        x_rgb = rgb_t.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+        x_depth = depth_m.view(1, 1, height, width)
+        K_net = K_t
+        if (net_h, net_w) != (height, width):
+            x_rgb = F.interpolate(x_rgb, size=(net_h, net_w), mode='bilinear',
+                                  align_corners=False)
+            x_depth = F.interpolate(x_depth, size=(net_h, net_w), mode='nearest')
+            scale = torch.tensor([[net_w / width], [net_h / height], [1.0]], device=self.device)
+            K_net = K_t * scale
+        x_rgb = (x_rgb - self._mean) / self._std
+        spec = self.meta.input_spec
+        x_depth = encode_depth_torch(x_depth, K_net.unsqueeze(0), spec.depth_encoding,
+                                     spec.depth_params)
+        return x_rgb, x_depth
+
+    def _forward(self, x_rgb: torch.Tensor, x_depth: torch.Tensor) -> torch.Tensor:
+        if self.device.type == 'cuda':
+            x_rgb = x_rgb.contiguous(memory_format=torch.channels_last)
+            x_depth = x_depth.contiguous(memory_format=torch.channels_last)
+        if self.precision == 'fp32':
+            return self.model(x_rgb, x_depth).float()
+        with torch.autocast(self.device.type, dtype=_PRECISIONS[self.precision]):
+            return self.model(x_rgb, x_depth).float()
+
+    def _postprocess(self, logits: torch.Tensor, height: int, width: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        conf, labels = torch.softmax(logits, dim=1).max(dim=1)
+        if labels.shape[-2:] != (height, width):
+            # Nearest neighbour keeps labels valid ids (no blended classes at borders).
+            labels = F.interpolate(labels[:, None].float(), size=(height, width),
+                                   mode='nearest')[:, 0].long()
+            conf = F.interpolate(conf[:, None], size=(height, width), mode='nearest')[:, 0]
+        return labels[0], conf[0]
+
+    def _outputs(self, wanted: set[str], labels: torch.Tensor, conf: torch.Tensor,
+                 rgb_t: torch.Tensor, depth_m: torch.Tensor, K_t: torch.Tensor,
+                 alpha: float, cloud: CloudOptions) -> Prediction:
+        label_dtype = torch.uint8 if self.num_classes <= 255 else torch.int32
+        host_labels = labels.to(label_dtype).cpu().numpy()
+        if label_dtype == torch.int32:
+            host_labels = host_labels.astype(np.uint16)
+        result = Prediction(labels=host_labels)
+        if 'confidence' in wanted:
+            result.confidence = conf.cpu().numpy()
+        colour = None
+        if wanted & {'color', 'overlay'}:
+            colour = self._palette[labels.clamp(0, len(self._palette) - 1)]
+            if 'color' in wanted:
+                result.color = colour.cpu().numpy()
+        if 'overlay' in wanted and colour is not None:
+            blend = rgb_t.float() * (1.0 - alpha) + colour.float() * alpha
+            result.overlay = blend.round_().to(torch.uint8).cpu().numpy()
+        if 'points' in wanted:
+            result.points = self._cloud(labels, conf, depth_m, K_t, cloud)
+        return result
+
+    def _cloud(self, labels: torch.Tensor, conf: torch.Tensor, depth_m: torch.Tensor,
+               K_t: torch.Tensor, opts: CloudOptions) -> np.ndarray:
+        s = opts.stride
+        z = depth_m[::s, ::s]
+        rows = torch.arange(0, depth_m.shape[0], s, device=self.device, dtype=torch.float32)
+        cols = torch.arange(0, depth_m.shape[1], s, device=self.device, dtype=torch.float32)
+        x = (cols.view(1, -1) - K_t[0, 2]) / K_t[0, 0] * z
+        y = (rows.view(-1, 1) - K_t[1, 2]) / K_t[1, 1] * z
+        lab = labels[::s, ::s]
+        cf = conf[::s, ::s]
+        keep = (z > 0) & (z <= opts.max_range) & (cf >= opts.min_confidence)
+        rgb_bits = self._palette_packed[lab.clamp(0, len(self._palette_packed) - 1)]
+        # One float32 [.., 6] buffer whose bytes are exactly CLOUD_DTYPE: x y z rgb label conf.
+        columns = [x, y, z, rgb_bits.view(torch.float32),
+                   lab.to(torch.int32).view(torch.float32), cf]
+        buffer = torch.stack(columns, dim=-1)
+        if opts.organized:
+            nan = torch.tensor(float('nan'), device=self.device)
+            buffer[..., :3] = torch.where(keep[..., None], buffer[..., :3], nan)
+        else:
+            buffer = buffer[keep]
+        host = buffer.contiguous().cpu().numpy()
+        return host.view(CLOUD_DTYPE).reshape(host.shape[:-1])
+
+
+def _check_frame(rgb: np.ndarray, depth: np.ndarray) -> None:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise FrameError(f'colour must be HxWx3 uint8, got {rgb.dtype} {rgb.shape}')
+    if depth.shape != rgb.shape[:2]:
+        raise FrameError(f'depth {depth.shape} and colour {rgb.shape[:2]} sizes differ')
+    if depth.dtype not in (np.uint16, np.float32):
+        raise FrameError(f'depth must be uint16 (mm) or float32 (m), got {depth.dtype}')

@@ -1,0 +1,103 @@
+"""ROS message <-> numpy conversions (our small cv_bridge/sensor_msgs_py equivalents).
+
+Decoding itself lives in core/image_codec.py so the bag converter shares it; this module only
+moves bytes between messages and arrays, always as whole buffers (``tobytes`` into
+``msg.data``: assigning a numpy array element-wise costs ~100 ms per VGA image).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from rgbd_seg_ros.core import image_codec
+from rgbd_seg_ros.core.cloud import CLOUD_FIELDS, POINT_STEP
+from rgbd_seg_ros.errors import FrameError
+
+
+def stamp_ns(header: Header) -> int:
+    """Header stamp as integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def colour_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """Any supported colour message -> HxWx3 uint8 RGB."""
+    if isinstance(msg, CompressedImage):
+        image = image_codec.decode_compressed(msg.format, bytes(msg.data))
+    else:
+        image = image_codec.decode_image(
+            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise FrameError(f'colour image decoded to {image.dtype} {image.shape}; need 8-bit colour')
+    return image
+
+
+def depth_to_array(msg: Image) -> np.ndarray:
+    """16UC1 (mm) or 32FC1 (m) depth message -> HxW uint16 or float32 array."""
+    if msg.encoding not in ('16UC1', 'mono16', '32FC1'):
+        raise FrameError(f'depth encoding {msg.encoding!r} unsupported; '
+                         'use 16UC1 (mm) or 32FC1 (m)')
+    return image_codec.decode_image(
+        msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+
+
+def intrinsics(msg: CameraInfo) -> tuple[np.ndarray, int, int]:
+    """(K 3x3 float64, width, height); a zero focal length means an uncalibrated camera."""
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or msg.width == 0 or msg.height == 0:
+        raise FrameError('camera_info has no calibration (zero focal length or size)')
+    return K, int(msg.width), int(msg.height)
+
+
+def image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:
+    """Array -> Image with the given header (the input's, so stamps line up)."""
+    array = np.ascontiguousarray(array)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(array.strides[0])
+    msg.data = array.tobytes()
+    return msg
+
+
+def camera_info_msg(source: CameraInfo, K: np.ndarray, width: int, height: int,
+                    header: Header) -> CameraInfo:
+    """camera_info matching an output image (same model, intrinsics scaled to its size)."""
+    msg = CameraInfo()
+    msg.header = header
+    msg.width, msg.height = int(width), int(height)
+    msg.distortion_model = source.distortion_model
+    msg.d = list(source.d)
+    msg.k = [float(v) for v in K.reshape(-1)]
+    msg.r = list(source.r)
+    P = np.zeros((3, 4))
+    P[:3, :3] = K
+    msg.p = [float(v) for v in P.reshape(-1)]
+    return msg
+
+
+_POINT_FIELDS = [PointField(name=name, offset=offset, datatype=code, count=1)
+                 for name, offset, _, code in CLOUD_FIELDS]
+
+
+def cloud_msg(records: np.ndarray, header: Header) -> PointCloud2:
+    """Packed CLOUD_DTYPE records (1-D dense or 2-D organised) -> PointCloud2."""
+    msg = PointCloud2()
+    msg.header = header
+    if records.ndim == 2:
+        msg.height, msg.width = int(records.shape[0]), int(records.shape[1])
+        msg.is_dense = False
+    else:
+        msg.height, msg.width = 1, int(records.shape[0])
+        msg.is_dense = True
+    msg.fields = _POINT_FIELDS
+    msg.is_bigendian = False
+    msg.point_step = POINT_STEP
+    msg.row_step = POINT_STEP * msg.width
+    msg.data = records.tobytes()
+    return msg

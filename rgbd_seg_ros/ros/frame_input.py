@@ -1,0 +1,71 @@
+"""Turn a paired colour/depth/camera_info triple into arrays the engine accepts.
+
+Each check raises FrameError with a message naming what disagreed, so the node can skip the
+frame with a throttled warning and a counter instead of crashing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from rgbd_seg_ros.errors import FrameError
+from rgbd_seg_ros.ros import conversions
+
+
+@dataclass
+class FrameArrays:
+    """Colour (HxWx3 uint8), depth at the colour size (uint16 mm or float32 m), K (3x3)."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    K: np.ndarray
+
+
+class InputError(FrameError):
+    """A FrameError tagged with the input it concerns, for the node's skip counters."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _stage(reason: str, decode, *args):
+    try:
+        return decode(*args)
+    except InputError:
+        raise
+    except (FrameError, ValueError) as err:
+        raise InputError(reason, str(err)) from err
+
+
+def frame_arrays(colour: Image | CompressedImage, depth: Image, info: CameraInfo,
+                 tolerance: float) -> FrameArrays:
+    """Decode and cross-check one triple; see the module docstring."""
+    rgb = _stage('bad_colour', conversions.colour_to_rgb, colour)
+    depth_arr = _stage('bad_depth', conversions.depth_to_array, depth)
+    K, info_w, info_h = _stage('bad_camera_info', conversions.intrinsics, info)
+    height, width = rgb.shape[:2]
+    if (info_w, info_h) != (width, height):
+        raise InputError('bad_camera_info', f'camera_info is {info_w}x{info_h} but the colour '
+                         f'image is {width}x{height}')
+    if depth_arr.shape != (height, width):
+        depth_arr = _stage('bad_depth', _resample_depth, depth_arr, width, height, tolerance)
+    return FrameArrays(rgb, depth_arr, K)
+
+
+def _resample_depth(depth: np.ndarray, width: int, height: int, tolerance: float) -> np.ndarray:
+    """Nearest-neighbour resample of a depth image with the same field of view as the colour.
+
+    Different aspect ratios mean different fields of view (not registered to the colour
+    camera): that is refused rather than silently misaligned.
+    """
+    d_h, d_w = depth.shape
+    aspect_colour, aspect_depth = width / height, d_w / d_h
+    if abs(aspect_depth / aspect_colour - 1.0) > tolerance:
+        raise FrameError(f'depth is {d_w}x{d_h} but colour is {width}x{height}: different '
+                         'aspect ratios, so depth is not registered to the colour camera')
+    return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)

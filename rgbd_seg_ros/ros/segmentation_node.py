@@ -1,0 +1,153 @@
+"""segmentation_node: synchronised RGB-D in, semantic images and clouds out.
+
+Threading model (DESIGN.md section 2): subscription callbacks only decode stamps and hand the
+newest complete triple to a single worker thread, which owns the model. A triple the worker
+has not picked up yet is replaced by a newer one (counted as ``superseded``), so nothing ever
+queues behind the GPU. The model reference is swapped atomically between frames, which makes a
+hot-swap invisible to any single frame.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
+from rgbd_seg_ros.core.stats import CounterSet, LatencyWindow, RateMeter
+from rgbd_seg_ros.ros import conversions, param_bridge
+from rgbd_seg_ros.ros.diagnostics import DiagnosticsPublisher
+from rgbd_seg_ros.ros.model_slot import ModelSlot
+from rgbd_seg_ros.ros.node_params import OUTPUTS
+from rgbd_seg_ros.ros.segment_worker import SegmentWorker
+
+INPUT_TOPICS = {
+    'rgb': 'rgb/image_rect_color',
+    'rgb_compressed': 'rgb/image_rect_color/compressed',
+    'depth': 'depth_registered/image_rect',
+    'info': 'rgb/camera_info',
+}
+OUTPUT_TOPICS = {name: f'segmentation/{name}' for name in OUTPUTS}
+CLASSES_TOPIC = 'segmentation/classes'
+
+
+def _reliability(name: str) -> ReliabilityPolicy:
+    return ReliabilityPolicy.RELIABLE if name == 'reliable' else ReliabilityPolicy.BEST_EFFORT
+
+
+class SegmentationNode(Node):
+    """Pairs inputs, runs the engine on a worker thread, publishes every output."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('segmentation_node', **kwargs)
+        self.params = param_bridge.declare_all(self)
+        self.counters = CounterSet()
+        self.rates = {name: RateMeter() for name in ('rgb', 'depth', 'info', 'paired', 'out')}
+        self.latency = LatencyWindow()
+        self.model_time = LatencyWindow()
+        self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9),
+                                       self.params['queue_size'])
+        self.models = ModelSlot(self)
+        self._make_publishers()
+        self.worker = SegmentWorker(self)
+        self.models.load_initial()
+        param_bridge.install_validator(self, self._apply_params)
+        self._make_subscriptions()
+        self.create_service(Trigger, '~/reload', self._on_reload,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.diagnostics = DiagnosticsPublisher(self, self.params['diagnostics_period'])
+        self.worker.start()
+        self.get_logger().info('segmentation_node ready: ' + self.models.describe())
+
+    # ---- wiring -------------------------------------------------------------------------------
+    def _make_publishers(self) -> None:
+        qos = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST,
+                         reliability=_reliability(self.params['qos.output_reliability']))
+        types = {'points': PointCloud2, 'camera_info': CameraInfo}
+        self.pubs = {name: self.create_publisher(types.get(name, Image), topic, qos)
+                     for name, topic in OUTPUT_TOPICS.items()}
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.classes_pub = self.create_publisher(String, CLASSES_TOPIC, latched)
+
+    def _make_subscriptions(self) -> None:
+        qos = QoSProfile(depth=self.params['queue_size'], history=HistoryPolicy.KEEP_LAST,
+                         reliability=_reliability(self.params['qos.input_reliability']))
+        if self.params['qos.input_reliability'] == 'best_effort':
+            qos = qos_profile_sensor_data
+        group = ReentrantCallbackGroup()
+        self.create_subscription(Image, INPUT_TOPICS['rgb'],
+                                 lambda m: self._on_input('rgb', m), qos, callback_group=group)
+        self.create_subscription(CompressedImage, INPUT_TOPICS['rgb_compressed'],
+                                 lambda m: self._on_input('rgb', m), qos, callback_group=group)
+        self.create_subscription(Image, INPUT_TOPICS['depth'],
+                                 lambda m: self._on_input('depth', m), qos, callback_group=group)
+        self.create_subscription(CameraInfo, INPUT_TOPICS['info'],
+                                 lambda m: self._on_input('info', m), qos, callback_group=group)
+
+    # ---- callbacks ----------------------------------------------------------------------------
+    def _on_input(self, stream: str, msg: Any) -> None:
+        now = time.monotonic()
+        self.rates[stream].tick(now)
+        stamp = conversions.stamp_ns(msg.header)
+        if stamp == 0:
+            self.skip('zero_stamp', f'{stream} message without a stamp')
+            return
+        triple: Triple | None = self.pairer.add(stream, stamp, msg)
+        if triple is not None:
+            self.rates['paired'].tick(now)
+            self.worker.submit(triple)
+
+    def _apply_params(self, changes: dict[str, Any]) -> str | None:
+        if {'checkpoint', 'device', 'precision', 'resolution_policy', 'input_height',
+                'input_width'} & set(changes):
+            merged = {**self.params, **changes}
+            reason = self.models.swap(merged)
+            if reason:
+                return reason
+        if {'slop', 'queue_size'} & set(changes):
+            merged = {**self.params, **changes}
+            self.pairer.configure(int(merged['slop'] * 1e9), merged['queue_size'])
+        self.params.update(changes)
+        return None
+
+    def _on_reload(self, _request: Trigger.Request, response: Trigger.Response
+                   ) -> Trigger.Response:
+        reason = self.models.swap(self.params)
+        response.success = reason is None
+        response.message = reason or ('reloaded ' + self.models.describe())
+        return response
+
+    # ---- shared helpers -----------------------------------------------------------------------
+    def skip(self, reason: str, detail: str) -> None:
+        """Count a skipped frame and warn, throttled so a bad stream cannot flood the log."""
+        total = self.counters.add(f'skipped_{reason}')
+        self.get_logger().warn(f'skipping frame ({reason}, {total} so far): {detail}',
+                               throttle_duration_sec=5.0)
+
+    def close(self) -> None:
+        """Stop the worker before the node is destroyed (called by runtime.run_node)."""
+        self.worker.stop()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    from rgbd_seg_ros.ros.runtime import run_node
+
+    return run_node(SegmentationNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

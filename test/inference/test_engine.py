@@ -1,0 +1,117 @@
+"""The inference engine end to end on a model with known output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tiny_backend import expected_labels, write_checkpoint
+
+from rgbd_seg_ros.errors import FrameError
+from rgbd_seg_ros.inference.engine import CloudOptions, Engine
+
+H, W = 24, 32
+K = np.array([[30.0, 0, 15.5], [0, 30.0, 11.5], [0, 0, 1]])
+
+
+@pytest.fixture
+def engine(tmp_path):
+    write_checkpoint(tmp_path / 'm.safetensors')
+    return Engine.from_checkpoint(tmp_path / 'm.safetensors', device='cpu')
+
+
+def scene():
+    rng = np.random.default_rng(3)
+    depth_m = np.repeat(np.linspace(0.5, 6.0, W, dtype=np.float32)[None], H, axis=0)
+    depth_m[0, :5] = np.nan
+    depth_m[1, :5] = np.inf
+    depth_m[2, :5] = 0.0
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    return rgb, depth_m
+
+
+def test_labels_confidence_colour_overlay(engine):
+    rgb, depth_m = scene()
+    pred = engine.predict(rgb, depth_m, K, outputs=('labels', 'confidence', 'color', 'overlay'),
+                          overlay_alpha=0.25)
+    labels, logits = expected_labels(depth_m)
+    np.testing.assert_array_equal(pred.labels, labels)
+    assert pred.labels.dtype == np.uint8
+    soft = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+    np.testing.assert_allclose(pred.confidence, soft.max(0), atol=1e-5)
+    palette = np.asarray(engine.meta.palette, np.uint8)
+    np.testing.assert_array_equal(pred.color, palette[labels])
+    blend = np.round(rgb * 0.75 + palette[labels] * 0.25)
+    assert np.abs(pred.overlay.astype(int) - blend).max() <= 1
+    assert pred.points is None  # not requested, not computed
+
+
+def test_uint16_millimetres_equal_float_metres(engine):
+    rgb, depth_m = scene()
+    depth_mm = np.nan_to_num(depth_m * 1000, nan=0, posinf=0).astype(np.uint16)
+    a = engine.predict(rgb, depth_m, K).labels
+    b = engine.predict(rgb, depth_mm, K).labels
+    np.testing.assert_array_equal(a, b)
+
+
+def test_dense_cloud_is_the_back_projection(engine):
+    rgb, depth_m = scene()
+    opts = CloudOptions(stride=1, max_range=5.0, min_confidence=0.0)
+    pred = engine.predict(rgb, depth_m, K, outputs=('points',), cloud=opts)
+    v, u = np.mgrid[0:H, 0:W]
+    valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m <= 5.0)
+    z = depth_m[valid]
+    expected = np.stack([(u[valid] - K[0, 2]) / K[0, 0] * z,
+                         (v[valid] - K[1, 2]) / K[1, 1] * z, z], axis=1)
+    cloud = pred.points
+    assert cloud.shape == (valid.sum(),)
+    got = np.stack([cloud['x'], cloud['y'], cloud['z']], axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    labels, _ = expected_labels(depth_m)
+    np.testing.assert_array_equal(cloud['label'], labels[valid])
+    palette = np.asarray(engine.meta.palette, np.uint32)
+    packed = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    np.testing.assert_array_equal(cloud['rgb'].view(np.uint32), packed[labels[valid]])
+    assert np.all((cloud['confidence'] >= 0) & (cloud['confidence'] <= 1))
+
+
+def test_organised_strided_cloud_and_confidence_filter(engine):
+    rgb, depth_m = scene()
+    opts = CloudOptions(stride=2, max_range=10.0, min_confidence=0.99, organized=True)
+    pred = engine.predict(rgb, depth_m, K, outputs=('points', 'confidence'), cloud=opts)
+    assert pred.points.shape == (H // 2, W // 2)
+    dropped = np.isnan(pred.points['z'])
+    low_conf = pred.confidence[::2, ::2] < 0.99
+    invalid = ~(np.isfinite(depth_m[::2, ::2]) & (depth_m[::2, ::2] > 0))
+    np.testing.assert_array_equal(dropped, low_conf | invalid)
+
+
+def test_fixed_network_size_returns_camera_size(tmp_path):
+    write_checkpoint(tmp_path / 'f.safetensors',
+                     resolution={'policy': 'fixed', 'height': 12, 'width': 16})
+    engine = Engine.from_checkpoint(tmp_path / 'f.safetensors', device='cpu')
+    rgb, depth_m = scene()
+    assert engine.network_size(H, W) == (12, 16)
+    pred = engine.predict(rgb, depth_m, K, outputs=('labels', 'confidence'))
+    assert pred.labels.shape == (H, W) and pred.confidence.shape == (H, W)
+    labels, _ = expected_labels(depth_m)
+    # Nearest-neighbour upsampling: every output label is one the model predicted.
+    assert set(np.unique(pred.labels)) <= set(np.unique(labels))
+
+
+def test_more_than_255_classes_give_uint16_labels(tmp_path):
+    write_checkpoint(tmp_path / 'big.safetensors', num_classes=300)
+    engine = Engine.from_checkpoint(tmp_path / 'big.safetensors', device='cpu')
+    rgb, depth_m = scene()
+    pred = engine.predict(rgb, depth_m, K)
+    assert pred.labels.dtype == np.uint16
+    np.testing.assert_array_equal(pred.labels, expected_labels(depth_m)[0])
+
+
+def test_bad_frames_raise_frame_error(engine):
+    rgb, depth_m = scene()
+    with pytest.raises(FrameError, match='sizes differ'):
+        engine.predict(rgb, depth_m[:-1], K)
+    with pytest.raises(FrameError, match='uint8'):
+        engine.predict(rgb.astype(np.float32), depth_m, K)
+    with pytest.raises(FrameError, match='uint16'):
+        engine.predict(rgb, depth_m.astype(np.float64), K)
