@@ -1,0 +1,97 @@
+"""``rgbd-seg train / eval / export`` end to end (in-process, with the test backend)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import train_fixtures as tf
+
+from rgbd_seg_ros.cli import main as cli_main
+from rgbd_seg_ros.cli.train_cmd import torchrun_command
+
+OURS = ('train_cmd', 'eval_cmd', 'export_cmd')
+
+
+def main(argv):
+    """``rgbd-seg`` with only this suite's subcommands (other modules may be mid-change)."""
+    saved = cli_main.SUBCOMMAND_MODULES
+    cli_main.SUBCOMMAND_MODULES = OURS
+    try:
+        return cli_main.main(argv)
+    finally:
+        cli_main.SUBCOMMAND_MODULES = saved
+
+
+def test_subcommands_registered():
+    assert set(OURS) <= set(cli_main.SUBCOMMAND_MODULES)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp('cli')
+    root = tf.write_dataset(base / 'ds', n_train=12, n_val=4)
+    out = base / 'run'
+    args = ['train', '--recipe', 'tiny_cpu', '--data', str(root), '--output-dir', str(out)]
+    for item in tf.tiny_overrides(root, out, steps=6):
+        if not item.startswith(('data.root=', 'output_dir=')):
+            args += ['--set', item]
+    assert main(args) == 0
+    return root, out
+
+
+def test_train_writes_run(trained, capsys):
+    _, out = trained
+    assert (out / 'train' / 'best.safetensors').is_file()
+    assert (out / 'config.yaml').is_file()
+    # resuming a finished run is a no-op that reports the same result
+    assert main(['train', '--resume', '--output-dir', str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith('best.safetensors')
+
+
+def test_eval_prints_table(trained, capsys, tmp_path):
+    root, out = trained
+    code = main(['eval', str(out / 'train' / 'best.safetensors'), '--data', str(root),
+                 '--scales', '0.75,1.0', '--num-workers', '0', '--json',
+                 str(tmp_path / 'm.json')])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert 'single-scale' in text and 'MS+flip' in text and 'near_box' in text
+    doc = json.loads((tmp_path / 'm.json').read_text())
+    assert 0.0 <= doc['single-scale']['miou'] <= 1.0 and doc['scales'] == [0.75, 1.0]
+
+
+def test_export_writes_onnx_and_metadata(trained, tmp_path):
+    _, out = trained
+    onnx_path = tmp_path / 'm.onnx'
+    code = main(['export', str(out / 'train' / 'best.safetensors'), '-o', str(onnx_path),
+                 '--height', '48', '--width', '64'])
+    assert code == 0 and onnx_path.stat().st_size > 1000
+    meta = json.loads(onnx_path.with_suffix('.json').read_text())
+    assert meta['backend'] == tf.TINY and meta['class_names'] == tf.CLASS_NAMES
+    assert meta['onnx']['height'] == 48 and meta['input_spec']['depth_encoding'] == 'metric'
+
+
+def test_bad_config_is_a_clean_error(capsys):
+    assert main(['train', '--recipe', 'tiny_cpu', '--set', 'optim.nope=1']) == 2
+    assert 'nope' in capsys.readouterr().err
+
+
+def test_torchrun_equivalent():
+    import argparse
+
+    args = argparse.Namespace(recipe='ssma', overrides=['optim.lr=0.1'], data='/d',
+                              output_dir='/o', resume=True)
+    cmd = torchrun_command(args, 4)
+    assert cmd[1:5] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=4']
+    assert cmd[5:7] == ['-m', 'rgbd_seg_ros.training.run']
+    assert cmd[7:] == ['--recipe', 'ssma', '--set', 'optim.lr=0.1', '--data', '/d',
+                       '--output-dir', '/o', '--resume']
+
+
+def test_bench_prints_images_per_second(capsys):
+    code = main(['train', '--bench', '--backends', tf.TINY, '--height', '48', '--width', '64',
+                 '--steps', '1', '--warmup', '1', '--device', 'cpu'])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert 'images/s' in out and tf.TINY in out
