@@ -49,7 +49,7 @@ DEPTH_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
         'fallback_camera_height_m': 1.3,
         'min_floor_drop_m': 0.9,
         'gravity': None,
-        'normal_radius_px': 4,
+        'normal_radius_px': 5,
         'gravity_stride': 4,
         'max_height_cm': 255.0,
     },

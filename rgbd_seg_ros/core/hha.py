@@ -32,7 +32,11 @@ the normals with Gupta et al.'s iterative scheme (``getYDir``): start from the c
 ceilings) and within ``theta`` of perpendicular (walls) to the current estimate, and take the
 direction minimising ``sum (n_wall . g)^2 - sum (n_floor . g)^2`` (smallest eigenvector of
 a 3x3 matrix); ``theta`` = 45 degrees for 5 iterations, then 15 degrees for 5 more. The
-normals used are subsampled by ``gravity_stride`` in both directions.
+normals for this step are computed on the point cloud subsampled by ``gravity_stride`` in
+both directions (same window in samples, so ``gravity_stride`` times the support): depth noise
+biases small-support normals towards the viewing ray, and on the analytic test room with 0.5 %
+depth noise this keeps the gravity error near 1 degree where full-resolution normals are
+several degrees off.
 
 Everything here is mirrored, operation by operation, by ``rgbd_seg_ros.inference.
 depth_encoding`` in torch; keep them in step.
@@ -55,6 +59,7 @@ ANGLE_OFFSET_DEG = 38.0  # Gupta: angle + 128 - 90
 MIN_NORMAL_POINTS = 6
 GRAVITY_SCHEDULE: tuple[tuple[float, int], ...] = ((45.0, 5), (15.0, 5))
 GRAVITY_MIN_NORMALS = 10
+EIG_SQUARINGS = 24  # (||A|| I - A)^(2^24): converges unless two eigenvalues nearly tie
 DEGENERATE_REL = 1e-9  # |adj(C) v| below this x trace(C)^2 |v|: no plane (collinear points)
 INITIAL_UP = (0.0, -1.0, 0.0)  # optical frame: y points down in the image
 
@@ -192,7 +197,7 @@ def smallest_eigvec_sym3(A: np.ndarray) -> np.ndarray:
     A = np.asarray(A, dtype=np.float64)
     c = np.sqrt(np.sum(A * A)) + 1e-300
     B = c * np.eye(3) - A
-    for _ in range(32):
+    for _ in range(EIG_SQUARINGS):
         B = B @ B
         B = B / (np.sqrt(np.sum(B * B)) + 1e-300)
     col = int(np.argmax(np.sum(B * B, axis=0)))
@@ -260,12 +265,19 @@ def _core(depth: np.ndarray, K: np.ndarray, p: Mapping[str, Any]):
     valid = depth > 0
     x, y, z = backproject_zero(depth, K)
     normals, ok = surface_normals(x, y, z, valid, int(p['normal_radius_px']))
-    del x, y, z
     if p['gravity'] is not None:
         g = np.asarray(p['gravity'], dtype=np.float64).reshape(-1, 3)[0]
         up = -g / np.linalg.norm(g)
     else:
-        up = estimate_up(normals, ok, int(p['gravity_stride']))
+        # normals of the subsampled cloud: same window in samples, `stride` times the support
+        stride = int(p['gravity_stride'])
+        sub = (slice(None, None, stride), slice(None, None, stride))
+        normals_g, ok_g = surface_normals(np.ascontiguousarray(x[sub]),
+                                          np.ascontiguousarray(y[sub]),
+                                          np.ascontiguousarray(z[sub]),
+                                          np.ascontiguousarray(valid[sub]),
+                                          int(p['normal_radius_px']))
+        up = estimate_up(normals_g, ok_g, 1)
     # height along up = depth * (ray . up); ray . up separates into a row and a column term
     h, w = depth.shape
     fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
