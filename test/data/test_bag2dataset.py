@@ -284,3 +284,30 @@ def test_cli_list_and_convert(tmp_path, recording, capsys):
     rc = main(['bag2dataset', str(recorded.path), '-o', str(out), '--depth-topic', '/nope'])
     assert rc == 1
     assert main(['bag2dataset', str(tmp_path / 'missing.mcap'), '-o', str(out)]) == 2
+
+
+def test_pseudo_labels_from_checkpoint(tmp_path, recording):
+    """(b) pseudo-labels: a checkpoint whose logits are a known function of depth."""
+    pytest.importorskip('torch')
+    from pseudo_backend import write_depth_bins_checkpoint
+
+    recorded = recording(frames=3, labels=False)
+    ckpt = tmp_path / 'bins.safetensors'
+    write_depth_bins_checkpoint(ckpt)
+    out = tmp_path / 'ds'
+    report = convert([recorded.path], out, _options(checkpoint=str(ckpt),
+                                                    confidence_threshold=0.9))  # fmt: skip
+    frames = report['recordings'][0]['frames']
+    assert frames['written'] == 3 and frames['low_confidence_pixels'] > 0
+    reader = DatasetReader(out)
+    assert reader.meta.class_names == ['near', 'middle', 'far']
+    for record in reader.frames():
+        sample = reader.load(record.frame_id)
+        x = sample.depth_mm.astype(np.float64) / 1000.0 / 10.0
+        logits = np.stack([np.zeros_like(x), 10 * x - 1, 20 * x - 4])
+        prob = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+        conf = prob.max(0)
+        want = np.where(conf < 0.9, 255, logits.argmax(0))
+        clear = np.abs(conf - 0.9) > 1e-3  # pixels not on the threshold
+        np.testing.assert_array_equal(sample.labels[clear], want[clear])
+        np.testing.assert_allclose(sample.confidence, conf, atol=2e-3)
