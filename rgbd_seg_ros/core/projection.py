@@ -71,12 +71,12 @@ def backproject(
             raise FrameError('backproject expects depth in metres (float); use '
                              'depth_to_metres first')
         z = z.astype(np.float32)
+    invalid = ~(z > 0) | np.isinf(z)
+    z = np.where(invalid, np.float32(np.nan), z)
     out = np.empty((*z.shape, 3), dtype=np.float32)
     np.multiply(rx, z, out=out[..., 0])
     np.multiply(ry, z, out=out[..., 1])
     out[..., 2] = z
-    invalid = ~(z > 0) | np.isinf(z)
-    out[invalid] = np.nan
     return out
 
 
