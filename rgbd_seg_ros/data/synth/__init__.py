@@ -1,0 +1,18 @@
+"""Synthetic RGB-D indoor scenes: procedural rooms, a structured-light depth sensor, exact
+labels, robot-like camera trajectories, written as datasets or rosbag2 recordings."""
+
+from rgbd_seg_ros.data.synth.classes import CLASS_NAMES, IGNORE_INDEX, SYNTH_CLASSES
+from rgbd_seg_ros.data.synth.generator import SynthFrame, generate_sequence, make_scene
+from rgbd_seg_ros.data.synth.render import intrinsics
+from rgbd_seg_ros.data.synth.sensor_noise import StructuredLightModel
+
+__all__ = [
+    'CLASS_NAMES',
+    'IGNORE_INDEX',
+    'SYNTH_CLASSES',
+    'StructuredLightModel',
+    'SynthFrame',
+    'generate_sequence',
+    'intrinsics',
+    'make_scene',
+]
