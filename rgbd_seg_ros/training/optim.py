@@ -22,13 +22,18 @@ from rgbd_seg_ros.training.config import OptimConfig, ScheduleConfig
 
 
 def encoder_prefixes(model: nn.Module, configured: Sequence[str] = ()) -> tuple[str, ...]:
-    """Configured prefixes, else the backend's ``encoder_prefixes``, else every outermost
-    sub-module named ``encoder`` (e.g. ``expert.encoder``)."""
+    """Configured prefixes, else the backend's ``encoder_prefixes``, else the top-level
+    children named ``encoder``/``expert`` (optionally ``_<suffix>``: ``expert_rgb``,
+    ``encoder_depth``), else every outermost sub-module named ``encoder``."""
     if configured:
         return tuple(configured)
     declared = getattr(model, 'encoder_prefixes', None)
     if declared:
         return tuple(declared)
+    top = tuple(name for name, _ in model.named_children()
+                if name.split('_')[0] in ('encoder', 'expert'))
+    if top:
+        return top
     found: list[str] = []
     for name, _ in model.named_modules():
         if name.split('.')[-1] == 'encoder' and not matches(name, found):

@@ -38,7 +38,7 @@ def test_training_learns(dataset, tmp_path):
     events = []
     path = run_training(cfg, progress=events.append)
     assert path == tmp_path / 'run' / 'train' / 'best.safetensors'
-    meta, state = load_checkpoint(path, check_backend=False)
+    meta, _ = load_checkpoint(path, check_backend=False)
     final = meta.metrics['val_miou']
     assert final > start + 0.25, (start, final)
     assert final > 0.6
