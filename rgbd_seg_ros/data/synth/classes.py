@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-try:  # the dataset layout module owns ClassInfo; fall back while it is not installed yet
-    from rgbd_seg_ros.data.layout import ClassInfo
-except ImportError:  # pragma: no cover - only until rgbd_seg_ros.data.layout lands
-    from dataclasses import dataclass
-
-    @dataclass
-    class ClassInfo:  # type: ignore[no-redef]
-        """One semantic class: id (label value), name and display colour (RGB)."""
-
-        id: int
-        name: str
-        color: tuple[int, int, int]
-
+from rgbd_seg_ros.data.layout import ClassInfo
 
 FLOOR, WALL, CEILING, DOOR, WINDOW, TABLE, CHAIR, SHELF, CABINET, SOFA, BOX, BALL, COLUMN, LAMP = (
     range(14)

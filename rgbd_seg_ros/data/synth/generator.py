@@ -62,13 +62,65 @@ def _check_size(width: int, height: int, num_frames: int, fps: float) -> None:
         raise ConfigError(f'fps must be > 0, got {fps}')
 
 
+class SynthSequence:
+    """One recording's worth of frames, rendered on demand: ``seq.frame(i)`` for any ``i``.
+
+    Building it creates the room and the whole trajectory (cheap); each frame is rendered only
+    when asked for, so writers can skip frames that already exist.
+    """
+
+    def __init__(self, seed: int, num_frames: int, width: int = 640, height: int = 480,
+                 fps: float = 15.0, scene: int = 0, *, nthreads: int = 0,
+                 sensor: StructuredLightModel | None = None) -> None:
+        _check_size(width, height, num_frames, fps)
+        self.seed, self.scene = int(seed), int(scene)
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+        self.sensor = sensor
+        self.room = make_scene(self.seed, self.scene)
+        self.poses = make_trajectory(
+            self.room, np.random.default_rng([self.seed, self.scene, _TRAJECTORY]),
+            int(num_frames), self.fps)
+        self.K = intrinsics(self.width, self.height)
+        self._renderer = Renderer(self.room, nthreads=nthreads)
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def stamp_ns(self, index: int) -> int:
+        """Capture time of frame ``index``."""
+        return START_NS + self.scene * SCENE_SPACING_NS + round(index * 1e9 / self.fps)
+
+    def frame(self, index: int) -> SynthFrame:
+        """Render frame ``index`` (bit-identical every time)."""
+        pose = self.poses[index]
+        rng = np.random.default_rng([self.seed, self.scene, _FRAME, int(index)])
+        out = self._renderer.render(pose, self.K, self.width, self.height)
+        depth = simulate_depth(out, pose, self.K, self._renderer, rng, self.sensor)
+        rgb = simulate_colour(out.radiance, rng)
+        return SynthFrame(
+            rgb=rgb,
+            depth_mm=depth_to_mm(depth),
+            labels=out.labels,
+            K=self.K.copy(),
+            stamp_ns=self.stamp_ns(index),
+            pose=pose.copy(),
+            depth_true_m=out.depth_m,
+            scene=self.scene,
+            index=int(index),
+        )
+
+    def __iter__(self) -> Iterator[SynthFrame]:
+        for i in range(len(self)):
+            yield self.frame(i)
+
+
 def generate_sequence(seed: int, num_frames: int, width: int = 640, height: int = 480,
                       fps: float = 15.0, scene: int = 0, *, nthreads: int = 0,
                       sensor: StructuredLightModel | None = None) -> Iterator[SynthFrame]:
     """Frames of one recording: a robot walking through room ``scene`` of ``seed``.
 
     Args:
-        seed: master seed; the same (seed, scene, num_frames, size, fps) gives identical frames.
+        seed: master seed; the same arguments give bit-identical frames.
         num_frames: frames to render.
         width, height: image size (any, e.g. 640x480, 320x240, 160x120, 80x60).
         fps: frame rate; consecutive frames are 1/fps apart in time and motion.
@@ -76,25 +128,5 @@ def generate_sequence(seed: int, num_frames: int, width: int = 640, height: int 
         nthreads: ray-casting threads (0 = all cores).
         sensor: depth-sensor parameters (default: a Kinect-like structured-light device).
     """
-    _check_size(width, height, num_frames, fps)
-    room = make_scene(seed, scene)
-    poses = make_trajectory(room, np.random.default_rng([int(seed), int(scene), _TRAJECTORY]),
-                            num_frames, fps)
-    renderer = Renderer(room, nthreads=nthreads)
-    K = intrinsics(width, height)
-    for i, pose in enumerate(poses):
-        rng = np.random.default_rng([int(seed), int(scene), _FRAME, i])
-        out = renderer.render(pose, K, width, height)
-        depth = simulate_depth(out, pose, K, renderer, rng, sensor)
-        rgb = simulate_colour(out.radiance, rng)
-        yield SynthFrame(
-            rgb=rgb,
-            depth_mm=depth_to_mm(depth),
-            labels=out.labels,
-            K=K.copy(),
-            stamp_ns=START_NS + int(scene) * SCENE_SPACING_NS + round(i * 1e9 / fps),
-            pose=pose,
-            depth_true_m=out.depth_m,
-            scene=int(scene),
-            index=i,
-        )
+    return iter(SynthSequence(seed, num_frames, width, height, fps, scene, nthreads=nthreads,
+                              sensor=sensor))
