@@ -190,7 +190,7 @@ class SSMA(SegBackend):
         Each source is an ``AdapNetpp`` module, its state dict, or the path of an ``adapnetpp``
         checkpoint (``rgbd_seg_ros.backends.checkpoint``). Decoder weights are ignored. With
         ``strict`` every expert tensor must be present with the right shape; otherwise the
-        returned dict lists per expert the ``missing`` and ``mismatched`` keys.
+        returned dict lists per expert the ``missing``, ``mismatched`` and ``unexpected`` keys.
         """
         report: dict[str, list[str]] = {}
         for name, source, expert in (
@@ -210,16 +210,18 @@ class SSMA(SegBackend):
                 for k, v in target.items()
                 if k in sub and sub[k].shape != v.shape
             ]
-            if strict and (missing or mismatched):
+            unexpected = [k for k in sub if k not in target]
+            if strict and (missing or mismatched or unexpected):
                 raise CheckpointError(
-                    f'{name} expert: the unimodal model does not match '
-                    f'(missing {missing[:5]}, mismatched {mismatched[:5]}); same encoder, '
-                    'options and depth_channels are needed'
+                    f'{name} expert: the unimodal model does not match (missing {missing[:5]}, '
+                    f'mismatched {mismatched[:5]}, unexpected {unexpected[:5]}); the same '
+                    'encoder, options and depth_channels are needed'
                 )
             ok = {k: v for k, v in sub.items() if k in target and v.shape == target[k].shape}
             expert.load_state_dict(ok, strict=False)
             report[f'{name}_missing'] = missing
             report[f'{name}_mismatched'] = mismatched
+            report[f'{name}_unexpected'] = unexpected
         return report
 
 
