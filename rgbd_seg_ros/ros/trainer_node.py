@@ -5,8 +5,8 @@ The ROS side only orchestrates: ``~/start`` launches a separate process running
 services and publishing progress while the CPU/GPU trains. Progress comes back over a
 multiprocessing queue and is republished on ``~/progress`` (JSON in std_msgs/String) and
 ``/diagnostics``. ``~/cancel`` asks the job to stop at the next step; it saves its last
-checkpoint. When the job finishes, the new checkpoint is set as the ``checkpoint`` parameter
-of the target segmentation node, which hot-swaps it.
+checkpoint (and does not swap it in). When the job finishes, the new checkpoint is set as
+the ``checkpoint`` parameter of the target segmentation node, which hot-swaps it.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class TrainerNode(Node):
                 break
             self._handle(event)
         if self._process is not None and not self._process.is_alive() \
-                and self.state.get('stage') not in ('done', 'failed', 'cancelled', 'idle'):
+                and self.state.get('stage') not in ('finished', 'failed', 'cancelled', 'idle'):
             self._process.join(timeout=1.0)
             self._handle({'event': 'failed',
                           'error': f'training process exited with {self._process.exitcode}'})
@@ -137,7 +137,7 @@ class TrainerNode(Node):
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get('event')
         self.state.update({k: v for k, v in event.items() if k != 'event'})
-        if kind in ('done', 'cancelled', 'failed'):
+        if kind in ('finished', 'cancelled', 'failed'):
             self.state['stage'] = kind
         elif 'stage' not in event:
             self.state['stage'] = kind or self.state.get('stage', 'training')
@@ -146,7 +146,7 @@ class TrainerNode(Node):
         self._progress_pub.publish(msg)
         if kind == 'failed':
             self.get_logger().error(f'training failed: {event.get("error")}')
-        if kind == 'done' and event.get('checkpoint'):
+        if kind == 'finished' and event.get('checkpoint'):
             self._hot_swap(str(event['checkpoint']))
 
     def _hot_swap(self, checkpoint: str) -> None:

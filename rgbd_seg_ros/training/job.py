@@ -97,5 +97,5 @@ def job_entry(job: dict[str, Any], events: Any, stop: Any) -> None:
         events.put({'event': 'failed', 'error': f'{type(err).__name__}: {err}',
                     'traceback': traceback.format_exc(limit=5)})
     else:
-        kind = 'cancelled' if stop.is_set() else 'done'
+        kind = 'cancelled' if stop.is_set() else 'finished'
         events.put({'event': kind, 'checkpoint': str(path)})
