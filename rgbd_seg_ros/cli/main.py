@@ -18,6 +18,7 @@ from rgbd_seg_ros.errors import RgbdSegError
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     'backends_cmd',
+    'bench_cmd',
     'demo_cmd',
     'bag2dataset_cmd',
     'synth_cmd',
