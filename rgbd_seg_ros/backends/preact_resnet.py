@@ -13,6 +13,10 @@ Key layout (``stem.conv``, ``stem.norm``, ``stages.<s>.blocks.<b>.{norm1,conv1,n
 norm3,conv3,downsample.conv}``, ``stages.<s>.norm``) mirrors timm's ``ResNetV2`` so that
 ``pretrained.load_pretrained`` maps a timm ``resnetv2_50`` file by renaming the three kinds of
 pre-activation norms (timm keeps them at the start of the next unit and a final ``norm``).
+One order differs from timm: timm max-pools the raw stem conv and pre-activates after the pool,
+the reference AdapNet++ code (and this module) applies BN+ReLU before the pool. Both are the
+same function while the BN scales are positive; for channels with a negative scale the
+difference is absorbed when fine-tuning.
 """
 
 from __future__ import annotations
