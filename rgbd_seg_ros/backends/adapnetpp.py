@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
@@ -148,8 +149,6 @@ class AdapNetppDecoder(nn.Module):
     def forward(
         self, latent: Tensor, skip_os8: Tensor, skip_os4: Tensor
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        import torch
-
         x8 = self.up1(latent)
         if self.att1 is not None:
             skip_os8 = self.att1(x8, skip_os8)
