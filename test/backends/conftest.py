@@ -1,4 +1,4 @@
-"""Fixtures shared by the backend tests: seeded torch, small inputs, labels."""
+"""Fixtures shared by the backend tests (helpers live in ``backend_testing.py``)."""
 
 from __future__ import annotations
 
@@ -10,38 +10,3 @@ import torch
 def _seeded() -> None:
     """Every backend test starts from the same RNG state (deterministic weights and inputs)."""
     torch.manual_seed(0)
-
-
-def make_inputs(
-    batch: int, height: int, width: int, depth_channels: int, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised-looking rgb [B,3,H,W] and depth [B,C,H,W] float32 tensors."""
-    gen = torch.Generator().manual_seed(seed)
-    rgb = torch.randn(batch, 3, height, width, generator=gen)
-    depth = torch.rand(batch, depth_channels, height, width, generator=gen) * 4.0
-    return rgb, depth
-
-
-def make_labels(
-    batch: int, height: int, width: int, num_classes: int, ignore_index: int = 255, seed: int = 1
-) -> torch.Tensor:
-    """Random labels with about 10 % ignore pixels."""
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, num_classes, (batch, height, width), generator=gen)
-    labels[torch.rand(batch, height, width, generator=gen) < 0.1] = ignore_index
-    return labels
-
-
-def randomise_bn_statistics(model: torch.nn.Module, seed: int = 2) -> None:
-    """Give every BatchNorm non-trivial running statistics (so round trips cover buffers)."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-
-
-@pytest.fixture
-def inputs_factory():
-    """``make_inputs`` as a fixture."""
-    return make_inputs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_inputs
+from backend_testing import make_inputs
 
 from rgbd_seg_ros.backends.base import SegOutput
 from rgbd_seg_ros.backends.registry import build_backend, load_config_file, make_config

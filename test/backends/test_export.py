@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 import torch
-from conftest import make_inputs
+from backend_testing import make_inputs
 
 from rgbd_seg_ros.backends.export import export_onnx, onnx_input_names, run_onnx
 from rgbd_seg_ros.backends.registry import build_backend

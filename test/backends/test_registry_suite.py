@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_inputs, make_labels, randomise_bn_statistics
+from backend_testing import make_inputs, make_labels, randomise_bn_statistics
 
 from rgbd_seg_ros.backends.base import SegOutput
 from rgbd_seg_ros.backends.registry import build_backend, config_to_dict, list_backends
