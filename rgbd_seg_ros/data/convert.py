@@ -389,12 +389,14 @@ class _FrameProcessor:
         self.ignore = job.meta.ignore_index
         self.lut: np.ndarray | None = None
         if self.options.label_map is not None:
-            self.lut = np.full(65536, self.ignore, np.int64)
+            self.lut = np.full(65536, self.ignore, np.uint16)
             for src, dst in self.options.label_map.items():
                 self.lut[int(src)] = int(dst)
-        self.known_ids: np.ndarray | None = None
+        self.known: np.ndarray | None = None  # which ids are classes (or ignore)
         if job.meta.classes and self.options.label_topic:
-            self.known_ids = np.asarray(sorted({c.id for c in job.meta.classes} | {self.ignore}))
+            self.known = np.zeros(65536, bool)
+            self.known[[c.id for c in job.meta.classes]] = True
+            self.known[self.ignore] = True
 
     def fail(self, reason: str, frame: FramePlan, detail: str) -> None:
         self.result.errors[reason] += 1
@@ -465,17 +467,17 @@ class _FrameProcessor:
                 np.count_nonzero((mapped == self.ignore) & (labels != self.ignore))
             )
         else:
-            mapped = labels.astype(np.int64)
-            if self.known_ids is not None:
-                unknown = ~np.isin(mapped, self.known_ids)
+            mapped = labels
+            if self.known is not None:
+                unknown = ~self.known[labels]
                 n = int(np.count_nonzero(unknown))
                 if n:
                     self.result.unmapped_label_pixels += n
-                    mapped[unknown] = self.ignore
+                    mapped = np.where(unknown, self.ignore, labels)
         present = np.flatnonzero(np.bincount(mapped.ravel(), minlength=1))
         self.result.label_ids.update(int(i) for i in present if i != self.ignore)
-        dtype = np.uint8 if self.ignore <= 255 and mapped.max(initial=0) <= 255 else np.uint16
-        return mapped.astype(dtype)
+        wide = self.ignore > 255 or (present.size and present[-1] > 255)
+        return mapped.astype(np.uint16 if wide else np.uint8, copy=False)
 
     def _pseudo_labels(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -629,7 +631,7 @@ def convert(
         raise DatasetError(f'{root} already holds a dataset; pass --resume or pick a new folder')
     root.mkdir(parents=True, exist_ok=True)
     meta = _initial_meta(root, options)
-    executor = _executor(options.jobs, len(paths))
+    executor, queue = _executor(options.jobs)
     try:
         log(f'planning {len(paths)} recording(s)')
         plan_args = [(str(p), str(b) if b.is_dir() else None, options) for p, b in paths]
@@ -648,7 +650,7 @@ def convert(
             for chunk in _chunks(plan, options.chunk_frames)
         ]  # fmt: skip
         total = sum(len(j.frames) for j in jobs)
-        results = _run_jobs(executor, jobs, total, options.progress)
+        results = _run_jobs(executor, queue, jobs, total, options.progress)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
@@ -660,44 +662,62 @@ def convert(
     return report
 
 
-def _executor(jobs: int, recordings: int) -> Any:
+_PROGRESS: Any = None  # a worker's progress queue (set by _init_worker)
+
+
+def _init_worker(queue: Any) -> None:
+    global _PROGRESS
+    _PROGRESS = queue
+
+
+def _convert_chunk_in_worker(job: ChunkJob) -> ChunkResult:
+    return convert_chunk(job, _PROGRESS)
+
+
+def _executor(jobs: int) -> tuple[Any, Any]:
+    """A spawn-context process pool (torch and OpenCV threads make fork unsafe) and the queue
+    its workers report progress on; (None, None) for jobs <= 1."""
     if jobs <= 1:
-        return None
+        return None, None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context('spawn'))
+    context = multiprocessing.get_context('spawn')
+    queue = context.Queue()
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(queue,)
+    )
+    return pool, queue
 
 
-def _run_jobs(executor: Any, jobs: list[ChunkJob], total: int, show: bool) -> list[ChunkResult]:
+def _run_jobs(executor: Any, queue: Any, jobs: list[ChunkJob], total: int, show: bool
+              ) -> list[ChunkResult]:  # fmt: skip
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit='frame', file=sys.stderr, disable=not show, dynamic_ncols=True)
     try:
         if executor is None:
-            queue = _InlineQueue(bar)
-            return [convert_chunk(job, queue) for job in jobs]
-        import multiprocessing
+            inline = _InlineQueue(bar)
+            return [convert_chunk(job, inline) for job in jobs]
+        stop = threading.Event()
 
-        manager = multiprocessing.get_context('spawn').Manager()
-        with manager:
-            queue = manager.Queue()
-            stop = threading.Event()
+        def pump() -> None:
+            import queue as queue_module
 
-            def pump() -> None:
-                while not stop.is_set() or not queue.empty():
-                    try:
-                        bar.update(queue.get(timeout=0.1))
-                    except Exception:
-                        continue
+            while not stop.is_set():
+                try:
+                    bar.update(queue.get(timeout=0.1))
+                except queue_module.Empty:
+                    continue
 
-            thread = threading.Thread(target=pump, daemon=True)
-            thread.start()
-            futures = [executor.submit(convert_chunk, job, queue) for job in jobs]
-            results = [f.result() for f in futures]
+        thread = threading.Thread(target=pump, daemon=True)
+        thread.start()
+        try:
+            futures = [executor.submit(_convert_chunk_in_worker, job) for job in jobs]
+            return [f.result() for f in futures]
+        finally:
             stop.set()
             thread.join(timeout=5)
-            return results
     finally:
         bar.close()
 
