@@ -40,7 +40,6 @@ class TinyConfig:
     rates: tuple[int, ...] = (1, 2)
 
 
-@registry.register_backend(TINY, TinyConfig, summary='test-only backend')
 class TinyNet(nn.Module):
     def __init__(self, num_classes: int, config: TinyConfig) -> None:
         super().__init__()
@@ -57,8 +56,12 @@ class TinyNet(nn.Module):
 
 
 @pytest.fixture(autouse=True)
-def _registry_without_real_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+def _tiny_backend_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register TinyNet in a copy of the registry, restored after each test, so the real
+    backends are neither needed here nor joined by TinyNet in other test modules."""
+    monkeypatch.setattr(registry, '_REGISTRY', dict(registry._REGISTRY))
     monkeypatch.setattr(registry, '_LOADED', True)
+    registry.register_backend(TINY, TinyConfig, summary='test-only backend')(TinyNet)
 
 
 def make_meta(**overrides) -> CheckpointMeta:
