@@ -52,18 +52,24 @@ class StructuredLightModel:
         return self.focal_px * self.baseline_m
 
 
-def quantise_depth(depth_m: np.ndarray, model: StructuredLightModel,
-                   rng: np.random.Generator | None = None) -> np.ndarray:
+def quantise_depth(
+    depth_m: np.ndarray, model: StructuredLightModel, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Depth through the disparity domain: add disparity noise (when ``rng``), round to the
     sub-pixel step, convert back. Zeros stay zero."""
-    z = np.asarray(depth_m, np.float64)
+    f32 = np.float32
+    z = np.asarray(depth_m, f32)
     valid = z > 0
-    disp = np.where(valid, model.fb / np.where(valid, z, 1.0), 0.0)
+    disp = f32(model.fb / model.subpixel) / np.where(valid, z, f32(1.0))  # in sub-pixel steps
     if rng is not None:
-        disp = disp + rng.normal(0.0, model.disparity_sigma_px, disp.shape)
-    disp = np.round(disp / model.subpixel) * model.subpixel
+        disp += rng.standard_normal(disp.shape, dtype=f32) * f32(
+            model.disparity_sigma_px / model.subpixel
+        )
+    disp = np.rint(disp)
     ok = valid & (disp > 0)
-    return np.where(ok, model.fb / np.where(ok, disp, 1.0), 0.0).astype(np.float32)
+    return np.where(
+        ok, f32(model.fb / model.subpixel) / np.where(ok, disp, f32(1.0)), f32(0.0)
+    ).astype(f32)
 
 
 def _blobby_uniform(rng: np.random.Generator, shape: tuple[int, int], cell: int) -> np.ndarray:
@@ -71,7 +77,7 @@ def _blobby_uniform(rng: np.random.Generator, shape: tuple[int, int], cell: int)
     h, w = shape
     coarse = rng.random((h // cell + 2, w // cell + 2)).astype(np.float32)
     up = cv2.resize(coarse, (w + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_LINEAR)
-    return up[cell:cell + h, cell:cell + w]
+    return up[cell : cell + h, cell : cell + w]
 
 
 def _neighbour_extremes(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +88,14 @@ def _neighbour_extremes(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def simulate_depth(render: RenderOutput, pose: np.ndarray, K: np.ndarray, renderer: Renderer,
-                   rng: np.random.Generator,
-                   model: StructuredLightModel | None = None) -> np.ndarray:
+def simulate_depth(
+    render: RenderOutput,
+    pose: np.ndarray,
+    K: np.ndarray,
+    renderer: Renderer,
+    rng: np.random.Generator,
+    model: StructuredLightModel | None = None,
+) -> np.ndarray:
     """Noisy depth (H, W) float32 metres, 0 where the sensor returns nothing."""
     model = model or StructuredLightModel()
     z = render.depth_m.astype(np.float32)
@@ -96,50 +107,57 @@ def simulate_depth(render: RenderOutput, pose: np.ndarray, K: np.ndarray, render
     projector = pose[:3, 3] + pose[:3, :3] @ np.array([model.baseline_m, 0.0, 0.0])
     idx = np.flatnonzero(valid)
     if len(idx):
-        occ = renderer.occluded(projector, render.points.reshape(-1, 3)[idx].astype(np.float64))
+        occ = renderer.occluded(projector, render.points.reshape(-1, 3)[idx])
         valid.reshape(-1)[idx[occ]] = False
 
     # ragged edges: each pixel reads the depth of a jittered neighbour
+    f32 = np.float32
     sigma = model.lateral_sigma_px * px
     if sigma > 0.05:
-        dv = np.rint(rng.normal(0.0, sigma, (H, W))).astype(np.int64)
-        du = np.rint(rng.normal(0.0, sigma, (H, W))).astype(np.int64)
-        rows = np.clip(np.arange(H)[:, None] + dv, 0, H - 1)
-        cols = np.clip(np.arange(W)[None, :] + du, 0, W - 1)
-        z = z[rows, cols]
-        valid = valid[rows, cols]
-        lookup = (rows, cols)
+        dv = np.rint(rng.standard_normal((H, W), dtype=f32) * f32(sigma)).astype(np.int32)
+        du = np.rint(rng.standard_normal((H, W), dtype=f32) * f32(sigma)).astype(np.int32)
+        rows = np.clip(np.arange(H, dtype=np.int32)[:, None] + dv, 0, H - 1)
+        cols = np.clip(np.arange(W, dtype=np.int32)[None, :] + du, 0, W - 1)
+        flat = rows * W + cols
+        z = z.reshape(-1)[flat]
+        valid = valid.reshape(-1)[flat]
+        albedo = render.albedo.reshape(-1)[flat]
+        cos_inc = render.cos_incidence.reshape(-1)[flat]
+        ir_drop = render.ir_dropout.reshape(-1)[flat]
     else:
-        lookup = (slice(None), slice(None))
-    albedo = render.albedo[lookup]
-    cos_inc = render.cos_incidence[lookup]
-    ir_drop = render.ir_dropout[lookup]
+        albedo, cos_inc, ir_drop = render.albedo, render.cos_incidence, render.ir_dropout
 
-    z_valid = np.where(valid, z, 0.0).astype(np.float32)
+    z_valid = np.where(valid, z, f32(0.0))
     lo, hi = _neighbour_extremes(z_valid)
-    edge = valid & ((hi - lo) > model.edge_jump * np.maximum(z, 1e-3))
+    edge = valid & ((hi - lo) > f32(model.edge_jump) * np.maximum(z, f32(1e-3)))
     edge |= valid & (lo >= 1e4 - 1)  # next to a hole (projector shadow)
-    u = rng.random((H, W))
-    drop = edge & (u < model.edge_drop)
+    drop = edge & (rng.random((H, W), dtype=f32) < model.edge_drop)
 
     # weak returns: dark, far and glancing surfaces, in blobs
     blob = _blobby_uniform(rng, (H, W), max(2, round(6 * px)))
-    signal = albedo * np.maximum(cos_inc, 1e-3) / np.maximum(z, 0.1) ** 2
-    p_weak = 1.0 / (1.0 + np.exp((np.log(np.maximum(signal, 1e-9))
-                                  - np.log(model.signal_floor)) / 0.35))
-    p_glance = np.clip((model.glancing_cos - cos_inc) / (0.6 * model.glancing_cos), 0.0, 1.0)
-    p_far = np.clip((z - 0.8 * model.max_range_m) / (0.2 * model.max_range_m), 0.0, 1.0)
-    p_dark = 0.9 * np.clip((model.dark_albedo - albedo) / (0.75 * model.dark_albedo), 0.0, 1.0)
-    p_miss = 1.0 - ((1.0 - p_weak) * (1.0 - p_glance) * (1.0 - p_far) * (1.0 - ir_drop)
-                    * (1.0 - p_dark))
+    signal = albedo * np.maximum(cos_inc, f32(1e-3)) / np.maximum(z, f32(0.1)) ** 2
+    # logistic in log(signal): 1 / (1 + (signal / floor) ** (1 / 0.35))
+    p_weak = 1.0 / (
+        1.0 + np.power(np.maximum(signal, f32(1e-9)) / f32(model.signal_floor), f32(1.0 / 0.35))
+    )
+    p_glance = np.clip(
+        (f32(model.glancing_cos) - cos_inc) / f32(0.6 * model.glancing_cos), 0.0, 1.0
+    )
+    p_far = np.clip((z - f32(0.8 * model.max_range_m)) / f32(0.2 * model.max_range_m), 0.0, 1.0)
+    p_dark = f32(0.9) * np.clip(
+        (f32(model.dark_albedo) - albedo) / f32(0.75 * model.dark_albedo), 0.0, 1.0
+    )
+    p_miss = 1.0 - (
+        (1.0 - p_weak) * (1.0 - p_glance) * (1.0 - p_far) * (1.0 - ir_drop) * (1.0 - p_dark)
+    )
     drop |= blob < p_miss
-    drop |= rng.random((H, W)) < model.speckle
+    drop |= rng.random((H, W), dtype=f32) < model.speckle
     valid &= ~drop
     valid &= (z >= model.min_range_m) & (z <= model.max_range_m)
 
     # disparity noise and quantisation, in the sensor's own pixels (model.focal_px)
-    noisy = quantise_depth(np.where(valid, z, 0.0), model, rng)
-    return np.where(valid, noisy, 0.0).astype(np.float32)
+    noisy = quantise_depth(np.where(valid, z, f32(0.0)), model, rng)
+    return np.where(valid, noisy, f32(0.0))
 
 
 def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
