@@ -82,7 +82,7 @@ def _as_buffer(data: object) -> np.ndarray:
         raise FrameError(f'image data is not a byte buffer ({type(data).__name__})') from err
 
 
-def decode_image(  # noqa: PLR0917 - the fields of sensor_msgs/Image, in order
+def decode_image(
     encoding: str,
     height: int,
     width: int,

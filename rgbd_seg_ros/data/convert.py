@@ -50,6 +50,7 @@ _COLOUR_HINTS = ('color', 'colour', 'rgb')
 _NOT_COLOUR = ('depth', 'label', 'semantic', 'segment', 'mask', 'confidence', 'infra', 'ir/',
                'disparity', 'overlay', 'normal')  # fmt: skip
 _DEPTH_HINTS = ('registered', 'aligned', 'align')
+_TRANSPORT_SUFFIXES = ('/compressed', '/compresseddepth', '/theora', '/zstd')
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,6 +121,10 @@ def _pick(
     preferred = [c for c in candidates if any(h in c.lower() for h in hints)]
     if len(preferred) == 1:
         return preferred[0]
+    # image_transport republishes raw images under .../compressed(Depth): prefer the raw one.
+    raw = [c for c in (preferred or candidates) if not c.lower().endswith(_TRANSPORT_SUFFIXES)]
+    if len(raw) == 1:
+        return raw[0]
     listing = '\n'.join(f'  {c}' for c in (preferred or candidates))
     if not candidates:
         raise DatasetError(
@@ -602,6 +607,10 @@ def _provenance(options: ConvertOptions, plans: list[RecordingPlan]) -> dict:
 
 
 def _chunks(plan: RecordingPlan, size: int) -> list[list[FramePlan]]:
+    if plan.report.get('damage'):
+        # Damaged files are read by a fallback reader that scans (or copies) the whole file:
+        # do that once, not once per chunk.
+        size = max(len(plan.frames), 1)
     return [plan.frames[i : i + size] for i in range(0, len(plan.frames), size)]
 
 
@@ -656,6 +665,9 @@ def convert(
             executor.shutdown(cancel_futures=True)
         layout.finalize_index(root)
     report = _report(plans, results, meta, root, time.perf_counter() - started)
+    report['label_source'] = (
+        'topic' if options.label_topic else 'checkpoint' if options.checkpoint else 'none'
+    )
     if options.label_topic and options.classes is None and not options.checkpoint:
         _update_auto_classes(root, meta, report)
     layout.atomic_write_bytes(root / REPORT_FILE, json.dumps(report, indent=2).encode())
@@ -867,4 +879,9 @@ def format_report(report: dict) -> str:
         f'{report["dataset_frames"]} frames; {report["seconds"]} s '
         f'({report["frames_per_second"]} frames/s)'
     )
+    if report.get('label_source') == 'none':
+        lines.append(
+            f'no labels: annotate {report["output"]}/rgb/<frame_id>.png, save one PNG per frame '
+            f'named <frame_id>.png, then run `rgbd-seg import-labels {report["output"]} FOLDER`'
+        )
     return '\n'.join(lines)

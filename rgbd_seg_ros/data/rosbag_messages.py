@@ -137,13 +137,13 @@ def make_compressed_depth(
 
 def make_camera_info(
     store: Stores | Typestore,
-    K: np.ndarray,  # noqa: N803 - the camera matrix
+    K: np.ndarray,
     width: int,
     height: int,
     stamp_ns: int,
     *,
     frame_id: str = 'camera',
-    D: np.ndarray | None = None,  # noqa: N803
+    D: np.ndarray | None = None,
     distortion_model: str = 'plumb_bob',
 ) -> Any:
     """sensor_msgs/CameraInfo for a pinhole camera with matrix ``K`` (3x3)."""
@@ -251,6 +251,6 @@ class RecordingWriter:
     def compressed_depth(self, depth: np.ndarray, stamp_ns: int, frame_id: str = 'camera') -> Any:
         return make_compressed_depth(self.store, depth, stamp_ns, frame_id)
 
-    def camera_info(self, K: np.ndarray, width: int, height: int, stamp_ns: int,  # noqa: N803
+    def camera_info(self, K: np.ndarray, width: int, height: int, stamp_ns: int,
                     frame_id: str = 'camera', **kw: Any) -> Any:  # fmt: skip
         return make_camera_info(self.store, K, width, height, stamp_ns, frame_id=frame_id, **kw)

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import DEPTH, INFO, LABELS, H, K, W
+from bag_fixtures import DEPTH, INFO, LABELS, H, K, W
 
 from rgbd_seg_ros.cli.main import main
 from rgbd_seg_ros.core import image_codec as ic
@@ -146,7 +146,7 @@ def test_missing_topic_fails_that_recording_only(tmp_path, recording):
 
 
 def test_ambiguous_topics_need_a_choice(tmp_path):
-    from conftest import frame_arrays
+    from bag_fixtures import frame_arrays
 
     from rgbd_seg_ros.data.rosbag_messages import IMAGE, RecordingWriter
 
@@ -311,3 +311,34 @@ def test_pseudo_labels_from_checkpoint(tmp_path, recording):
         clear = np.abs(conf - 0.9) > 1e-3  # pixels not on the threshold
         np.testing.assert_array_equal(sample.labels[clear], want[clear])
         np.testing.assert_allclose(sample.confidence, conf, atol=2e-3)
+
+
+def test_prefers_raw_over_transport_topics(tmp_path):
+    from bag_fixtures import frame_arrays
+
+    from rgbd_seg_ros.data.rosbag_messages import (
+        CAMERA_INFO,
+        COMPRESSED_IMAGE,
+        IMAGE,
+        RecordingWriter,
+    )
+
+    path = tmp_path / 'transport'
+    rgb = frame_arrays(0)[0]
+    topics = {
+        '/cam/color/image_raw': IMAGE,
+        '/cam/color/image_raw/compressed': COMPRESSED_IMAGE,
+        '/cam/depth/image_rect_raw': IMAGE,
+        '/cam/depth/image_rect_raw/compressedDepth': COMPRESSED_IMAGE,
+        '/cam/color/camera_info': CAMERA_INFO,
+        '/cam/depth/camera_info': CAMERA_INFO,
+    }
+    with RecordingWriter(path) as rec:
+        for name, msgtype in topics.items():
+            rec.add_topic(name, msgtype)
+        rec.write('/cam/color/image_raw', 1, rec.image(rgb, 'rgb8', 1))
+    with Recording(path) as rec:
+        choice = choose_topics(rec, ConvertOptions())
+    assert (choice.colour, choice.depth, choice.info) == (
+        '/cam/color/image_raw', '/cam/depth/image_rect_raw', '/cam/color/camera_info'
+    )  # fmt: skip
