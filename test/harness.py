@@ -10,10 +10,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,57 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from rgbd_seg_ros.ros.process import NodeProcess
 
 DEFAULT_TIMEOUT = 60.0
-
-
-def console_script(name: str) -> str:
-    """Path of an installed console script of this environment."""
-    path = shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep
-                        + os.environ.get('PATH', ''))
-    if path is None:
-        raise FileNotFoundError(f'console script {name!r} not installed')
-    return path
-
-
-@dataclass
-class NodeProcess:
-    """A node running as a subprocess, with its combined output in a log file."""
-
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-    stopped_rc: int | None = None
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors='replace') if self.log_path.exists() else ''
-
-    def interrupt(self, timeout: float = 20.0) -> int:
-        """SIGINT and wait; return the exit code (escalates if the node hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.stopped_rc = self.proc.returncode
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGTERM, then SIGKILL; always reaps."""
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.proc.poll() is not None:
-                break
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc.wait()
 
 
 @pytest.fixture
@@ -80,25 +29,12 @@ def launch_node(tmp_path: Path, ros_env: dict[str, str]) -> Iterator[Callable[..
     started: list[NodeProcess] = []
 
     def launch(executable: str, params: dict[str, Any] | Path | None = None,
-               remap: dict[str, str] | None = None, name: str | None = None,
-               extra_args: list[str] | None = None) -> NodeProcess:
-        args = [console_script(executable), '--ros-args']
-        if isinstance(params, dict):
-            params_file = tmp_path / f'{executable}_{len(started)}_params.yaml'
-            params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
-            params = params_file
-        if params is not None:
-            args += ['--params-file', str(params)]
+               remap: dict[str, str] | None = None, name: str | None = None) -> NodeProcess:
+        remap = dict(remap or {})
         if name:
-            args += ['-r', f'__node:={name}']
-        for source, target in (remap or {}).items():
-            args += ['-r', f'{source}:={target}']
-        args += extra_args or []
-        log_path = tmp_path / f'{executable}_{len(started)}.log'
-        with open(log_path, 'wb') as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=ros_env,
-                                    stdin=subprocess.DEVNULL)
-        node = NodeProcess(executable, proc, log_path)
+            remap['__node'] = name
+        node = NodeProcess.start(executable, tmp_path, ros_env, params, remap,
+                                 tag=f'_{len(started)}')
         started.append(node)
         return node
 

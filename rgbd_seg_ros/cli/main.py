@@ -19,7 +19,7 @@ from rgbd_seg_ros.errors import RgbdSegError
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     'backends_cmd',
     'bench_cmd',
-    'demo_cmd',
+    'bench_nonlocal_cmd',
     'bag2dataset_cmd',
     'synth_cmd',
     'import_labels_cmd',

@@ -130,8 +130,8 @@ class Engine:
         result = self._outputs(wanted, labels, conf, rgb_t, depth_m, K_t, overlay_alpha,
                                cloud or CloudOptions())
         t3 = time.perf_counter()
-        result.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3,
-                             'postprocess': (t3 - t2) * 1e3, 'total': (t3 - t0) * 1e3}
+        result.timings_ms.update({'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3,
+                                  'postprocess': (t3 - t2) * 1e3, 'total': (t3 - t0) * 1e3})
         return result
 
     def warmup(self, height: int, width: int) -> None:
@@ -222,7 +222,9 @@ class Engine:
             blend = rgb_t.float() * (1.0 - alpha) + colour.float() * alpha
             result.overlay = blend.round_().to(torch.uint8).cpu().numpy()
         if 'points' in wanted:
+            start = time.perf_counter()
             result.points = self._cloud(labels, conf, depth_m, K_t, cloud)
+            result.timings_ms['cloud'] = (time.perf_counter() - start) * 1e3
         return result
 
     def _cloud(self, labels: torch.Tensor, conf: torch.Tensor, depth_m: torch.Tensor,

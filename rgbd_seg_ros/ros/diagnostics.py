@@ -38,8 +38,10 @@ class DiagnosticsPublisher:
         values['frames_out'] = str(node.worker.processed)
         for key, value in node.latency.percentiles_ms().items():
             values[f'latency_{key}_ms'] = f'{value:.1f}'
-        for key, value in node.model_time.percentiles_ms().items():
-            values[f'model_time_{key}_ms'] = f'{value:.1f}'
+        for name, window in (('model_time', node.model_time), ('overhead', node.overhead),
+                             ('cloud_time', node.cloud_time)):
+            for key, value in window.percentiles_ms().items():
+                values[f'{name}_{key}_ms'] = f'{value:.1f}'
         values['model'] = node.models.describe()
         values.update(_memory(node))
         return values

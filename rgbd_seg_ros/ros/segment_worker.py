@@ -92,9 +92,14 @@ class SegmentWorker:
         prediction = engine.predict(arrays.rgb, arrays.depth, arrays.K, outputs=wanted,
                                     overlay_alpha=params['overlay_alpha'], cloud=cloud)
         self._publish(wanted, prediction, colour.header, info, arrays.K, engine.num_classes)
-        node.model_time.add(prediction.timings_ms['forward'] / 1e3)
-        latency = node.get_clock().now() - Time.from_msg(colour.header.stamp)
-        node.latency.add(latency.nanoseconds / 1e9)
+        timings = prediction.timings_ms
+        node.model_time.add(timings['forward'] / 1e3)
+        if 'cloud' in timings:
+            node.cloud_time.add(timings['cloud'] / 1e3)
+        latency = (node.get_clock().now() - Time.from_msg(colour.header.stamp)).nanoseconds / 1e9
+        node.latency.add(latency)
+        # Everything between the camera stamp and the last publish that is not the network.
+        node.overhead.add(latency - timings['forward'] / 1e3)
         node.rates['out'].tick(time.monotonic())
         self.processed += 1
 

@@ -57,6 +57,8 @@ class SegmentationNode(Node):
         self.rates = {name: RateMeter() for name in ('rgb', 'depth', 'info', 'paired', 'out')}
         self.latency = LatencyWindow()
         self.model_time = LatencyWindow()
+        self.overhead = LatencyWindow()
+        self.cloud_time = LatencyWindow()
         self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9),
                                        self.params['queue_size'])
         self.models = ModelSlot(self)
