@@ -138,9 +138,12 @@ class StageConfig:
     schedule: dict[str, Any] = field(default_factory=dict)  # overrides of the run's schedule
     loss: dict[str, Any] = field(default_factory=dict)  # overrides of the run's loss
     freeze: list[str] = field(default_factory=list)  # prefixes: no grad, BN in eval mode
+    # prefixes whose BatchNorm layers keep their running statistics (eval mode) while their
+    # parameters still train (Kong & Fowlkes' frozen backbone BN)
+    frozen_bn: list[str] = field(default_factory=list)
     init_from: list[InitFrom] = field(default_factory=list)
-    # Continue from the previous stage's weights when the backend is the same and init_from
-    # is empty.
+    # Continue from the previous stage's weights when init_from is empty and the backend and
+    # its options are the same.
     continue_previous: bool = True
 
 

@@ -130,6 +130,16 @@ def freeze(model: nn.Module, prefixes: Sequence[str]) -> int:
     return count
 
 
+def set_bn_eval(model: nn.Module, prefixes: Sequence[str]) -> None:
+    """BatchNorm layers under ``prefixes`` in eval mode (running statistics fixed, affine
+    parameters still trained). Call after every ``model.train()``."""
+    if not prefixes:
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and matches(name, prefixes):
+            module.eval()
+
+
 def set_frozen_eval(model: nn.Module, prefixes: Sequence[str]) -> None:
     """Put modules under ``prefixes`` in eval mode (BN statistics stop drifting). Call after
     every ``model.train()``."""

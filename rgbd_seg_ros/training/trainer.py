@@ -10,7 +10,7 @@ Output folder (``config.output_dir``)::
     <stage>/log.csv, <stage>/curves.png, <stage>/done.json (stage finished)
 
 A stage's model is built from its backend; it starts from the previous stage's last weights
-(same backend, no ``init_from``), from ``init_from`` entries (other stages or files, with key
+(same backend and options, no ``init_from``), from ``init_from`` entries (other stages or files, with key
 prefix maps: SSMA's fusion stage takes its experts from the two unimodal stages), or from
 ``model.pretrained`` (first stage). ``freeze`` prefixes get no gradients and stay in eval mode.
 """
@@ -51,6 +51,7 @@ from rgbd_seg_ros.training.optim import (
     build_scheduler,
     encoder_prefixes,
     freeze,
+    set_bn_eval,
     set_frozen_eval,
 )
 from rgbd_seg_ros.training.plots import CsvLog, plot_log
@@ -220,7 +221,7 @@ class Trainer:
                 reports.append((str(path), len(report['loaded']), len(report['skipped'])))
         elif index > 0 and stage.continue_previous:
             prev = self.config.stages[index - 1]
-            if self.config.stage_backend(prev)[0] == self.config.stage_backend(stage)[0]:
+            if self.config.stage_backend(prev) == self.config.stage_backend(stage):
                 path = self.out / prev.name / ck.LAST_FILE
                 ck.load_partial(model, self._load_weights_file(path), strict=True)
                 reports.append((str(path), 'all', 0))
@@ -388,6 +389,7 @@ class StageRun:
     def _train_mode(self) -> None:
         self.model.train()
         set_frozen_eval(self.module, self.stage.freeze)
+        set_bn_eval(self.module, self.stage.frozen_bn)
 
     # -------------------------------------------------------------------------- main loop
     def execute(self) -> StageResult:

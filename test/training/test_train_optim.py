@@ -15,6 +15,7 @@ from rgbd_seg_ros.training.optim import (
     encoder_prefixes,
     freeze,
     lr_factor,
+    set_bn_eval,
     set_frozen_eval,
 )
 
@@ -67,6 +68,14 @@ def test_freeze_and_eval_mode():
     net.train()
     set_frozen_eval(net, ['expert_rgb'])
     assert not net.expert_rgb[1].training and net.expert_depth[1].training
+
+
+def test_frozen_bn_keeps_statistics_but_trains():
+    net = Net()
+    net.train()
+    set_bn_eval(net, ['expert_depth'])
+    bn = net.expert_depth[1]
+    assert not bn.training and bn.weight.requires_grad and net.expert_rgb[1].training
 
 
 def test_poly_with_warmup():

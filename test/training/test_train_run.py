@@ -100,21 +100,27 @@ def test_resume_is_exact(dataset, tmp_path):
     assert not tf.state_allclose(a, c, atol=1e-6)
 
 
-def test_two_stage_init_and_freeze(dataset, tmp_path):
+def test_stages_init_from_freeze_and_continue(dataset, tmp_path, capsys):
     stages = ('[{name: a, steps: 3, batch_size: 2}, '
               '{name: b, steps: 3, batch_size: 2, freeze: [encoder_rgb], optim: {lr: 0.01}}, '
-              '{name: c, steps: 2, batch_size: 2, continue_previous: false, '
-              "init_from: [{stage: b, map: {'encoder_depth.': 'encoder_depth.'}}]}]")
+              '{name: c, steps: 2, batch_size: 2, freeze: [encoder_depth], '
+              "init_from: [{stage: b, map: {'encoder_depth.': 'encoder_depth.'}}]}, "
+              '{name: d, steps: 1, batch_size: 2, backend_options: {dropout: 0.0}}]')
     cfg = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'st', stages=stages))
     run_training(cfg)
-    _, a = load_checkpoint(tmp_path / 'st' / 'a' / 'last.safetensors', check_backend=False)
-    _, b = load_checkpoint(tmp_path / 'st' / 'b' / 'last.safetensors', check_backend=False)
-    _, c = load_checkpoint(tmp_path / 'st' / 'c' / 'last.safetensors', check_backend=False)
-    rgb = [k for k in a if k.startswith('encoder_rgb.')]
-    # frozen in b: parameters and BN statistics unchanged
-    assert all(torch.equal(a[k], b[k]) for k in rgb)
-    assert not torch.equal(a['classifier.weight'], b['classifier.weight'])
-    # c took only encoder_depth from b, the rest is fresh
-    assert torch.equal(c['encoder_depth.0.0.weight'], b['encoder_depth.0.0.weight']) or \
-        not torch.equal(c['encoder_rgb.0.0.weight'], b['encoder_rgb.0.0.weight'])
-    assert not torch.equal(c['encoder_rgb.0.0.weight'], b['encoder_rgb.0.0.weight'])
+    w = {}
+    for name in 'abcd':
+        _, w[name] = load_checkpoint(tmp_path / 'st' / name / 'last.safetensors',
+                                     check_backend=False)
+    rgb = [k for k in w['a'] if k.startswith('encoder_rgb.')]
+    depth = [k for k in w['a'] if k.startswith('encoder_depth.')]
+    # b continued from a with encoder_rgb frozen: parameters and BN statistics unchanged
+    assert all(torch.equal(w['a'][k], w['b'][k]) for k in rgb)
+    assert not torch.equal(w['a']['classifier.weight'], w['b']['classifier.weight'])
+    # c took only encoder_depth from b (then kept it frozen); encoder_rgb started afresh
+    assert all(torch.equal(w['b'][k], w['c'][k]) for k in depth)
+    assert not torch.equal(w['c']['encoder_rgb.0.0.weight'], w['b']['encoder_rgb.0.0.weight'])
+    # d has other backend options: it does not continue from c
+    err = capsys.readouterr().err
+    assert 'b: initialised from' in err and 'c: initialised from' in err
+    assert 'd: initialised from' not in err
