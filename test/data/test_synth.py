@@ -117,7 +117,7 @@ def test_floor_ceiling_and_walls_back_project_where_they_are(seq, frames) -> Non
             to_plane = np.min(np.abs(np.stack([p[:, 0], X - p[:, 0], p[:, 1], Y - p[:, 1]])), 0)
             # plaster planes, plus skirting boards and window reveals a few cm off them
             assert np.mean(to_plane < 2e-3) > 0.8
-            assert to_plane.max() < 0.3
+            assert to_plane.max() < 0.45  # at most the shell behind the walls
         # the noisy sensor depth agrees with the exact depth where it measured
         valid = f.depth_mm > 0
         err = np.abs(f.depth_mm[valid] / 1000.0 - f.depth_true_m[valid])

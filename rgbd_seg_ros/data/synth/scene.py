@@ -188,6 +188,18 @@ class _RoomBuilder:
         def floor_and_ceiling(b: MeshBuilder) -> None:
             b.quad([[0, 0, 0], [X, 0, 0], [X, Y, 0], [0, Y, 0]], C.FLOOR, floor_mat, floor_inst)
             b.quad([[0, 0, H], [X, 0, H], [X, Y, H], [0, Y, H]], C.CEILING, ceil_mat, ceil_inst)
+            # A shell just outside the room: rays that slip through a seam (floor/wall edges,
+            # door thresholds) hit the same class behind it instead of escaping unlabelled.
+            e, lo, hi = 1.0, -0.002, H + 0.002
+            b.quad([[-e, -e, lo], [X + e, -e, lo], [X + e, Y + e, lo], [-e, Y + e, lo]],
+                   C.FLOOR, floor_mat, floor_inst)
+            b.quad([[-e, -e, hi], [X + e, -e, hi], [X + e, Y + e, hi], [-e, Y + e, hi]],
+                   C.CEILING, ceil_mat, ceil_inst)
+            for w in range(4):
+                length = self.wall_len(w)
+                self.wall_quad(b, w, [(-e, -0.4, lo), (length + e, -0.4, lo),
+                                      (length + e, -0.4, hi), (-e, -0.4, hi)],
+                               C.WALL, wall_mat, wall_insts[w])
 
         self.structure.append(floor_and_ceiling)
 
