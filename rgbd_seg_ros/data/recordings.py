@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 import struct
 import tempfile
+import zlib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,8 @@ class Recording:
         self.damage: list[str] = []
         self.ros1 = False
         self._reader: Any = None
-        self._fallback: _Fallback | None = None
+        self._fallback: _Fallback | None = None  # when rosbags cannot open the file
+        self._late_fallback: _Fallback | None = None  # when it fails in the middle
         self._topics: dict[str, TopicInfo] = {}
         self.start_ns = self.end_ns = 0
         self._open()
@@ -170,15 +172,9 @@ class Recording:
         files = self._storage_files()
         if not files:
             raise DatasetError(f'cannot open {self.path}: {err}') from err
-        kind = files[0].suffix
         self.damage.append(f'cannot open normally ({err}); recovering the readable part')
-        if kind == '.mcap':
-            self._fallback = _McapFallback(files)
-        elif kind == '.db3':
-            self._fallback = _SqliteFallback(files)
-        else:
-            self._fallback = _Ros1Fallback(files)
-            self.ros1 = True
+        self._fallback = _make_fallback(files)
+        self.ros1 = self._fallback.ros1
         try:
             self._topics, self.start_ns, self.end_ns = self._fallback.scan(self.damage)
         except Exception as err2:
@@ -206,9 +202,10 @@ class Recording:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        if self._fallback is not None:
-            self._fallback.close()
-            self._fallback = None
+        for fallback in (self._fallback, self._late_fallback):
+            if fallback is not None:
+                fallback.close()
+        self._fallback = self._late_fallback = None
 
     # -- queries ----------------------------------------------------------------------------
     @property
@@ -244,22 +241,44 @@ class Recording:
     ) -> Iterator[RawMessage]:
         """Raw messages of ``topics`` in log order, log time in ``[start, stop)``.
 
-        Damage found while iterating is appended to :attr:`damage` and ends the iteration.
+        When rosbags fails in the middle of a file (a corrupt chunk, a damaged page), the rest
+        is read with the fallback reader (messages already delivered are not repeated); what
+        cannot be read is skipped and noted in :attr:`damage`.
         """
         wanted = set(topics)
-        try:
-            if self._reader is not None:
+        seen: set[tuple[str, int]] | None = None
+        fallback = self._fallback
+        if self._reader is not None:
+            seen = set()
+            try:
                 conns = [c for c in self._reader.connections if c.topic in wanted]
                 for conn, log_time, data in self._reader.messages(conns, start=start, stop=stop):
+                    seen.add((conn.topic, log_time))
                     yield RawMessage(conn.topic, conn.msgtype, log_time, data)
-            elif self._fallback is not None:
-                yield from self._fallback.messages(wanted, start, stop, self.damage)
+                return
+            except Exception as err:  # rosbags raises many types for damaged data
+                self._note(f'reading stopped early: {type(err).__name__}: {err}')
+                files = self._storage_files()
+                if not files:
+                    return
+                self._note('reading the rest record by record')
+                if self._late_fallback is None:
+                    self._late_fallback = _make_fallback(files)
+                fallback = self._late_fallback
+        if fallback is None:
+            return
+        try:
+            for msg in fallback.messages(wanted, start, stop, self.damage):
+                if seen is None or (msg.topic, msg.log_time_ns) not in seen:
+                    yield msg
         except DatasetError:
             raise
         except Exception as err:
-            note = f'reading stopped early: {type(err).__name__}: {err}'
-            if note not in self.damage:
-                self.damage.append(note)
+            self._note(f'reading stopped early: {type(err).__name__}: {err}')
+
+    def _note(self, text: str) -> None:
+        if text not in self.damage:
+            self.damage.append(text)
 
     def deserialize(self, msg: RawMessage) -> Any:
         """The message object (rosbags dataclass) of ``msg``."""
@@ -351,11 +370,21 @@ class _Fallback:
         pass
 
 
+def _make_fallback(files: list[Path]) -> _Fallback:
+    kind = files[0].suffix
+    if kind == '.mcap':
+        return _McapFallback(files)
+    if kind == '.db3':
+        return _SqliteFallback(files)
+    return _Ros1Fallback(files)
+
+
 class _McapFallback(_Fallback):
     """Reads an mcap file record by record (no summary section needed); the uncompressed or
     streamable (zstd, lz4) part of a chunk cut short is still read."""
 
     def messages(self, wanted, start, stop, damage):
+        self._damage = damage
         for path in self.files:
             state = {'schemas': {}, 'channels': {}}
             with open(path, 'rb') as stream:
@@ -387,6 +416,10 @@ class _McapFallback(_Fallback):
                     if note not in damage:
                         damage.append(note)
 
+    def _damage_note(self, text: str) -> None:
+        if text not in self._damage:
+            self._damage.append(text)
+
     def _record(self, op, body, state, wanted, start, stop):
         if op == 0x03:  # schema
             sid, pos = struct.unpack_from('<H', body)[0], 2
@@ -410,8 +443,12 @@ class _McapFallback(_Fallback):
     def _chunk(self, body, complete, state, wanted, start, stop):
         if len(body) < 28:
             return
+        (crc,) = struct.unpack_from('<I', body, 24)
         compression, pos = _mcap_str(body, 28)
         records = body[pos + 8 :]
+        if complete and crc and compression == '' and zlib.crc32(records) != crc:
+            self._damage_note('an mcap chunk failed its CRC check; its messages are skipped')
+            return
         if compression == 'zstd':
             import zstandard
 
@@ -422,18 +459,33 @@ class _McapFallback(_Fallback):
             records = lz4.frame.LZ4FrameDecompressor().decompress(records)
         elif compression:
             raise DatasetError(f'unsupported mcap chunk compression {compression!r}')
+        if complete and crc and compression and zlib.crc32(records) != crc:
+            self._damage_note('an mcap chunk failed its CRC check; its messages are skipped')
+            return
         view = memoryview(records)
+        spans = []
         pos = 0
         while pos + 9 <= len(view):
             op, length = struct.unpack_from('<BQ', view, pos)
-            if pos + 9 + length > len(view):
+            if op not in _MCAP_OPCODES or pos + 9 + length > len(view):
                 break
-            yield from self._record(op, view[pos + 9 : pos + 9 + length], state, wanted,
-                                    start, stop)  # fmt: skip
+            spans.append((op, pos + 9, pos + 9 + length))
             pos += 9 + length
+        if pos < len(view) and complete:
+            # The record before a corrupt one most likely holds the start of the damage.
+            dropped = spans.pop() if spans else None
+            self._damage_note(
+                f'an mcap chunk is corrupt after {pos} of {len(view)} bytes: the rest of it'
+                + (' and the record before' if dropped else '')
+                + ' is skipped'
+                + ('' if crc else ' (the file has no CRCs to verify the earlier records)')
+            )
+        for op, a, b in spans:
+            yield from self._record(op, view[a:b], state, wanted, start, stop)
 
 
 _MCAP_MAGIC = b'\x89MCAP0\r\n'
+_MCAP_OPCODES = frozenset(range(0x01, 0x11))
 
 
 def _mcap_str(body, pos: int) -> tuple[str, int]:

@@ -342,3 +342,18 @@ def test_prefers_raw_over_transport_topics(tmp_path):
     assert (choice.colour, choice.depth, choice.info) == (
         '/cam/color/image_raw', '/cam/depth/image_rect_raw', '/cam/color/camera_info'
     )  # fmt: skip
+
+
+def test_corrupt_middle_of_recording(tmp_path, recording):
+    """Garbage inside the data: what is intact is converted, nothing corrupt is written."""
+    recorded = recording(frames=40, labels=False)
+    mcap_file = next(recorded.path.glob('*.mcap'))
+    size = mcap_file.stat().st_size
+    with open(mcap_file, 'r+b') as stream:
+        stream.seek(size // 2)
+        stream.write(b'\xde\xad\xbe\xef' * 10_000)  # 40 KB: hits several record headers
+    report = convert([recorded.path], tmp_path / 'ds', _options())
+    entry = report['recordings'][0]
+    assert entry['damage']
+    assert 5 < entry['frames']['written'] < 40
+    _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry['frames']['written'])
