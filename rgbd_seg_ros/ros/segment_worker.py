@@ -68,6 +68,7 @@ class SegmentWorker:
 
     def _process(self, triple: Triple) -> None:
         node = self._node
+        picked_up = node.get_clock().now()
         engine = node.models.engine
         if engine is None:
             node.counters.add('dropped_no_model')
@@ -96,10 +97,15 @@ class SegmentWorker:
         node.model_time.add(timings['forward'] / 1e3)
         if 'cloud' in timings:
             node.cloud_time.add(timings['cloud'] / 1e3)
-        latency = (node.get_clock().now() - Time.from_msg(colour.header.stamp)).nanoseconds / 1e9
+        done = node.get_clock().now()
+        latency = (done - Time.from_msg(colour.header.stamp)).nanoseconds / 1e9
         node.latency.add(latency)
-        # Everything between the camera stamp and the last publish that is not the network.
-        node.overhead.add(latency - timings['forward'] / 1e3)
+        forward = timings['forward'] / 1e3
+        # Everything between the camera stamp and the last publish that is not the network
+        # (transport, pairing, waiting for the worker, decode, pre/post-processing, publish) ...
+        node.overhead.add(latency - forward)
+        # ... and the part the node's own work adds once it picks the frame up.
+        node.work_overhead.add((done - picked_up).nanoseconds / 1e9 - forward)
         node.rates['out'].tick(time.monotonic())
         self.processed += 1
 
