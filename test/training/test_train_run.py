@@ -69,7 +69,7 @@ def test_training_learns(dataset, tmp_path):
 
 def test_resume_is_exact(dataset, tmp_path):
     extra = {'model.options': '{dropout: 0.2}', 'augment.rotation_deg': 10.0,
-             'augment.brightness': 20.0}
+             'augment.brightness': 20.0, 'data.class_weighting': 'median_frequency'}
     full = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'full', steps=8,
                                                      **extra))
     run_training(full)
