@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='ray-casting threads (default 0 = all cores)')
     p.add_argument('--no-resume', dest='resume', action='store_false',
                    help='refuse to continue an existing dataset in OUT')
+    p.add_argument('--preview', metavar='PNG',
+                   help='also write a contact sheet (colour | depth | labels) of a few frames')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress lines')
     p.set_defaults(func=run)
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     summary = synthesize(
         args.seed, args.frames, scenes=args.scenes, width=width, height=height, fps=args.fps,
         dataset_root=dataset_root, recordings_dir=recordings, storage='mcap',
-        resume=args.resume, nthreads=args.threads, progress=progress,
+        resume=args.resume, nthreads=args.threads, progress=progress, preview=args.preview,
     )  # fmt: skip
     print(f'rendered {summary.frames_rendered} frames at {width}x{height} in '
           f'{summary.seconds:.1f} s ({summary.fps:.2f} frames/s)'
@@ -81,4 +83,6 @@ def run(args: argparse.Namespace) -> int:
         print(f'dataset: {dataset_root} ({splits})')
     for path in summary.recordings:
         print(f'recording: {path}')
+    if args.preview and summary.frames_rendered:
+        print(f'preview: {args.preview}')
     return 0

@@ -177,6 +177,20 @@ def test_objects_do_not_intersect_and_are_supported(seed: int) -> None:
         assert not overlap(a.footprint, b.footprint), (a.cls, b.cls)
 
 
+def test_some_classes_share_colour_and_texture_with_others() -> None:
+    # boxes painted like the wall and table tops made of the floor's material: only geometry
+    # (depth) tells them apart
+    box_like_wall = table_like_floor = 0
+    for seed in range(12):
+        mesh = make_scene(seed).mesh
+        mats = {cls: set(np.unique(mesh.tri_material[mesh.tri_class == cls]).tolist())
+                for cls in (C.WALL, C.FLOOR, C.BOX, C.TABLE)}
+        box_like_wall += bool(mats[C.WALL] & mats[C.BOX])
+        table_like_floor += bool(mats[C.FLOOR] & mats[C.TABLE])
+    assert box_like_wall >= 2
+    assert table_like_floor >= 2
+
+
 # -- sensor model ----------------------------------------------------------------------------
 
 
@@ -334,9 +348,13 @@ def test_cli_writes_dataset_and_recording(tmp_path, capsys) -> None:
     from rgbd_seg_ros.cli.main import main
 
     out = tmp_path / 'out'
+    sheet = tmp_path / 'sheet.png'
     rc = main(['synth', '--out', str(out), '--seed', '2', '--frames', '3', '--size', '80x60',
-               '--format', 'both', '--quiet'])
+               '--format', 'both', '--quiet', '--preview', str(sheet)])
     assert rc == 0
+    import cv2
+
+    assert cv2.imread(str(sheet)).shape == (3 * 60, 3 * 80, 3)
     assert (out / 'dataset.yaml').is_file() and (out / 'index.csv').is_file()
     assert len(list((out / 'rgb').glob('*.png'))) == 3
     assert list((out / 'recordings').glob('synth_2_scene000/*.mcap'))

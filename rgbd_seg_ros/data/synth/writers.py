@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rgbd_seg_ros.data.synth.classes import IGNORE_INDEX, SYNTH_CLASSES
 from rgbd_seg_ros.data.synth.generator import SynthFrame, SynthSequence
 from rgbd_seg_ros.errors import ConfigError, DatasetError
@@ -122,6 +124,20 @@ class _Recording:
         self.rec.close()
 
 
+def contact_sheet(frames: list[SynthFrame], max_depth_m: float = 7.0):
+    """Rows of colour | depth (jet, holes black) | labels, one row per frame (uint8 RGB)."""
+    from rgbd_seg_ros.core.depth import jet_uint8
+    from rgbd_seg_ros.core.palette import colourise
+
+    palette = np.array([c.color for c in SYNTH_CLASSES], np.uint8)
+    rows = []
+    for f in frames:
+        depth = jet_uint8(f.depth_mm.astype(np.float32) / 1000.0, 0.0, max_depth_m)
+        depth[f.depth_mm == 0] = 0
+        rows.append(np.concatenate([f.rgb, depth, colourise(f.labels, palette)], 1))
+    return np.concatenate(rows, 0)
+
+
 def provenance(seed: int, num_frames: int, scenes: int, width: int, height: int,
                fps: float) -> dict:
     from rgbd_seg_ros import __version__
@@ -142,12 +158,16 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
                height: int = 480, fps: float = 15.0, dataset_root: str | os.PathLike | None = None,
                recordings_dir: str | os.PathLike | None = None, storage: str = 'mcap',
                resume: bool = True, nthreads: int = 0,
-               progress: Callable[[int, int, SynthSummary], None] | None = None) -> SynthSummary:
+               progress: Callable[[int, int, SynthSummary], None] | None = None,
+               preview: str | os.PathLike | None = None,
+               preview_frames: int = 6) -> SynthSummary:
     """Render ``num_frames`` over ``scenes`` rooms once, writing a dataset, recordings or both.
 
     The dataset goes to ``dataset_root`` (resumable: frames already there are not rendered
     again unless recordings are written too); each scene becomes one recording
     ``recordings_dir/synth_<seed>_scene<k>`` (rosbag2, ``storage`` mcap or sqlite3).
+    ``preview``: a PNG contact sheet (colour | depth | labels) of up to ``preview_frames``
+    evenly spaced rendered frames.
     """
     import time
 
@@ -164,6 +184,8 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
         writer = DatasetWriter(dataset_root, meta, resume=resume)
     start = time.perf_counter()
     done = 0
+    every = max(1, num_frames // max(preview_frames, 1))
+    shown: list[SynthFrame] = []
     try:
         for scene, count in enumerate(counts):
             if count == 0:
@@ -189,6 +211,8 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
                                             nthreads=nthreads)
                     f = seq.frame(i)
                     summary.frames_rendered += 1
+                    if preview is not None and done % every == 0 and len(shown) < preview_frames:
+                        shown.append(f)
                     if need_dataset:
                         K = f.K
                         record = FrameRecord(
@@ -210,6 +234,12 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
         if writer is not None:
             writer.close()
     summary.seconds = time.perf_counter() - start
+    if preview is not None and shown:
+        import cv2
+
+        sheet = contact_sheet(shown)
+        if not cv2.imwrite(str(preview), np.ascontiguousarray(sheet[..., ::-1])):
+            raise DatasetError(f'cannot write the preview {preview}')
     return summary
 
 
