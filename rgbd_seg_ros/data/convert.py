@@ -334,7 +334,7 @@ def camera_matrix(msg: Any) -> np.ndarray:
     k = getattr(msg, 'k', None)
     if k is None:
         k = getattr(msg, 'K', None)
-    K = np.asarray(k, np.float64).reshape(3, 3)
+    K = np.array(k, np.float64).reshape(3, 3)  # a copy: k may view a read-only buffer
     if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
         raise FrameError('camera_info has no valid intrinsics (fx, fy must be positive)')
     return K
@@ -486,6 +486,9 @@ class _FrameProcessor:
 
     def _pseudo_labels(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        # torch.from_numpy warns on read-only arrays (zero-copy views of message buffers).
+        rgb = rgb if rgb.flags.writeable else rgb.copy()
+        depth = depth if depth.flags.writeable else depth.copy()
         pred = _engine(self.options).predict(rgb, depth, K, outputs=('labels', 'confidence'))
         confidence = np.asarray(pred.confidence, np.float32)
         labels = np.asarray(pred.labels).astype(np.int64)
