@@ -99,7 +99,8 @@ def sensor_bin_probs(
     valid = fz > 0
     edges = torch.tensor(list(edges_fz), dtype=fz.dtype, device=fz.device).view(1, -1, 1, 1)
     index = (fz > edges).sum(1)  # B, h, w in 0..n
-    onehot = F.one_hot(index, len(edges_fz) + 1).permute(0, 3, 1, 2).to(fz.dtype)
+    bins = torch.arange(len(edges_fz) + 1, device=fz.device).view(1, -1, 1, 1)
+    onehot = (index.unsqueeze(1) == bins).to(fz.dtype)
     uniform = torch.full_like(onehot, 1.0 / (len(edges_fz) + 1))
     return torch.where(valid, onehot, uniform), valid
 
@@ -204,6 +205,16 @@ class DepthGatingConfig:
     loop_aux_weight: float = 1.0
     pretrained: str | None = None
 
+    def __post_init__(self) -> None:
+        self.dilations = tuple(int(d) for d in self.dilations)
+        self.bin_edges_m = tuple(float(e) for e in self.bin_edges_m)
+        if self.bin_edges_fz is not None:
+            self.bin_edges_fz = tuple(float(e) for e in self.bin_edges_fz)
+        if self.gating_source not in GATING_SOURCES:
+            raise ConfigError(
+                f'gating_source must be one of {GATING_SOURCES}, got {self.gating_source!r}'
+            )
+
 
 @register_backend(
     'depth_gating',
@@ -258,7 +269,7 @@ class DepthGatingNet(SegBackend):
             raise ConfigError(f'num_loops must be >= 0, got {num_loops}')
         self.num_loops = int(num_loops)
 
-    def set_intrinsics(self, K: object) -> None:  # noqa: N803
+    def set_intrinsics(self, K: object) -> None:
         """Store fx of the 3x3 camera matrix ``K`` of the network input as the default focal."""
         import numpy as np
 

@@ -9,7 +9,9 @@ The blocks follow the authors' public code (``MendelXu/ANN``) where it differs f
   nothing. AFNB shares nothing (query and key read different inputs).
 * The affinity is scaled by ``key_channels ** -0.5`` before the softmax (not in the paper).
 * Key/query projections are ``conv1x1 + BN + ReLU``, the value projection a plain ``conv1x1``;
-  ``W_o`` is zero-initialised so a fresh block contributes no context; APNB fuses
+  ``W_o`` is zero-initialised so a fresh block contributes no context (``zero_init=False``
+  gives it the default init; with zero init the query/key/value weights get no gradient
+  until ``W_o`` has moved, by design); APNB fuses
   ``cat(context, x)`` with ``conv1x1 + BN + ReLU + Dropout2d(0.05)``, AFNB with
   ``conv1x1 + BN + Dropout2d(0.05)`` (no ReLU).
 
@@ -95,10 +97,11 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-def _zero_conv(cin: int, cout: int) -> nn.Conv2d:
+def _zero_conv(cin: int, cout: int, zero: bool = True) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, 1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    if zero:
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
     return conv
 
 
@@ -127,6 +130,7 @@ class APNB(nn.Module):
         sizes: Sequence[int] = PYRAMID_SIZES,
         share: str = 'qk',
         dropout: float = 0.05,
+        zero_init: bool = True,
         fuse: bool = True,
     ) -> None:
         super().__init__()
@@ -143,7 +147,7 @@ class APNB(nn.Module):
         self.f_key = _conv_bn_relu(in_channels, key_channels)
         self.f_query = self.f_key if share == 'qk' else _conv_bn_relu(in_channels, key_channels)
         self.f_value = None if share == 'kv' else nn.Conv2d(in_channels, value_channels, 1)
-        self.w_out = _zero_conv(value_channels, out_channels)
+        self.w_out = _zero_conv(value_channels, out_channels, zero_init)
         self.fuse = (
             nn.Sequential(
                 nn.Conv2d(in_channels + out_channels, out_channels, 1, bias=False),
@@ -190,6 +194,7 @@ class AFNB(nn.Module):
         value_channels: int = 256,
         sizes: Sequence[int] = PYRAMID_SIZES,
         dropout: float = 0.05,
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         out_channels = out_channels or high_channels
@@ -197,7 +202,7 @@ class AFNB(nn.Module):
         self.f_key = _conv_bn_relu(low_channels, key_channels)
         self.f_query = _conv_bn_relu(high_channels, key_channels)
         self.f_value = nn.Conv2d(low_channels, value_channels, 1)
-        self.w_out = _zero_conv(value_channels, out_channels)
+        self.w_out = _zero_conv(value_channels, out_channels, zero_init)
         self.fuse = nn.Sequential(
             nn.Conv2d(high_channels + out_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -228,6 +233,7 @@ class CrossModalAFNB(nn.Module):
         key_channels: int = 256,
         value_channels: int = 256,
         sizes: Sequence[int] = PYRAMID_SIZES,
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         self.block = AFNB(
@@ -237,6 +243,7 @@ class CrossModalAFNB(nn.Module):
             key_channels=key_channels,
             value_channels=value_channels,
             sizes=sizes,
+            zero_init=zero_init,
         )
 
     def forward(self, rgb_feat: torch.Tensor, depth_feat: torch.Tensor) -> torch.Tensor:
@@ -259,6 +266,7 @@ class ANNContextHead(nn.Module):
         key_channels: int = 256,
         value_channels: int = 256,
         sizes: Sequence[int] = PYRAMID_SIZES,
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         self.afnb = (
@@ -269,6 +277,7 @@ class ANNContextHead(nn.Module):
                 key_channels=key_channels,
                 value_channels=value_channels,
                 sizes=sizes,
+                zero_init=zero_init,
             )
             if low_channels
             else None
@@ -284,6 +293,7 @@ class ANNContextHead(nn.Module):
             key_channels=key_channels,
             value_channels=value_channels,
             sizes=sizes,
+            zero_init=zero_init,
         )
         self.out_channels = out_channels
 

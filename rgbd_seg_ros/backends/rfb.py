@@ -55,14 +55,10 @@ def _resize_pool(x: Tensor, like: Tensor) -> Tensor:
     """Average-pool ``x`` by the integer factor that brings it to ``like``'s spatial size."""
     if x.shape[-2:] == like.shape[-2:]:
         return x
-    fh = x.shape[-2] // like.shape[-2]
-    fw = x.shape[-1] // like.shape[-1]
-    if (
-        fh < 1
-        or fw < 1
-        or fh * like.shape[-2] != x.shape[-2]
-        or fw * like.shape[-1] != x.shape[-1]
-    ):
+    h, w = int(x.shape[-2]), int(x.shape[-1])  # Python ints: static kernel sizes in ONNX
+    lh, lw = int(like.shape[-2]), int(like.shape[-1])
+    fh, fw = h // lh, w // lw
+    if fh < 1 or fw < 1 or fh * lh != h or fw * lw != w:
         raise ValueError(f'cannot pool {tuple(x.shape[-2:])} to {tuple(like.shape[-2:])}')
     return F.avg_pool2d(x, (fh, fw), (fh, fw))
 

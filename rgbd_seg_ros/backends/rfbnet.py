@@ -85,6 +85,7 @@ class RFBNetConfig:
     rfb_gates: bool = True  # ablation switch "G"
     rfb_point: str = 'R'  # 'R' (paper) | 'T' | 'none' (interaction stream aggregates only)
     rfb_stages: str = 'all'  # 'all': every unit from the first at 1/8 on | 'res3': block2 only
+    rfb_zero_init: bool = True  # zero BN scale on the complement projections (unimodal start)
     depth_shrink: bool = True  # feed depth at half resolution
     merge_eta: int = 16
     # AdapNet++ base (same meaning as in the adapnetpp / ssma backends)
@@ -230,6 +231,9 @@ class RFBNet(SegBackend):
                     nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
+            if not config.rfb_zero_init and config.rfb_point != 'none':
+                nn.init.ones_(block.gfu.com_rgb[1].weight)
+                nn.init.ones_(block.gfu.com_depth[1].weight)
         set_bn_momentum(self, config.bn_momentum)
 
     # ------------------------------------------------------------------------------------------

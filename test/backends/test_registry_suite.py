@@ -33,6 +33,29 @@ DEFAULT_TEST_CONFIG: dict[str, Any] = {'encoder': 'resnet18'}
 TEST_OVERRIDES: dict[str, dict[str, Any]] = {
     'adapnetpp': {'easpp_channels': 64, 'easpp_bottleneck': 16, 'decoder_channels': 64},
     'ssma': {'easpp_channels': 64, 'easpp_bottleneck': 16, 'decoder_channels': 64},
+    # Backends II. rfbnet: ERFNetEnc base; the zero-initialised complement scale would leave the
+    # GFU's output gates without gradient at step 0 (by design), which the 90 % check flags.
+    'rfbnet': {'encoder': 'erfnet', 'rfb_zero_init': False},
+    'erfnet_enc': {'encoder': 'erfnet'},
+    # nanet: with feedback into the streams and the suite's random BN statistics the eval logits
+    # reach ~2.5e3, where fp32 ONNX-vs-torch differences exceed the absolute 1e-3 (relative
+    # ~2e-6); test_nanet.py checks the feedback path's parity with a relative tolerance.
+    'nanet': {
+        'variant': 'lite',
+        'aspp_channels': 32,
+        'low_channels': 16,
+        'aux_channels': 32,
+        'feedback': 'none',
+    },
+    'depth_gating': {'width': 64, 'depth_head_width': 32, 'gating_source': 'predicted'},
+    'ssma_ann': {
+        'easpp_channels': 64,
+        'easpp_bottleneck': 16,
+        'decoder_channels': 64,
+        'ann_key_channels': 32,
+        'ann_value_channels': 32,
+        'ann_zero_init': False,
+    },
 }
 
 
