@@ -10,6 +10,8 @@ Names:
 - ``resnet18/34/50/101``: ResNet v1 (v1.5: stride on the 3x3) with state-dict keys identical to
   torchvision's ``ResNet`` (``conv1``, ``bn1``, ``layer1.0.conv1`` ..., no ``fc``), so a local
   torchvision ImageNet file loads directly (see ``pretrained.load_pretrained``).
+- ``resnet18_half``: ResNet-18 at half width (32..256 channels, a quarter of the parameters),
+  trained from scratch for CPU-sized models such as the embedded default; not in the papers.
 - ``preact_resnet50/101``: the full pre-activation ResNet (v2) of AdapNet++, whose stage outputs
   are the post-BN-ReLU maps the skips and eASPP read; loads timm ``resnetv2_50`` files.
 
@@ -174,6 +176,7 @@ def plan_stages(
 
 
 ENCODER_NAMES = (
+    'resnet18_half',
     'resnet18',
     'resnet34',
     'resnet50',
@@ -205,6 +208,7 @@ def build_encoder(
     from rgbd_seg_ros.backends import preact_resnet, resnet
 
     builders = {
+        'resnet18_half': lambda **k: resnet.ResNet('basic', (2, 2, 2, 2), base_width=32, **k),
         'resnet18': lambda **k: resnet.ResNet('basic', (2, 2, 2, 2), **k),
         'resnet34': lambda **k: resnet.ResNet('basic', (3, 4, 6, 3), **k),
         'resnet50': lambda **k: resnet.ResNet('bottleneck', (3, 4, 6, 3), **k),

@@ -94,19 +94,21 @@ class ResNet(Encoder):
         in_channels: int = 3,
         multiscale: object = None,
         last_dropout: float = 0.0,
+        base_width: int = 64,
     ) -> None:
         super().__init__()
         block_cls = BasicBlock if block == 'basic' else Bottleneck
         self.in_channels = in_channels
         self.output_stride = output_stride
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_channels, base_width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         plans, strides = plan_stages(layers, output_stride, multiscale)
-        self.feature_info = [FeatureInfo(64, 2, 'stem')]
-        channels = 64
-        for s, (stage_plan, width) in enumerate(zip(plans, (64, 128, 256, 512), strict=True)):
+        self.feature_info = [FeatureInfo(base_width, 2, 'stem')]
+        channels = base_width
+        widths = tuple(base_width * m for m in (1, 2, 4, 8))
+        for s, (stage_plan, width) in enumerate(zip(plans, widths, strict=True)):
             stage_dilation = stage_plan[-1].dilation
             blocks = []
             for plan in stage_plan:
