@@ -1,0 +1,48 @@
+"""The trainer node's job, without ROS: how it ends is always reported on the queue."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'integration'))
+
+from test_trainer_node import TOPICS, write_recording
+
+from rgbd_seg_ros.training.job import job_entry
+
+
+def job(tmp_path: Path, recording: Path) -> dict:
+    return {'recordings': [str(recording)],
+            'topics': {'rgb': TOPICS['rgb'], 'depth': TOPICS['depth'], 'info': TOPICS['info'],
+                       'label': TOPICS['label']},
+            'label_source': 'topic', 'base_checkpoint': '', 'recipe': 'tiny_cpu',
+            'overrides': ['stages.0.steps=2', 'data.num_workers=0', 'eval.every_steps=0'],
+            'output_dir': str(tmp_path / 'run')}
+
+
+def events_of(spec: dict, stop: threading.Event) -> list[dict]:
+    events: queue.Queue = queue.Queue()
+    job_entry(spec, events, stop)
+    out = []
+    while not events.empty():
+        out.append(events.get())
+    return out
+
+
+def test_cancel_before_training_reports_cancelled(tmp_path):
+    recording = tmp_path / 'rec'
+    write_recording(recording, frames=4)
+    stop = threading.Event()
+    stop.set()
+    events = events_of(job(tmp_path, recording), stop)
+    assert [e['event'] for e in events][-1] == 'cancelled'
+    assert (tmp_path / 'run' / 'dataset' / 'dataset.yaml').is_file()  # conversion kept
+
+
+def test_failure_is_reported_not_raised(tmp_path):
+    events = events_of(job(tmp_path, tmp_path / 'missing'), threading.Event())
+    assert events[-1]['event'] == 'failed'
+    assert 'missing' in events[-1]['error']
