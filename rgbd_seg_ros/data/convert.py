@@ -642,6 +642,12 @@ def convert(
     if not options.resume and (root / layout.INDEX_FILE).exists():
         raise DatasetError(f'{root} already holds a dataset; pass --resume or pick a new folder')
     root.mkdir(parents=True, exist_ok=True)
+    with layout.DatasetLock(root):
+        return _convert_locked(paths, root, options, log, started)
+
+
+def _convert_locked(paths: list[tuple[Path, Path]], root: Path, options: ConvertOptions,
+                    log: Callable[[str], None], started: float) -> dict:  # fmt: skip
     meta = _initial_meta(root, options)
     executor, queue = _executor(options.jobs)
     try:

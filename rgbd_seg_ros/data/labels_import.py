@@ -65,6 +65,14 @@ def import_labels(
     root, source = Path(root), Path(source)
     if not source.is_dir():
         raise DatasetError(f'{source} is not a folder of label PNGs')
+    with layout.DatasetLock(root):
+        return _import_locked(root, source, suffix, mode, unknown, overwrite, classes,
+                              ignore_index)  # fmt: skip
+
+
+def _import_locked(root: Path, source: Path, suffix: str, mode: str, unknown: str,
+                   overwrite: bool, classes: list[ClassInfo] | None,
+                   ignore_index: int | None) -> dict:  # fmt: skip
     reader = DatasetReader(root)
     meta = reader.meta
     if classes is not None:

@@ -19,6 +19,9 @@ Writing is crash-safe and resumable:
   (atomic rename), then removes the journals it folded. Several writers (one per process) may
   share a root; only a writer with ``finalize=True`` folds.
 
+A finalising writer (and ``bag2dataset`` / ``import-labels`` as a whole) holds an exclusive
+flock on ``root/.lock`` so two processes never write one dataset at once.
+
 After a crash the journals still hold every finished frame: a rerun with ``resume=True`` skips
 them (``has_frame``) and :class:`DatasetReader` reads them too.
 
@@ -48,6 +51,7 @@ FORMAT_VERSION = 1
 META_FILE = 'dataset.yaml'
 INDEX_FILE = 'index.csv'
 JOURNAL_DIR = '.journal'
+LOCK_FILE = '.lock'
 RGB_DIR, DEPTH_DIR, LABELS_DIR, CONFIDENCE_DIR = 'rgb', 'depth', 'labels', 'confidence'
 SPLITS: tuple[str, ...] = ('train', 'val', 'test')
 INDEX_COLUMNS: tuple[str, ...] = (
@@ -386,6 +390,36 @@ def _write_index(root: Path, records: Iterable[FrameRecord]) -> None:
     atomic_write_bytes(root / INDEX_FILE, buffer.getvalue().encode('utf-8'))
 
 
+class DatasetLock:
+    """An exclusive, advisory lock on a dataset folder (``root/.lock``, flock), so two
+    conversions or imports never write the same dataset at once. Released on close or exit
+    (also when the process dies)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        import fcntl
+
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        self._stream = open(root / LOCK_FILE, 'a+')  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._stream.close()
+            raise DatasetError(
+                f'another process is writing to the dataset in {root} (lock {LOCK_FILE})'
+            ) from None
+
+    def close(self) -> None:
+        if not self._stream.closed:
+            self._stream.close()  # closing the descriptor releases the flock
+
+    def __enter__(self) -> DatasetLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def finalize_index(root: str | os.PathLike) -> int:
     """Fold every journal into ``index.csv`` (atomic) and remove them; returns the row count."""
     root = Path(root)
@@ -435,6 +469,23 @@ class DatasetWriter:
         self.finalize = finalize
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        # The finalising writer owns the dataset; per-process writers work under its lock.
+        self._lock = DatasetLock(self.root) if finalize else None
+        try:
+            self._open_existing(meta, resume)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.close()
+            raise
+        for sub in (RGB_DIR, DEPTH_DIR, JOURNAL_DIR):
+            (self.root / sub).mkdir(exist_ok=True)
+        self._journal_path = (
+            self.root / JOURNAL_DIR / f'{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl'
+        )
+        self._journal: io.TextIOWrapper | None = None
+        self.written = 0
+
+    def _open_existing(self, meta: DatasetMeta, resume: bool) -> None:
         meta_path = self.root / META_FILE
         existing = read_all_records(self.root)
         if meta_path.exists():
@@ -452,13 +503,6 @@ class DatasetWriter:
         if not meta_path.exists() or DatasetMeta.load(meta_path) != meta:
             meta.save(meta_path)
         self._records: dict[str, FrameRecord] = existing
-        for sub in (RGB_DIR, DEPTH_DIR, JOURNAL_DIR):
-            (self.root / sub).mkdir(exist_ok=True)
-        self._journal_path = (
-            self.root / JOURNAL_DIR / f'{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl'
-        )
-        self._journal: io.TextIOWrapper | None = None
-        self.written = 0
 
     # -- context manager --------------------------------------------------------------------
     def __enter__(self) -> DatasetWriter:
@@ -548,8 +592,12 @@ class DatasetWriter:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        if self.finalize:
-            finalize_index(self.root)
+        try:
+            if self.finalize:
+                finalize_index(self.root)
+        finally:
+            if self._lock is not None:
+                self._lock.close()
 
 
 class DatasetReader:

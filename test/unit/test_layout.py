@@ -94,6 +94,7 @@ def test_resume_after_crash_uses_journal(tmp_path):
     # Simulate a crash: no close(); a torn half line at the end of the journal.
     writer._journal.write('{"frame_id": "rec_0000')
     writer._journal.flush()
+    writer._lock.close()  # the crashed process's lock went with it
     assert not (tmp_path / 'index.csv').exists()
     reader = L.DatasetReader(tmp_path)  # readable mid-run
     assert len(reader) == 2
@@ -206,3 +207,11 @@ def test_reader_errors(tmp_path):
         reader.load('rec_000000')
     with pytest.raises(DatasetError, match='no frame'):
         reader.load('rec_000009')
+
+
+def test_one_writer_at_a_time(tmp_path):
+    writer = L.DatasetWriter(tmp_path, _meta())
+    with pytest.raises(DatasetError, match='another process'):
+        L.DatasetWriter(tmp_path, _meta())
+    writer.close()
+    L.DatasetWriter(tmp_path, _meta()).close()  # free again
