@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from rgbd_seg_ros.training.dataset import SegDataset, shard_indices
+from rgbd_seg_ros.training.dataset import SegDataset, shard_indices, worker_init
 from rgbd_seg_ros.training.distributed import DistContext
 from rgbd_seg_ros.training.metrics import ConfusionMatrix, SegMetrics
 
@@ -95,7 +95,8 @@ def evaluate(
     n = len(dataset) if max_frames is None else min(max_frames, len(dataset))
     subset = Subset(dataset, shard_indices(n, ctx.rank, ctx.world_size))
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=ctx.device.type == 'cuda')
+                        pin_memory=ctx.device.type == 'cuda', worker_init_fn=worker_init,
+                        generator=torch.Generator())  # leaves the global RNG alone
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, ctx.device)
     iterator = loader
     if progress and ctx.is_main:

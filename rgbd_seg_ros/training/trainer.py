@@ -10,9 +10,10 @@ Output folder (``config.output_dir``)::
     <stage>/log.csv, <stage>/curves.png, <stage>/done.json (stage finished)
 
 A stage's model is built from its backend; it starts from the previous stage's last weights
-(same backend and options, no ``init_from``), from ``init_from`` entries (other stages or files, with key
-prefix maps: SSMA's fusion stage takes its experts from the two unimodal stages), or from
-``model.pretrained`` (first stage). ``freeze`` prefixes get no gradients and stay in eval mode.
+(same backend and options, no ``init_from``), from ``init_from`` entries (other stages or
+files, with key prefix maps: SSMA's fusion stage takes its experts from the two unimodal
+stages), or from ``model.pretrained`` (first stage). ``freeze`` prefixes get no gradients and
+stay in eval mode; ``frozen_bn`` prefixes keep their BN statistics but train.
 """
 
 from __future__ import annotations
@@ -250,26 +251,35 @@ class Trainer:
             self.progress(info)
 
     def _final_multiscale(self, path: Path) -> dict[str, Any]:
-        """MS+flip evaluation of the result checkpoint; its metrics are added to the file."""
-        from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, save_checkpoint
+        """MS+flip evaluation of the result checkpoint (built from the file alone, as it will
+        be deployed); its metrics are added to the file. Skipped when already there."""
+        from rgbd_seg_ros.backends.checkpoint import (
+            build_from_checkpoint,
+            load_checkpoint,
+            save_checkpoint,
+        )
 
-        assert self.model is not None and self.val_set is not None
-        meta_state = self._load_weights_file(path)
-        self.model.load_state_dict(meta_state)
+        assert self.val_set is not None
+        meta, state = load_checkpoint(path, check_backend=False)
+        if 'val_msflip_miou' in meta.metrics:
+            return {k: v for k, v in meta.metrics.items() if k.startswith(('val_msflip_',
+                                                                          'msflip_'))}
+        model, _ = build_from_checkpoint(path, device=self.ctx.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         ev = self.config.eval
-        ms = evaluate(self.model, self.val_set, self.ctx, scales=ev.scales, flip=ev.flip,
-                      batch_size=ev.batch_size, fixed_hw=self.fixed_hw, precision=self.precision,
+        ms = evaluate(model, self.val_set, self.ctx, scales=ev.scales, flip=ev.flip,
+                      batch_size=ev.batch_size, num_workers=self.config.data.num_workers,
+                      fixed_hw=self.fixed_hw, precision=self.precision,
                       channels_last=self.channels_last, max_frames=ev.max_frames,
                       progress=self.config.progress_bar)
         extra = _metric_dict(ms, 'val_msflip_')
         extra['msflip_scales'] = list(ev.scales)
+        extra['msflip_flip'] = ev.flip
         if self.ctx.is_main:
-            from rgbd_seg_ros.backends.checkpoint import load_checkpoint
-
-            meta, state = load_checkpoint(path, check_backend=False)
-            doc = meta.to_dict()
-            doc['metrics'] = {**doc['metrics'], **extra}
-            save_checkpoint(path, state, CheckpointMeta.from_dict(doc))
+            meta.metrics = {**meta.metrics, **extra}
+            save_checkpoint(path, state, meta)
+        dd.barrier(self.ctx)
         return extra
 
 
@@ -381,8 +391,9 @@ class StageRun:
         self._sync_buffers()
         ev = self.c.eval
         m = evaluate(self.model, self.t.val_set, self.ctx, batch_size=ev.batch_size,
-                     fixed_hw=self.t.fixed_hw, precision=self.t.precision,
-                     channels_last=self.t.channels_last, max_frames=ev.max_frames)
+                     num_workers=self.c.data.num_workers, fixed_hw=self.t.fixed_hw,
+                     precision=self.t.precision, channels_last=self.t.channels_last,
+                     max_frames=ev.max_frames)
         self._train_mode()
         return _metric_dict(m, 'val_')
 

@@ -33,7 +33,8 @@ def trained(tmp_path_factory):
     root = tf.write_dataset(base / 'ds', n_train=12, n_val=4)
     out = base / 'run'
     args = ['train', '--recipe', 'tiny_cpu', '--data', str(root), '--output-dir', str(out)]
-    for item in tf.tiny_overrides(root, out, steps=6):
+    for item in tf.tiny_overrides(root, out, steps=6, **{'eval.multiscale_at_end': 'true',
+                                                         'eval.scales': '[1.0, 1.25]'}):
         if not item.startswith(('data.root=', 'output_dir=')):
             args += ['--set', item]
     assert main(args) == 0
@@ -45,8 +46,12 @@ def test_train_writes_run(trained, capsys):
     assert (out / 'train' / 'best.safetensors').is_file()
     assert (out / 'config.yaml').is_file()
     # resuming a finished run is a no-op that reports the same result
+    before = (out / 'train' / 'best.safetensors').read_bytes()
     assert main(['train', '--resume', '--output-dir', str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith('best.safetensors')
+    assert (out / 'train' / 'best.safetensors').read_bytes() == before
+    summary = json.loads((out / 'metrics.json').read_text())
+    assert summary['msflip_scales'] == [1.0, 1.25] and 'val_msflip_miou' in summary
 
 
 def test_eval_prints_table(trained, capsys, tmp_path):
