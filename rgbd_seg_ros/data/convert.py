@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 import threading
 import time
@@ -372,6 +373,9 @@ class ChunkResult:
 
 
 _ENGINES: dict[tuple[str, str], Any] = {}
+# What a damaged or malformed message can raise while it is deserialised and decoded.
+_DECODE_ERRORS = (FrameError, DatasetError, KeyError, ValueError, IndexError, TypeError,
+                  struct.error, AssertionError)  # fmt: skip
 
 
 def _engine(options: ConvertOptions) -> Any:
@@ -413,7 +417,7 @@ class _FrameProcessor:
         try:
             colour_msg = self.rec.deserialize(msgs[frame.colour])
             rgb = decode_colour(colour_msg)
-        except (FrameError, DatasetError, KeyError, ValueError) as err:
+        except _DECODE_ERRORS as err:
             self.fail('colour_undecodable', frame, str(err))
             return
         if self.dedup.is_duplicate(rgb):
@@ -424,13 +428,13 @@ class _FrameProcessor:
             return
         try:
             depth = decode_depth_mm(self.rec.deserialize(msgs[frame.depth]))
-        except (FrameError, DatasetError, KeyError, ValueError) as err:
+        except _DECODE_ERRORS as err:
             self.fail('depth_undecodable', frame, str(err))
             return
         try:
             info = self.rec.deserialize(msgs[frame.info])
             K = camera_matrix(info)
-        except (FrameError, DatasetError, KeyError, ValueError) as err:
+        except _DECODE_ERRORS as err:
             self.fail('camera_info_invalid', frame, str(err))
             return
         h, w = rgb.shape[:2]
@@ -447,7 +451,7 @@ class _FrameProcessor:
         if frame.label is not None:
             try:
                 labels = decode_labels(self.rec.deserialize(msgs[frame.label]))
-            except (FrameError, DatasetError, KeyError, ValueError) as err:
+            except _DECODE_ERRORS as err:
                 self.fail('labels_undecodable', frame, str(err))
                 return
             if labels.shape != (h, w):
