@@ -371,7 +371,11 @@ def synthetic_room(height: int = 480, width: int = 640, camera_height_m: float =
 
 
 def bench_hha(height: int = 480, width: int = 640, iters: int = 20) -> dict[str, Any]:
-    """Time ``hha_encode`` (normals, gravity and floor estimated) on one CPU thread."""
+    """Time ``hha_encode`` (normals, gravity and floor estimated) on one CPU thread.
+
+    The input is ``synthetic_room`` with 0.3 % depth noise and 2 % holes. ``*_ms`` are wall
+    clock; ``median_cpu_ms`` is the thread's CPU time, which a busy machine inflates less.
+    """
     depth, K, _ = synthetic_room(height, width)
     rng = np.random.default_rng(0)
     depth = depth * (1 + 0.003 * rng.standard_normal(depth.shape)).astype(np.float32)
@@ -382,11 +386,12 @@ def bench_hha(height: int = 480, width: int = 640, iters: int = 20) -> dict[str,
         _cv2.setNumThreads(1)
     try:
         hha_encode(depth, K)  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(max(1, iters)):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             hha_encode(depth, K)
             times.append((time.perf_counter() - start) * 1e3)
+            cpu.append((time.thread_time() - start_cpu) * 1e3)
     finally:
         if threads is not None:
             _cv2.setNumThreads(threads)
@@ -402,4 +407,5 @@ def bench_hha(height: int = 480, width: int = 640, iters: int = 20) -> dict[str,
         'mean_ms': statistics.fmean(times),
         'min_ms': times[0],
         'p90_ms': times[min(len(times) - 1, int(0.9 * len(times)))],
+        'median_cpu_ms': statistics.median(cpu),  # this thread's CPU time: robust to load
     }
