@@ -150,7 +150,10 @@ class Engine:
         cuda = self.device.type == 'cuda'
 
         def to_device(array: np.ndarray) -> torch.Tensor:
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            # Zero-copy views of message buffers are read-only; torch wants writable memory.
+            if not array.flags.writeable or not array.flags.c_contiguous:
+                array = np.array(array, order='C')
+            tensor = torch.from_numpy(array)
             if cuda:
                 tensor = tensor.pin_memory()
             return tensor.to(self.device, non_blocking=cuda)
