@@ -78,17 +78,17 @@ def _box_sums(x: torch.Tensor, radius: int) -> torch.Tensor:
     return s[..., k:, k:] - s[..., :-k, k:] - s[..., k:, :-k] + s[..., :-k, :-k]
 
 
-def _smallest_eigvec(A: torch.Tensor) -> torch.Tensor:
-    """[B,3,3] symmetric (float64) -> [B,3] unit eigenvector of the smallest eigenvalue."""
+def _smallest_eigvec(A: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """[B,3,3] symmetric (float64), [B,3] start -> [B,3] unit eigenvector of the smallest
+    eigenvalue (mirror of core.hha.smallest_eigvec_sym3)."""
     eye = torch.eye(3, dtype=A.dtype, device=A.device)
     c = A.square().sum((-2, -1), keepdim=True).sqrt() + 1e-300
     B = c * eye - A
     for i in range(EIG_SQUARINGS):
-        if i % 4 == 0:  # eigenvalues stay in [0, 1] after this, so 4 squarings cannot underflow
-            B = B / (B.square().sum((-2, -1), keepdim=True).sqrt() + 1e-300)
+        if i % 4 == 0:  # eigenvalues then lie in [0, 1], the largest >= 1/3: no underflow
+            B = B / (B.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None] + 1e-300)
         B = B @ B
-    col = B.square().sum(-2).argmax(-1)  # [B]
-    v = torch.gather(B, 2, col[:, None, None].expand(-1, 3, 1))[..., 0]
+    v = (B @ start[:, :, None])[..., 0]
     return v / (v.norm(dim=-1, keepdim=True) + 1e-300)
 
 
@@ -151,7 +151,7 @@ def _estimate_up(normals: torch.Tensor, ok: torch.Tensor, stride: int) -> torch.
             wgt = perp.to(torch.float64) - par.to(torch.float64)
             A = (N * wgt[:, :, None]).transpose(1, 2) @ N
             active = active & ((par.sum(-1) + perp.sum(-1)) >= GRAVITY_MIN_NORMALS)
-            new = _smallest_eigvec(A)
+            new = _smallest_eigvec(A, up)
             sign = torch.where((new * up).sum(-1, keepdim=True) >= 0, 1.0, -1.0)
             up = torch.where(active[:, None], new * sign, up)
     return up / up.norm(dim=-1, keepdim=True)

@@ -241,8 +241,12 @@ def test_smallest_eigenvector() -> None:
         Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
         values = rng.uniform(-5, 5, 3)
         A = Q @ np.diag(values) @ Q.T
-        v = hha.smallest_eigvec_sym3(A)
         expected = Q[:, np.argmin(values)]
+        v = hha.smallest_eigvec_sym3(A)
+        assert abs(abs(v @ expected) - 1) < 1e-9
+        start = expected + 0.5 * rng.standard_normal(3)
+        v = hha.smallest_eigvec_sym3(A, start)
+        assert v @ expected * (start @ expected) > 0  # keeps the start's side
         assert abs(abs(v @ expected) - 1) < 1e-9
 
 
