@@ -40,8 +40,8 @@ def test_training_learns(dataset, tmp_path):
     assert path == tmp_path / 'run' / 'train' / 'best.safetensors'
     meta, _ = load_checkpoint(path, check_backend=False)
     final = meta.metrics['val_miou']
-    assert final > start + 0.25, (start, final)
-    assert final > 0.6
+    assert final > start + 0.3, (start, final)
+    assert final > 0.5
     # checkpoint metadata: backend, classes and palette from dataset.yaml, input spec, provenance
     assert meta.backend == tf.TINY and meta.class_names == tf.CLASS_NAMES
     assert meta.palette[3] == tf.COLOURS[3]
