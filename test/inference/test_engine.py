@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_backend import expected_labels, write_checkpoint
+from tiny_backend import expected_labels, register, write_checkpoint
 
 from rgbd_seg_ros.errors import FrameError
 from rgbd_seg_ros.inference.engine import CloudOptions, Engine
 
 H, W = 24, 32
 K = np.array([[30.0, 0, 15.5], [0, 30.0, 11.5], [0, 0, 1]])
+
+
+@pytest.fixture(autouse=True)
+def _tiny_backend(monkeypatch):
+    register(monkeypatch)
 
 
 @pytest.fixture

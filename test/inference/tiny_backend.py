@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rgbd_seg_ros.backends import registry
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
-from rgbd_seg_ros.backends.registry import register_backend
 
 NAME = '_test_depth_bins'
 
@@ -24,7 +24,6 @@ class DepthBinsConfig:
     depth_channels: int = 1
 
 
-@register_backend(NAME, DepthBinsConfig, summary='test-only depth-bin classifier')
 class DepthBins(nn.Module):
     """Linear function of the encoded depth; ignores colour."""
 
@@ -42,6 +41,14 @@ class DepthBins(nn.Module):
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         return self.head(depth)
+
+
+def register(monkeypatch) -> None:
+    """Register DepthBins in a per-test copy of the registry, so registry-wide suites never
+    see this test-only backend."""
+    registry.list_backends()  # load the real backends first
+    monkeypatch.setattr(registry, '_REGISTRY', dict(registry._REGISTRY))
+    registry.register_backend(NAME, DepthBinsConfig, summary='test-only')(DepthBins)
 
 
 def expected_labels(depth_m):
