@@ -18,7 +18,9 @@ The gate comes from (``gating_source``):
   drops out (``forward(rgb)`` or ``forward(rgb, None)``).
 * ``'sensor'`` -- the one-hot bin of the measured depth; pixels without valid depth get the
   uniform 1/5 on every branch (the paper's ground-truth gating).
-* ``'hybrid'`` -- sensor bins where the depth is valid, predicted probabilities in holes.
+* ``'hybrid'`` -- sensor bins where the depth is valid, predicted probabilities in holes; a
+  missing depth frame (``depth=None``) counts as all holes, so ``hybrid`` also keeps running
+  when the depth stream drops out.
 
 Departures from the paper and its code, and package choices:
 
@@ -281,6 +283,27 @@ class DepthGatingNet(SegBackend):
     def uses_depth(self) -> bool:
         return self.config.gating_source != 'predicted'
 
+    @property
+    def _hybrid(self) -> bool:
+        return self.config.gating_source == 'hybrid'
+
+    def _prepare(
+        self, rgb: Tensor, depth: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, int, int]:
+        """Check and pad the inputs. In ``hybrid`` mode a missing depth frame (None) means
+        "no valid depth anywhere": the predicted gate is used everywhere."""
+        if depth is None and self._hybrid:
+            if rgb is None or rgb.dim() != 4 or rgb.shape[1] != 3:
+                raise ValueError(
+                    f'rgb must be [B,3,H,W], got {None if rgb is None else tuple(rgb.shape)}'
+                )
+            h, w = rgb.shape[-2], rgb.shape[-1]
+        else:
+            _, h, w = self._check(rgb, depth)
+        m = self.pad_multiple
+        depth_p = pad_to_multiple(depth, m) if (self.uses_depth() and depth is not None) else None
+        return pad_to_multiple(rgb, m), depth_p, h, w
+
     # -- forward -----------------------------------------------------------------------------
     def _focal(self, focal: float | Tensor | None, batch: int, ref: Tensor) -> Tensor:
         if focal is None:
@@ -314,7 +337,7 @@ class DepthGatingNet(SegBackend):
         """All steps on inputs whose H, W are multiples of the output stride."""
         loops = self.num_loops if num_loops is None else int(num_loops)
         sensor = None
-        if self.uses_depth():
+        if self.uses_depth() and not (depth is None and self._hybrid):
             if depth is None:
                 raise ValueError(f'gating_source={self.config.gating_source!r} needs depth')
             depth_m = depth[:, :1].float() * self.config.depth_max_m
@@ -352,10 +375,7 @@ class DepthGatingNet(SegBackend):
     def forward(  # type: ignore[override]
         self, rgb: Tensor, depth: Tensor | None = None, focal: float | Tensor | None = None
     ) -> Tensor | SegOutput:
-        _, h, w = self._check(rgb, depth)
-        m = self.pad_multiple
-        rgb_p = pad_to_multiple(rgb, m)
-        depth_p = pad_to_multiple(depth, m) if self.uses_depth() else None
+        rgb_p, depth_p, h, w = self._prepare(rgb, depth)
         logits, aux = self.forward_padded(rgb_p, depth_p, focal)
         hp = logits.shape[-2]
         logits = logits[..., :h, :w]
@@ -370,13 +390,8 @@ class DepthGatingNet(SegBackend):
     ) -> tuple[Tensor, Tensor]:
         """(metric depth [B,1,H,W] from the last step's log-depth head, bin index [B,H,W]) at
         input size; for diagnostics topics and depth-dropout fallbacks."""
-        _, h, w = self._check(rgb, depth)
-        m = self.pad_multiple
-        outs = self.forward_all(
-            pad_to_multiple(rgb, m),
-            pad_to_multiple(depth, m) if self.uses_depth() else None,
-            focal,
-        )
+        rgb_p, depth_p, h, w = self._prepare(rgb, depth)
+        outs = self.forward_all(rgb_p, depth_p, focal)
         size = outs.logits[-1].shape[-2:]
         d = torch.exp(F.interpolate(outs.log_depth[-1], size=size, mode='bilinear'))
         b = F.interpolate(outs.bin_logits[-1], size=size, mode='bilinear').argmax(1)

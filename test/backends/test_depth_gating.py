@@ -132,6 +132,12 @@ def test_sensor_mode_needs_depth_and_hybrid_fills_holes() -> None:
     )
     predicted = torch.softmax(outs.bin_logits[0], 1)
     assert torch.allclose(gate[..., 3:], predicted[..., 3:])
+    # a dropped depth frame: hybrid degrades to predicted gating everywhere
+    pred_model = DepthGatingNet(3, DepthGatingConfig(gating_source='predicted', **SMALL)).eval()
+    pred_model.load_state_dict(hybrid.state_dict())
+    with torch.no_grad():
+        assert torch.equal(hybrid(rgb, None), pred_model(rgb))
+        assert torch.equal(hybrid(rgb, torch.zeros(1, 1, 32, 48)), pred_model(rgb))
 
 
 def test_focal_length_changes_the_sensor_bins() -> None:
