@@ -29,6 +29,7 @@ def _initial_miou(cfg) -> float:
     return evaluate(model, trainer.val_set, DistContext()).miou
 
 
+@pytest.mark.slow
 def test_training_learns(dataset, tmp_path):
     cfg = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'run', steps=60, **{
         'eval.every_steps': 30, 'eval.multiscale_at_end': 'true', 'eval.scales': '[0.75, 1.0]',
@@ -67,6 +68,7 @@ def test_training_learns(dataset, tmp_path):
     assert state_file['step'] == 60
 
 
+@pytest.mark.slow
 def test_resume_is_exact(dataset, tmp_path):
     extra = {'model.options': '{dropout: 0.2}', 'augment.rotation_deg': 10.0,
              'augment.brightness': 20.0, 'data.class_weighting': 'median_frequency'}
@@ -100,6 +102,7 @@ def test_resume_is_exact(dataset, tmp_path):
     assert not tf.state_allclose(a, c, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_stages_init_from_freeze_and_continue(dataset, tmp_path, capsys):
     stages = ('[{name: a, steps: 3, batch_size: 2}, '
               '{name: b, steps: 3, batch_size: 2, freeze: [encoder_rgb], optim: {lr: 0.01}}, '
