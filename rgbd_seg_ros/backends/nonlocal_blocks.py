@@ -173,7 +173,7 @@ class APNB(nn.Module):
         context = _attend(query, key, value).reshape(B, -1, H, W)
         context = self.w_out(context)
         if self.fuse is None:
-            return x + context
+            return context.add_(x)  # in place: no second output-sized buffer
         return self.fuse(torch.cat([context, x], 1))
 
 
@@ -323,7 +323,7 @@ class NonLocalBlock(nn.Module):
         key = self.f_key(x).flatten(2)
         value = self.f_value(x).flatten(2)
         context = _attend(key, key, value).reshape(B, -1, H, W)
-        return x + self.w_out(context)
+        return self.w_out(context).add_(x)
 
 
 # --------------------------------------------------------------------------------------------
