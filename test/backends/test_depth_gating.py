@@ -182,6 +182,7 @@ def test_config_validation() -> None:
         DepthGatingNet(3, DepthGatingConfig(gating_source='sensor', depth_channels=3, **SMALL))
 
 
+@pytest.mark.slow
 def test_onnx_parity_with_sensor_gating(tmp_path: Path) -> None:
     from rgbd_seg_ros.backends.export import export_onnx, onnx_input_names, run_onnx
 

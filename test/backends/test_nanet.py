@@ -127,6 +127,7 @@ def test_stage_selection_and_validation() -> None:
         NANetConfig(variant='huge')
 
 
+@pytest.mark.slow
 def test_onnx_parity_with_feedback(tmp_path: Path) -> None:
     """The feedback path amplifies activations under random BN statistics: relative check."""
     from rgbd_seg_ros.backends.export import export_onnx, run_onnx

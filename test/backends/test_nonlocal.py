@@ -118,6 +118,7 @@ def test_non_local_equals_apnb_when_anchors_are_all_positions() -> None:
     assert torch.allclose(full, ref, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dynamo', [False, True])
 def test_onnx_export_at_480x640_feature_size(tmp_path: Path, dynamo: bool) -> None:
     """60x80 (480x640 at OS8) is where adaptive_avg_pool2d breaks the TorchScript exporter."""

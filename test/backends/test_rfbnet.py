@@ -161,6 +161,7 @@ def test_erfnet_base_structure() -> None:
         assert model(rgb, depth).shape == (1, 6, 50, 70)
 
 
+@pytest.mark.slow
 def test_adapnet_base_rfb_placement() -> None:
     model = RFBNet(3, RFBNetConfig(encoder='preact_resnet50', **SMALL_ADAPNET))
     # block2's second unit through block4: 3 + 6 + 3
@@ -172,6 +173,7 @@ def test_adapnet_base_rfb_placement() -> None:
     assert model.pad_multiple == 32
 
 
+@pytest.mark.slow
 def test_adapnet_base_train_backward_and_onnx(tmp_path: Path) -> None:
     from rgbd_seg_ros.backends.export import export_onnx, run_onnx
 
