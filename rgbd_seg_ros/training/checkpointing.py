@@ -12,6 +12,7 @@ Two kinds of files per stage folder:
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -74,6 +75,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state['cuda'])
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(path: str | Path | None = None) -> str | None:
     """The commit of the source checkout (with ``-dirty``), or None outside a git checkout."""
     where = Path(path) if path else Path(__file__).resolve().parent
