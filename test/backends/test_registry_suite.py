@@ -37,15 +37,18 @@ TEST_OVERRIDES: dict[str, dict[str, Any]] = {
     # GFU's output gates without gradient at step 0 (by design), which the 90 % check flags.
     'rfbnet': {'encoder': 'erfnet', 'rfb_zero_init': False},
     'erfnet_enc': {'encoder': 'erfnet'},
-    # nanet: with feedback into the streams and the suite's random BN statistics the eval logits
-    # reach ~2.5e3, where fp32 ONNX-vs-torch differences exceed the absolute 1e-3 (relative
-    # ~2e-6); test_nanet.py checks the feedback path's parity with a relative tolerance.
+    # nanet: feedback into the streams amplifies activations under the suite's random BN
+    # statistics (logits ~2.5e3, ONNX diff ~5e-3 = 2e-6 relative, over the absolute 1e-3), so the
+    # suite runs the fused head on MNAMs 1 and 4 without feedback (every MNAM still trains);
+    # test_nanet.py covers feedback and dual heads, with a relative ONNX tolerance.
     'nanet': {
         'variant': 'lite',
         'aspp_channels': 32,
         'low_channels': 16,
         'aux_channels': 32,
         'feedback': 'none',
+        'head_mode': 'fused',
+        'mnam_stages': (1, 4),
     },
     'depth_gating': {'width': 64, 'depth_head_width': 32, 'gating_source': 'predicted'},
     'ssma_ann': {
