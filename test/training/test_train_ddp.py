@@ -16,6 +16,7 @@ def _run_rank(rank, world, port, root, out, result):
     os.environ.update({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'RANK': str(rank),
                        'WORLD_SIZE': str(world), 'LOCAL_RANK': str(rank)})
     torch.set_num_threads(1)
+    tf.register()  # a fresh process: no test fixtures here
     from pathlib import Path
 
     from rgbd_seg_ros.training import distributed as dd

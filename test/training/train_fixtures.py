@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rgbd_seg_ros.backends import registry
 from rgbd_seg_ros.backends.base import SegBackend
-from rgbd_seg_ros.backends.registry import register_backend
 
 TINY = '_test_train_tiny'
 CLASS_NAMES = ['wall', 'near_box', 'far_box', 'disc']
@@ -36,7 +36,6 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
-@register_backend(TINY, TinyConfig, summary='test-only two-stream tiny network')
 class TinyNet(SegBackend):
     """Two small streams (colour, depth) summed at stride 2, a decoder, an aux head."""
 
@@ -61,6 +60,15 @@ class TinyNet(SegBackend):
         logits = F.interpolate(self.classifier(y), scale_factor=2, mode='bilinear',
                                align_corners=False)
         return logits, (self.aux_head(x),)
+
+
+def register(monkeypatch: object | None = None) -> None:
+    """Register TinyNet. With a MonkeyPatch, in a copy of the registry that the patch undoes
+    (registry-wide backend suites never see it); without, for good (spawned DDP workers)."""
+    registry.list_backends()  # load the real backends first
+    if monkeypatch is not None:
+        monkeypatch.setattr(registry, '_REGISTRY', dict(registry._REGISTRY))
+    registry.register_backend(TINY, TinyConfig, summary='test-only')(TinyNet)
 
 
 def make_frame(rng: np.random.Generator, h: int = 48, w: int = 64):
