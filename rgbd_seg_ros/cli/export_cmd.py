@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rgbd_seg_ros.backends.checkpoint import build_from_checkpoint
-    from rgbd_seg_ros.backends.export import export_onnx, run_onnx
+    from rgbd_seg_ros.backends.export import export_onnx, onnx_input_names, run_onnx
     from rgbd_seg_ros.errors import ConfigError
 
     model, meta = build_from_checkpoint(args.checkpoint, device='cpu')
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
                 dynamo=args.dynamo, metadata={'backend': meta.backend,
                                               'class_names': json.dumps(meta.class_names)})
     doc['onnx'] = {'file': out.name, 'height': int(height), 'width': int(width),
-                   'opset': args.opset, 'inputs': ['rgb', 'depth'], 'outputs': ['logits']}
+                   'opset': args.opset, 'inputs': onnx_input_names(out),
+                   'outputs': ['logits']}
     meta_path = out.with_suffix('.json')
     tmp = meta_path.with_name(meta_path.name + '.tmp')
     tmp.write_text(json.dumps(doc, indent=2) + '\n', encoding='utf-8')
