@@ -91,7 +91,8 @@ class Session:
         self.node = rclpy.create_node('rgbd_seg_demo')
         self.player = RecordingPlayer(self.node, INPUTS.values())
         (out / 'outputs.mcap').unlink(missing_ok=True)
-        self.recorder = OutputRecorder(self.node, out / 'outputs', OUTPUTS)
+        self.recorder = OutputRecorder(self.node, out / 'outputs', OUTPUTS,
+                                       latched=frozenset({'/segmentation/classes'}))
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
 

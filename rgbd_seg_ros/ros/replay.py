@@ -19,7 +19,7 @@ from typing import Any
 
 from builtin_interfaces.msg import Time
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from rgbd_seg_ros.data.recordings import Recording
@@ -98,7 +98,8 @@ class RecordingPlayer:
 class OutputRecorder:
     """Writes every message of the given topics (serialised, as received) to an mcap file."""
 
-    def __init__(self, node: Node, path: str | Path, topics: dict[str, str]) -> None:
+    def __init__(self, node: Node, path: str | Path, topics: dict[str, str],
+                 latched: frozenset[str] = frozenset()) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
@@ -110,12 +111,16 @@ class OutputRecorder:
         self.received: dict[str, list[int]] = {topic: [] for topic in topics}
         self.last: dict[str, bytes] = {}
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        # Latched topics (published once, e.g. the class list) need a transient-local
+        # subscription, or a recorder that joins after the publish never sees them.
+        latched_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
         for topic, msgtype in topics.items():
             self._connections[topic] = self._writer.add_connection(
                 topic, msgtype, typestore=self._store)
             node.create_subscription(message_class(msgtype), topic,
-                                     lambda data, t=topic: self._on_message(t, data), qos,
-                                     raw=True)
+                                     lambda data, t=topic: self._on_message(t, data),
+                                     latched_qos if topic in latched else qos, raw=True)
 
     def _on_message(self, topic: str, data: bytes) -> None:
         now = time.time_ns()
