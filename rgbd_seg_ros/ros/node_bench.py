@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='model to run (default: SSMA ResNet-18, 12 classes, random)')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--precision', default='fp32')
+    parser.add_argument('--resolution-policy', default='checkpoint',
+                        choices=('checkpoint', 'native'),
+                        help="network input size: the checkpoint's, or the camera's")
     parser.add_argument('--size', default='640x480', help='WxH')
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     parser.add_argument('--seconds', type=float, default=20.0)
@@ -105,7 +108,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     checkpoint = args.checkpoint or str(default_checkpoint(workdir))
     params = {'checkpoint': checkpoint, 'device': args.device, 'precision': args.precision,
               'qos': {'input_reliability': 'reliable'}, 'diagnostics_period': 1.0,
-              'resolution_policy': 'native'}
+              'resolution_policy': args.resolution_policy}
     node = NodeProcess.start('segmentation_node', workdir,
                              loopback_environment(workdir / 'ros_log', domain), params)
     rclpy.init()
