@@ -88,6 +88,7 @@ class Engine:
         self._palette_packed = torch.from_numpy(packed.view(np.int32)).to(device)
         if device.type == 'cuda':
             self.model = self.model.to(memory_format=torch.channels_last)
+        self._set_intrinsics = getattr(self.model, 'set_intrinsics', None)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = 'auto', precision: str = 'fp32',
@@ -182,6 +183,9 @@ class Engine:
             scale = torch.tensor([[net_w / width], [net_h / height], [1.0]], device=self.device)
             K_net = K_t * scale
         x_rgb = (x_rgb - self._mean) / self._std
+        if self._set_intrinsics is not None:
+            # Depth-aware gating bins on f/Z: it needs the focal length of the network input.
+            self._set_intrinsics(K_net.cpu().numpy())
         spec = self.meta.input_spec
         x_depth = encode_depth_torch(x_depth, K_net.unsqueeze(0), spec.depth_encoding,
                                      spec.depth_params)

@@ -120,3 +120,23 @@ def test_bad_frames_raise_frame_error(engine):
         engine.predict(rgb.astype(np.float32), depth_m, K)
     with pytest.raises(FrameError, match='uint16'):
         engine.predict(rgb, depth_m.astype(np.float64), K)
+
+
+def test_depth_gating_receives_the_network_input_focal(tmp_path):
+    """f/Z depth bins need the focal length of the (resized) network input."""
+    import torch
+
+    from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
+    from rgbd_seg_ros.backends.registry import build_backend
+
+    torch.manual_seed(0)
+    model = build_backend('depth_gating', num_classes=3, encoder='resnet18')
+    meta = CheckpointMeta(backend='depth_gating', config=dict(vars(model.config)),
+                          class_names=['a', 'b', 'c'],
+                          input_spec=InputSpec(resolution={'policy': 'fixed', 'height': 24,
+                                                           'width': 16}))
+    save_checkpoint(tmp_path / 'g.safetensors', model, meta)
+    engine = Engine.from_checkpoint(tmp_path / 'g.safetensors', device='cpu')
+    rgb, depth_m = scene()
+    engine.predict(rgb, depth_m, K)
+    assert engine.model.focal_px == pytest.approx(K[0, 0] * 16 / W)
