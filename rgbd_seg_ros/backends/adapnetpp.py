@@ -32,6 +32,26 @@ from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
 
 
+def check_adapnetpp_fields(config: Any, resnet_encoder: bool = True) -> None:
+    """Normalise and check the fields the AdapNet++ family shares (AdapNet++, SSMA, RFBNet).
+
+    Runs in each config's ``__post_init__`` so that YAML lists become tuples and a bad value
+    fails where the config is built, naming the field.
+    """
+    config.easpp_rates = tuple(int(r) for r in config.easpp_rates)
+    config.aux_weights = tuple(float(w) for w in config.aux_weights)
+    if len(config.aux_weights) != 2:
+        raise ConfigError(f'aux_weights needs 2 values (OS4, OS8), got {config.aux_weights}')
+    if config.depth_channels < 1:
+        raise ConfigError(f'depth_channels must be positive, got {config.depth_channels}')
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f'dropout must be in [0, 1), got {config.dropout}')
+    if resnet_encoder:
+        if config.output_stride not in (8, 16, 32):
+            raise ConfigError(f'output_stride must be 8, 16 or 32, got {config.output_stride}')
+        resolve_multiscale(config.multiscale)  # validates
+
+
 @dataclass
 class AdapNetppConfig:
     """Options of the ``adapnetpp`` backend (defaults: the paper's network)."""
@@ -56,17 +76,7 @@ class AdapNetppConfig:
     bn_momentum: float = 0.01  # PyTorch convention (TF 0.99)
 
     def __post_init__(self) -> None:
-        self.easpp_rates = tuple(int(r) for r in self.easpp_rates)
-        self.aux_weights = tuple(float(w) for w in self.aux_weights)  # type: ignore[assignment]
-        if len(self.aux_weights) != 2:
-            raise ConfigError(f'aux_weights needs 2 values (OS4, OS8), got {self.aux_weights}')
-        if self.depth_channels < 1:
-            raise ConfigError(f'depth_channels must be positive, got {self.depth_channels}')
-        if self.output_stride not in (8, 16, 32):
-            raise ConfigError(f'output_stride must be 8, 16 or 32, got {self.output_stride}')
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f'dropout must be in [0, 1), got {self.dropout}')
-        resolve_multiscale(self.multiscale)  # validates
+        check_adapnetpp_fields(self)
 
 
 class AdapNetppExpert(nn.Module):

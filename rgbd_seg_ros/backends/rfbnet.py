@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rgbd_seg_ros.backends.adapnetpp import check_adapnetpp_fields
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
-from rgbd_seg_ros.backends.encoders import resolve_multiscale
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.backends.rfb import POINTS, ResidualFusionBlock
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
@@ -108,18 +108,11 @@ class RFBNetConfig:
     bn_momentum: float = 0.01
 
     def __post_init__(self) -> None:
-        self.easpp_rates = tuple(int(r) for r in self.easpp_rates)
-        self.aux_weights = tuple(float(w) for w in self.aux_weights)  # type: ignore[assignment]
+        check_adapnetpp_fields(self, resnet_encoder=self.encoder != 'erfnet')
         if self.rfb_point not in POINTS:
             raise ConfigError(f'rfb_point must be one of {POINTS}, got {self.rfb_point!r}')
         if self.rfb_stages not in ('all', 'res3'):
             raise ConfigError(f"rfb_stages must be 'all' or 'res3', got {self.rfb_stages!r}")
-        if self.depth_channels < 1:
-            raise ConfigError(f'depth_channels must be positive, got {self.depth_channels}')
-        if self.encoder != 'erfnet':
-            if self.output_stride not in (8, 16, 32):
-                raise ConfigError(f'output_stride must be 8, 16 or 32, got {self.output_stride}')
-            resolve_multiscale(self.multiscale)
 
     @property
     def base(self) -> str:

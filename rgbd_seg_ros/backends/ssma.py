@@ -28,10 +28,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rgbd_seg_ros.backends.adapnetpp import AdapNetppDecoder, AdapNetppExpert
+from rgbd_seg_ros.backends.adapnetpp import (
+    AdapNetppDecoder,
+    AdapNetppExpert,
+    check_adapnetpp_fields,
+)
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import SSMABlock
-from rgbd_seg_ros.backends.encoders import resolve_multiscale
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
@@ -66,14 +69,7 @@ class SSMAConfig:
     bn_momentum: float = 0.01
 
     def __post_init__(self) -> None:
-        self.easpp_rates = tuple(int(r) for r in self.easpp_rates)
-        self.aux_weights = tuple(float(w) for w in self.aux_weights)  # type: ignore[assignment]
-        if len(self.aux_weights) != 2:
-            raise ConfigError(f'aux_weights needs 2 values (OS4, OS8), got {self.aux_weights}')
-        if self.depth_channels < 1:
-            raise ConfigError(f'depth_channels must be positive, got {self.depth_channels}')
-        if self.output_stride not in (8, 16, 32):
-            raise ConfigError(f'output_stride must be 8, 16 or 32, got {self.output_stride}')
+        check_adapnetpp_fields(self)
         if self.ssma_gating not in ('sigmoid', 'softmax'):
             raise ConfigError(
                 f"ssma_gating must be 'sigmoid' or 'softmax', got {self.ssma_gating!r}"
@@ -86,9 +82,6 @@ class SSMAConfig:
         for name in ('ssma_latent_kernel', 'ssma_skip_kernel'):
             if getattr(self, name) not in (1, 3):
                 raise ConfigError(f'{name} must be 1 or 3, got {getattr(self, name)}')
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f'dropout must be in [0, 1), got {self.dropout}')
-        resolve_multiscale(self.multiscale)
 
 
 @register_backend(
