@@ -7,13 +7,38 @@ moves bytes between messages and arrays, always as whole buffers (``tobytes`` in
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from rgbd_seg_ros.core import image_codec
 from rgbd_seg_ros.core.cloud import CLOUD_FIELDS, POINT_STEP
 from rgbd_seg_ros.errors import FrameError
+
+
+def cdr_stamp_ns(data: bytes) -> int:
+    """Header stamp of a serialised message whose first field is std_msgs/Header.
+
+    CDR puts a 4-byte encapsulation header first (byte 1: 0 big-endian, 1 little-endian), then
+    stamp.sec (int32) and stamp.nanosec (uint32). Reading these 8 bytes lets the node pair
+    frames without deserialising images it will drop anyway.
+    """
+    if len(data) < 12 or data[0] != 0 or data[1] not in (0, 1):
+        raise ValueError(f'not a CDR message with a header ({len(data)} bytes)')
+    order = '<' if data[1] == 1 else '>'
+    sec, nanosec = struct.unpack_from(order + 'iI', data, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def deserialize(msg_type: type, data: bytes) -> object:
+    """Serialised bytes -> message; FrameError when they do not decode."""
+    try:
+        return deserialize_message(data, msg_type)
+    except Exception as err:  # rclpy raises plain exceptions for malformed CDR
+        raise FrameError(f'cannot deserialise {msg_type.__name__}: {err}') from err
 
 
 def stamp_ns(header: Header) -> int:

@@ -7,11 +7,13 @@ frame with a throttled warning and a counter instead of crashing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from rgbd_seg_ros.core.pairing import Triple
 from rgbd_seg_ros.errors import FrameError
 from rgbd_seg_ros.ros import conversions
 
@@ -40,6 +42,16 @@ def _stage(reason: str, decode, *args):
         raise
     except (FrameError, ValueError) as err:
         raise InputError(reason, str(err)) from err
+
+
+def deserialize_triple(triple: Triple) -> tuple[Any, Any, Any]:
+    """The paired (type, bytes) payloads as messages; only the frame being segmented pays."""
+    out = []
+    for reason, stamped in (('bad_colour', triple.rgb), ('bad_depth', triple.depth),
+                            ('bad_camera_info', triple.info)):
+        msg_type, data = stamped.payload
+        out.append(_stage(reason, conversions.deserialize, msg_type, data))
+    return out[0], out[1], out[2]
 
 
 def frame_arrays(colour: Image | CompressedImage, depth: Image, info: CameraInfo,

@@ -13,7 +13,7 @@ from rgbd_seg_ros.core.pairing import Triple
 from rgbd_seg_ros.errors import FrameError
 from rgbd_seg_ros.inference.engine import CloudOptions, Prediction
 from rgbd_seg_ros.ros import conversions
-from rgbd_seg_ros.ros.frame_input import frame_arrays
+from rgbd_seg_ros.ros.frame_input import deserialize_triple, frame_arrays
 
 if TYPE_CHECKING:
     from rgbd_seg_ros.ros.segmentation_node import SegmentationNode
@@ -77,8 +77,8 @@ class SegmentWorker:
         if not wanted:
             node.counters.add('dropped_no_subscribers')
             return
-        colour, depth, info = triple.rgb.payload, triple.depth.payload, triple.info.payload
         try:
+            colour, depth, info = deserialize_triple(triple)
             arrays = frame_arrays(colour, depth, info, node.params['intrinsics_tolerance'])
         except FrameError as err:
             node.skip(getattr(err, 'reason', 'bad_frame'), str(err))
