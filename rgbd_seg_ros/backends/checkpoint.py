@@ -624,3 +624,24 @@ def build_from_checkpoint(
     model.to(device)
     model.eval()
     return model, meta
+
+
+def state_dict_from(
+    source: Any, what: str = 'model', backend: str | None = None
+) -> Mapping[str, torch.Tensor]:
+    """Weights from a module, a state dict or a checkpoint path (staged-training inputs).
+
+    With ``backend``, a checkpoint of another backend is refused, naming ``what`` it was for.
+    """
+    if isinstance(source, nn.Module):
+        return source.state_dict()
+    if isinstance(source, Mapping):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        meta, state = load_checkpoint(source)
+        if backend is not None and meta.backend != backend:
+            raise CheckpointError(
+                f'{source}: {what} must come from a {backend} checkpoint, not {meta.backend!r}'
+            )
+        return state
+    raise TypeError(f'cannot read a {what} from {type(source).__name__}')

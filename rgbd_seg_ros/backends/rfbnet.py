@@ -41,9 +41,8 @@ Departures from the paper (which gives no code, sizes or formulas beyond eqs. 1-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -320,11 +319,13 @@ class RFBNet(SegBackend):
         models (their ``encoder.*``) or bare :class:`ERFNetEncoder` state dicts. Returns the
         missing / mismatched keys per modality; ``strict`` raises on any.
         """
+        from rgbd_seg_ros.backends.checkpoint import state_dict_from
+
         report: dict[str, list[str]] = {}
         for name, source, target in zip(
             ('rgb', 'depth'), (rgb_source, depth_source), self.unimodal_modules(), strict=True
         ):
-            state = _state_of(source)
+            state = state_dict_from(source, 'unimodal model')
             want = target.state_dict()
             best: dict[str, Tensor] = {}
             for prefix in ('expert.', 'encoder.', f'encoder_{name}.', f'expert_{name}.', ''):
@@ -350,16 +351,3 @@ class RFBNet(SegBackend):
         """Parameters that are not in the unimodal models (RFBs, merge, decoder, head)."""
         own = {id(p) for m in self.unimodal_modules() for p in m.parameters()}
         return (p for p in self.parameters() if id(p) not in own)
-
-
-def _state_of(source: Any) -> Mapping[str, Tensor]:
-    if isinstance(source, nn.Module):
-        return source.state_dict()
-    if isinstance(source, Mapping):
-        return source
-    if isinstance(source, (str, Path)):
-        from rgbd_seg_ros.backends.checkpoint import load_checkpoint
-
-        _, state = load_checkpoint(source)
-        return state
-    raise TypeError(f'cannot read a unimodal model from {type(source).__name__}')

@@ -21,9 +21,8 @@ is stage 3 (experts in eval mode, no gradients).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -185,12 +184,14 @@ class SSMA(SegBackend):
         ``strict`` every expert tensor must be present with the right shape; otherwise the
         returned dict lists per expert the ``missing``, ``mismatched`` and ``unexpected`` keys.
         """
+        from rgbd_seg_ros.backends.checkpoint import state_dict_from
+
         report: dict[str, list[str]] = {}
         for name, source, expert in (
             ('rgb', rgb_source, self.expert_rgb),
             ('depth', depth_source, self.expert_depth),
         ):
-            state = _unimodal_state(source, name)
+            state = state_dict_from(source, f'{name} expert', backend='adapnetpp')
             sub = {
                 k[len(self.EXPERT_PREFIX) :]: v
                 for k, v in state.items()
@@ -216,21 +217,3 @@ class SSMA(SegBackend):
             report[f'{name}_mismatched'] = mismatched
             report[f'{name}_unexpected'] = unexpected
         return report
-
-
-def _unimodal_state(source: Any, name: str) -> Mapping[str, Tensor]:
-    if isinstance(source, nn.Module):
-        return source.state_dict()
-    if isinstance(source, Mapping):
-        return source
-    if isinstance(source, (str, Path)):
-        from rgbd_seg_ros.backends.checkpoint import load_checkpoint
-
-        meta, state = load_checkpoint(source)
-        if getattr(meta, 'backend', 'adapnetpp') != 'adapnetpp':
-            raise CheckpointError(
-                f'{source}: {name} expert must come from an adapnetpp checkpoint, '
-                f'not {meta.backend!r}'
-            )
-        return state
-    raise TypeError(f'cannot read a {name} expert from {type(source).__name__}')
