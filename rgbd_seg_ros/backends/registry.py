@@ -20,6 +20,7 @@ from rgbd_seg_ros.errors import ConfigError
 # Modules (under rgbd_seg_ros.backends) whose import registers backends.
 BACKEND_MODULES: tuple[str, ...] = (
     'adapnetpp', 'ssma', 'rfbnet', 'erfnet', 'nanet', 'depth_gating', 'ssma_ann',
+    'two_stream_add',
 )
 
 
