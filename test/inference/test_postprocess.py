@@ -1,0 +1,81 @@
+"""The fast post-processing forms equal the obvious ones (argmax, softmax max, integer blend)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rgbd_seg_ros.core.palette import overlay as reference_overlay
+from rgbd_seg_ros.inference.postprocess import (
+    RayCache,
+    blend_overlay,
+    cloud_columns,
+    compact_rows,
+    labels_and_confidence,
+)
+
+
+@pytest.mark.parametrize('num_classes', [1, 2, 14, 255, 300])
+def test_labels_and_confidence_match_argmax_and_softmax(num_classes):
+    logits = torch.randn(1, num_classes, 9, 13, generator=torch.Generator().manual_seed(0))
+    labels, conf = labels_and_confidence(logits)
+    assert torch.equal(labels.long(), logits.argmax(1)[0])
+    torch.testing.assert_close(conf, torch.softmax(logits, 1).amax(1)[0])
+
+
+def test_ties_resolve_to_the_first_channel_like_argmax():
+    logits = torch.zeros(1, 5, 2, 3)
+    logits[0, 3, 0, 0] = 1.0
+    logits[0, 1, 0, 0] = 1.0  # tie between 1 and 3: argmax says 1
+    labels, conf = labels_and_confidence(logits)
+    assert labels[0, 0] == 1 and labels[1, 2] == 0
+    assert torch.equal(labels.long(), logits.argmax(1)[0])
+    assert conf[1, 2] == pytest.approx(0.2)
+
+
+def test_labels_only_skips_confidence_and_nan_logits_stay_in_range():
+    logits = torch.randn(1, 4, 3, 3)
+    logits[0, :, 1, 1] = float('nan')
+    labels, conf = labels_and_confidence(logits, with_confidence=False)
+    assert conf is None
+    assert int(labels.min()) >= 0 and int(labels.max()) <= 3
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.25, 0.5, 0.7, 1.0])
+def test_integer_overlay_equals_the_numpy_reference(alpha):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    colour = rng.integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    out = blend_overlay(torch.from_numpy(rgb), torch.from_numpy(colour), alpha).numpy()
+    np.testing.assert_array_equal(out, reference_overlay(rgb, colour, alpha))
+
+
+def test_cloud_columns_are_back_projection_and_palette_bits():
+    K = torch.tensor([[100.0, 0, 4.0], [0, 80.0, 3.0], [0, 0, 1]])
+    z = torch.rand(6, 8) + 0.5
+    ray_x, ray_y = RayCache().rays(K, 6, 8, 1)
+    labels = torch.randint(0, 3, (6, 8), dtype=torch.int32)
+    conf = torch.rand(6, 8)
+    packed = torch.tensor([0x102030, 0x405060, 0x708090], dtype=torch.int32)
+    buf = cloud_columns(z, ray_x, ray_y, labels, conf, packed)
+    u = torch.arange(8.0).view(1, -1)
+    v = torch.arange(6.0).view(-1, 1)
+    torch.testing.assert_close(buf[..., 0], (u - 4.0) / 100.0 * z)
+    torch.testing.assert_close(buf[..., 1], (v - 3.0) / 80.0 * z)
+    assert torch.equal(buf[..., 3].view(torch.int32), packed[labels.long()])
+    assert torch.equal(buf[..., 4].view(torch.int32), labels)
+    keep = z > 1.0
+    assert torch.equal(compact_rows(buf, keep), buf[keep])
+
+
+def test_ray_cache_follows_a_change_of_intrinsics_and_stride():
+    cache = RayCache()
+    K = torch.tensor([[100.0, 0, 4.0], [0, 80.0, 3.0], [0, 0, 1]])
+    first = cache.rays(K, 6, 8, 1)
+    assert cache.rays(K, 6, 8, 1) is first
+    assert cache.rays(K, 6, 8, 2)[0].shape == (1, 4)
+    K2 = K.clone()
+    K2[0, 0] = 50.0
+    expected = (torch.arange(8.0) - 4.0).view(1, -1) / 50
+    torch.testing.assert_close(cache.rays(K2, 6, 8, 1)[0], expected)
