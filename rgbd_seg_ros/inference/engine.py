@@ -9,7 +9,7 @@ computed. The engine knows nothing about ROS; the node and the bag converter bot
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +27,10 @@ from rgbd_seg_ros.inference.postprocess import (
     blend_overlay,
     cloud_columns,
     compact_rows,
-    labels_and_confidence,
+    reduce_logits,
 )
 
+Emit = Callable[[str, np.ndarray], None]
 ALL_OUTPUTS = frozenset({'labels', 'confidence', 'color', 'overlay', 'points'})
 _PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -127,8 +128,12 @@ class Engine:
     @torch.inference_mode()
     def predict(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray,
                 outputs: Collection[str] = ('labels', 'confidence'), overlay_alpha: float = 0.5,
-                cloud: CloudOptions | None = None) -> Prediction:
-        """Segment one frame; ``depth`` must already have the colour image's size."""
+                cloud: CloudOptions | None = None, emit: Emit | None = None) -> Prediction:
+        """Segment one frame; ``depth`` must already have the colour image's size.
+
+        ``emit(name, array)`` is called with each output as soon as it is on the host, labels
+        first, so a node can publish the labels before the colour images and the cloud exist.
+        """
         _check_frame(rgb, depth)
         wanted = set(outputs) | {'labels'}
         t0 = time.perf_counter()
@@ -138,10 +143,8 @@ class Engine:
         t1 = self._sync_time()
         logits = self._forward(x_rgb, x_depth)
         t2 = self._sync_time()
-        need_conf = bool(wanted & {'confidence', 'points'})
-        labels, conf = self._postprocess(logits, rgb.shape[0], rgb.shape[1], need_conf)
-        result = self._outputs(wanted, labels, conf, rgb_t, depth_m, K_t, overlay_alpha,
-                               cloud or CloudOptions())
+        result = self._outputs(wanted, logits, rgb_t, depth_m, K_t, overlay_alpha,
+                               cloud or CloudOptions(), emit or _ignore)
         t3 = time.perf_counter()
         result.timings_ms.update({'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3,
                                   'postprocess': (t3 - t2) * 1e3, 'total': (t3 - t0) * 1e3})
@@ -214,39 +217,45 @@ class Engine:
         with torch.autocast(self.device.type, dtype=_PRECISIONS[self.precision]):
             return self.model(x_rgb, x_depth).float()
 
-    def _postprocess(self, logits: torch.Tensor, height: int, width: int, need_conf: bool
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        labels, conf = labels_and_confidence(logits, need_conf)
-        if labels.shape[-2:] != (height, width):
-            # Nearest neighbour keeps labels valid ids (no blended classes at borders).
-            labels = F.interpolate(labels[None, None].float(), size=(height, width),
-                                   mode='nearest')[0, 0].to(torch.int32)
-            if conf is not None:
-                conf = F.interpolate(conf[None, None], size=(height, width),
-                                     mode='nearest')[0, 0]
-        return labels, conf
+    def _to_camera(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Nearest-neighbour resize of a per-pixel map (labels stay valid ids, no blending)."""
+        if image.shape[-2:] == (height, width):
+            return image
+        return F.interpolate(image[None, None].float(), size=(height, width),
+                             mode='nearest')[0, 0].to(image.dtype)
 
-    def _outputs(self, wanted: set[str], labels: torch.Tensor, conf: torch.Tensor | None,
-                 rgb_t: torch.Tensor, depth_m: torch.Tensor, K_t: torch.Tensor,
-                 alpha: float, cloud: CloudOptions) -> Prediction:
+    def _outputs(self, wanted: set[str], logits: torch.Tensor, rgb_t: torch.Tensor,
+                 depth_m: torch.Tensor, K_t: torch.Tensor, alpha: float, cloud: CloudOptions,
+                 emit: Emit) -> Prediction:
+        height, width = depth_m.shape
+        reduced = reduce_logits(logits)
+        labels = self._to_camera(reduced.labels, height, width)
         label_dtype = torch.uint8 if self.num_classes <= 255 else torch.int32
         host_labels = labels.to(label_dtype).cpu().numpy()
         if label_dtype == torch.int32:
             host_labels = host_labels.astype(np.uint16)
         result = Prediction(labels=host_labels)
+        emit('labels', host_labels)
+        conf = None
+        if wanted & {'confidence', 'points'}:
+            conf = self._to_camera(reduced.confidence(), height, width)
         if 'confidence' in wanted:
             result.confidence = conf.cpu().numpy()
+            emit('confidence', result.confidence)
         if wanted & {'color', 'overlay'}:
             index = labels.reshape(-1).to(torch.int64).clamp_(0, len(self._palette) - 1)
             colour = self._palette.index_select(0, index).view(*labels.shape, 3)
             if 'color' in wanted:
                 result.color = colour.cpu().numpy()
+                emit('color', result.color)
             if 'overlay' in wanted:
                 result.overlay = self._overlay(rgb_t, colour, alpha)
+                emit('overlay', result.overlay)
         if 'points' in wanted:
             start = time.perf_counter()
             result.points = self._cloud(labels, conf, depth_m, K_t, cloud)
             result.timings_ms['cloud'] = (time.perf_counter() - start) * 1e3
+            emit('points', result.points)
         return result
 
     def _overlay(self, rgb_t: torch.Tensor, colour: torch.Tensor, alpha: float) -> np.ndarray:
@@ -273,6 +282,10 @@ class Engine:
             buffer = compact_rows(buffer, keep)
         host = buffer.cpu().numpy()
         return host.view(CLOUD_DTYPE).reshape(host.shape[:-1])
+
+
+def _ignore(_name: str, _array: np.ndarray) -> None:
+    """The default ``emit``: outputs are only returned."""
 
 
 def _check_frame(rgb: np.ndarray, depth: np.ndarray) -> None:

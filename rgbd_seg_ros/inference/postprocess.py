@@ -14,26 +14,41 @@ from __future__ import annotations
 import torch
 
 
-def labels_and_confidence(logits: torch.Tensor, with_confidence: bool = True
-                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``[1, C, H, W]`` logits -> (labels ``[H, W]``, largest softmax probability ``[H, W]``).
+class ReducedLogits:
+    """Labels of ``[1, C, H, W]`` logits now, their softmax confidence only if asked for.
 
     Labels are the first channel reaching the per-pixel maximum (``argmax`` semantics): every
     channel equal to the maximum votes ``C - c`` and the largest vote wins. Confidence is
-    ``1 / sum(exp(l - max))``, which is the softmax probability of that channel.
+    ``1 / sum(exp(l - max))``, the softmax probability of that channel; it is computed from the
+    shifted logits kept here, so a caller can publish the labels before paying for it.
     """
-    num_classes = logits.shape[1]
-    top = logits.amax(dim=1, keepdim=True)
-    shifted = logits - top
-    vote_dtype = torch.uint8 if num_classes <= 255 else torch.int32
-    votes = torch.arange(num_classes, 0, -1, device=logits.device, dtype=vote_dtype)
-    votes = (shifted == 0) * votes.view(1, -1, 1, 1)
-    labels = (num_classes - votes.amax(dim=1)[0].to(torch.int32)).clamp_(0, num_classes - 1)
-    if not with_confidence:
-        return labels, None
-    confidence = shifted.exp_().sum(dim=1)[0].reciprocal_()
-    # A NaN logit (a broken model) gives NaN confidence rather than a plausible-looking value.
-    return labels, confidence
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        num_classes = logits.shape[1]
+        top = logits.amax(dim=1, keepdim=True)
+        self._shifted = logits - top
+        vote_dtype = torch.uint8 if num_classes <= 255 else torch.int32
+        votes = torch.arange(num_classes, 0, -1, device=logits.device, dtype=vote_dtype)
+        votes = (self._shifted == 0) * votes.view(1, -1, 1, 1)
+        winner = votes.amax(dim=1)[0].to(torch.int32)
+        # NaN logits (a broken model) vote for nothing; clamping keeps the id a valid class.
+        self.labels = (num_classes - winner).clamp_(0, num_classes - 1)
+
+    def confidence(self) -> torch.Tensor:
+        """``[H, W]`` largest softmax probability (consumes the shifted logits: call once)."""
+        return self._shifted.exp_().sum(dim=1)[0].reciprocal_()
+
+
+def reduce_logits(logits: torch.Tensor) -> ReducedLogits:
+    """See ReducedLogits."""
+    return ReducedLogits(logits)
+
+
+def labels_and_confidence(logits: torch.Tensor, with_confidence: bool = True
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[1, C, H, W]`` logits -> (labels ``[H, W]`` int32, confidence ``[H, W]`` or None)."""
+    reduced = ReducedLogits(logits)
+    return reduced.labels, reduced.confidence() if with_confidence else None
 
 
 def blend_overlay(rgb: torch.Tensor, colour: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -40,6 +40,7 @@ class DiagnosticsPublisher:
             values[f'latency_{key}_ms'] = f'{value:.1f}'
         for name, window in (('model_time', node.model_time), ('overhead', node.overhead),
                              ('work_overhead', node.work_overhead),
+                             ('labels_overhead', node.labels_overhead),
                              ('cloud_time', node.cloud_time)):
             for key, value in window.percentiles_ms().items():
                 values[f'{name}_{key}_ms'] = f'{value:.1f}'

@@ -87,6 +87,11 @@ PARAMS: tuple[ParamSpec, ...] = (
               'camera_info that still pairs them.', _in_range(0.0, 10.0)),
     ParamSpec('queue_size', 5, 'Messages kept per input while waiting for a match.',
               _int_at_least(1)),
+    ParamSpec('wait_for_fresh_frame', True, 'When the model is slower than the camera and the '
+              'newest frame is older than a third of the camera period once the worker is free, '
+              'wait (at most 1.5 periods) for the next frame instead: this lowers the average '
+              'age of the published semantics, at the cost of a few percent of output rate.',
+              _is_bool),
     *(ParamSpec(f'publish.{name}', True, f'Publish segmentation/{name} (computed only while '
                 'someone subscribes).', _is_bool) for name in OUTPUTS),
     ParamSpec('overlay_alpha', 0.5, 'Weight of the class colours in the overlay image.',

@@ -1,4 +1,9 @@
-"""The single thread that owns the model: newest triple in, published outputs out."""
+"""The single thread that owns the model: newest triple in, published outputs out.
+
+Each output is published the moment the engine has it on the host (labels first, then
+camera_info, confidence, colour, overlay, cloud), as serialised bytes built in one copy
+(ros/serialized.py), so the labels do not wait for the cloud.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from rclpy.time import Time
 
 from rgbd_seg_ros.core.pairing import Triple
 from rgbd_seg_ros.errors import FrameError
-from rgbd_seg_ros.inference.engine import CloudOptions, Prediction
-from rgbd_seg_ros.ros import conversions
+from rgbd_seg_ros.inference.engine import CloudOptions
+from rgbd_seg_ros.ros import conversions, serialized
 from rgbd_seg_ros.ros.frame_input import deserialize_triple, frame_arrays
 
 if TYPE_CHECKING:
@@ -25,6 +30,8 @@ class SegmentWorker:
     def __init__(self, node: SegmentationNode) -> None:
         self._node = node
         self._pending: Triple | None = None
+        self._pending_at = 0.0  # monotonic arrival time of the pending triple
+        self._submitted = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name='segment_worker', daemon=True)
@@ -46,6 +53,8 @@ class SegmentWorker:
             if self._pending is not None:
                 self._node.counters.add('dropped_superseded')
             self._pending = triple
+            self._pending_at = time.monotonic()
+            self._submitted += 1
             self._cond.notify()
 
     def _loop(self) -> None:
@@ -55,11 +64,37 @@ class SegmentWorker:
                     self._cond.wait()
                 if self._stopping:
                     return
+                if self._node.params['wait_for_fresh_frame']:
+                    self._await_fresher()
                 triple, self._pending = self._pending, None
             try:
                 self._process(triple)
             except Exception as err:  # a worker that dies silently stops the node's output
                 self._node.skip('internal_error', f'{type(err).__name__}: {err}')
+
+    def _await_fresher(self) -> None:
+        """With the lock held: wait for the frame after a stale pending one (see below).
+
+        Processing a frame of age ``a`` now, versus waiting ``P - a`` for the next one (camera
+        period ``P``), changes the mean age of the newest published result by ``P/2 - 3a/2``
+        per cycle (the next output is ``a`` fresher, the cycle ``P - a`` longer): waiting wins
+        exactly when ``a > P/3``. The wait is bounded (1.5 periods after the pending frame
+        arrived) so the last frame of a recording is never lost.
+        """
+        now = time.monotonic()
+        rate = self._node.rates['paired'].rate(now)
+        if rate <= 0.0:
+            return
+        period = 1.0 / rate
+        if now - self._pending_at <= period / 3.0:
+            return
+        seen, deadline = self._submitted, self._pending_at + 1.5 * period
+        while self._submitted == seen and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+        self._node.counters.add('waited_for_fresh_frame')
 
     def _wanted(self) -> set[str]:
         params = self._node.params
@@ -90,43 +125,72 @@ class SegmentWorker:
         params = node.params
         cloud = CloudOptions(params['points.stride'], params['points.max_range'],
                              params['points.min_confidence'], params['points.organized'])
+        publisher = _OutputPublisher(node, wanted, colour.header, info, arrays.K,
+                                     engine.num_classes)
         prediction = engine.predict(arrays.rgb, arrays.depth, arrays.K, outputs=wanted,
-                                    overlay_alpha=params['overlay_alpha'], cloud=cloud)
-        self._publish(wanted, prediction, colour.header, info, arrays.K, engine.num_classes)
+                                    overlay_alpha=params['overlay_alpha'], cloud=cloud,
+                                    emit=publisher.publish)
+        publisher.finish(prediction.labels.shape)
         timings = prediction.timings_ms
-        node.model_time.add(timings['forward'] / 1e3)
+        forward = timings['forward'] / 1e3
+        node.model_time.add(forward)
         if 'cloud' in timings:
             node.cloud_time.add(timings['cloud'] / 1e3)
+        stamp = Time.from_msg(colour.header.stamp)
         done = node.get_clock().now()
-        latency = (done - Time.from_msg(colour.header.stamp)).nanoseconds / 1e9
+        latency = (done - stamp).nanoseconds / 1e9
         node.latency.add(latency)
-        forward = timings['forward'] / 1e3
         # Everything between the camera stamp and the last publish that is not the network
         # (transport, pairing, waiting for the worker, decode, pre/post-processing, publish) ...
         node.overhead.add(latency - forward)
+        # ... the same up to the labels, the output most consumers wait for ...
+        if publisher.labels_at is not None:
+            node.labels_overhead.add((publisher.labels_at - stamp).nanoseconds / 1e9 - forward)
         # ... and the part the node's own work adds once it picks the frame up.
         node.work_overhead.add((done - picked_up).nanoseconds / 1e9 - forward)
         node.rates['out'].tick(time.monotonic())
         self.processed += 1
 
-    def _publish(self, wanted: set[str], pred: Prediction, header, info, K: np.ndarray,
+
+class _OutputPublisher:
+    """Publishes one frame's outputs as the engine emits them (serialised in one copy)."""
+
+    def __init__(self, node: SegmentationNode, wanted: set[str], header, info, K: np.ndarray,
                  num_classes: int) -> None:
-        pubs = self._node.pubs
-        height, width = pred.labels.shape
-        if 'labels' in wanted:
-            encoding = 'mono8' if num_classes <= 255 else 'mono16'
-            pubs['labels'].publish(conversions.image_msg(pred.labels, encoding, header))
-        if 'color' in wanted and pred.color is not None:
-            pubs['color'].publish(conversions.image_msg(pred.color, 'rgb8', header))
-        if 'overlay' in wanted and pred.overlay is not None:
-            pubs['overlay'].publish(conversions.image_msg(pred.overlay, 'rgb8', header))
-        if 'confidence' in wanted and pred.confidence is not None:
-            pubs['confidence'].publish(conversions.image_msg(pred.confidence, '32FC1', header))
-        if 'points' in wanted and pred.points is not None:
-            pubs['points'].publish(conversions.cloud_msg(pred.points, header))
-        if 'camera_info' in wanted:
-            pubs['camera_info'].publish(
-                conversions.camera_info_msg(info, K, width, height, header))
+        self._node = node
+        self._wanted = wanted
+        self._header = header
+        self._info = info
+        self._K = K
+        self._label_encoding = 'mono8' if num_classes <= 255 else 'mono16'
+        self._info_sent = False
+        self.labels_at: Time | None = None
+
+    def publish(self, name: str, array: np.ndarray) -> None:
+        """The engine's ``emit``: serialise ``array`` as output ``name`` and publish it."""
+        if name not in self._wanted:
+            return
+        pub = self._node.pubs[name]
+        if name == 'points':
+            pub.publish(serialized.cloud_bytes(array, self._header))
+            return
+        encoding = {'labels': self._label_encoding, 'confidence': '32FC1'}.get(name, 'rgb8')
+        pub.publish(serialized.image_bytes(array, encoding, self._header))
+        if name == 'labels':
+            self.labels_at = self._node.get_clock().now()
+            self._send_info(array.shape)
+
+    def finish(self, shape: tuple[int, ...]) -> None:
+        """camera_info when no labels were published (it follows the labels otherwise)."""
+        self._send_info(shape)
+
+    def _send_info(self, shape: tuple[int, ...]) -> None:
+        if self._info_sent or 'camera_info' not in self._wanted:
+            return
+        height, width = shape[:2]
+        self._node.pubs['camera_info'].publish(
+            conversions.camera_info_msg(self._info, self._K, width, height, self._header))
+        self._info_sent = True
 
 
 def _has_valid_depth(depth: np.ndarray) -> bool:

@@ -60,6 +60,7 @@ class SegmentationNode(Node):
         self.model_time = LatencyWindow()
         self.overhead = LatencyWindow()
         self.work_overhead = LatencyWindow()
+        self.labels_overhead = LatencyWindow()
         self.cloud_time = LatencyWindow()
         self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9),
                                        self.params['queue_size'])
