@@ -33,6 +33,18 @@ def cdr_stamp_ns(data: bytes) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
+def restamp_cdr(data: bytes, stamp_ns: int) -> bytes:
+    """``data`` (a serialised message starting with a Header) with its stamp replaced.
+
+    Lets a replayer serialise each recorded message once and publish it with fresh stamps for
+    the cost of one buffer copy instead of a full serialisation per publish.
+    """
+    cdr_stamp_ns(data)  # validates the layout
+    order = '<' if data[1] == 1 else '>'
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return b''.join((data[:4], struct.pack(order + 'iI', sec, nanosec), data[12:]))
+
+
 def deserialize(msg_type: type, data: bytes) -> object:
     """Serialised bytes -> message; FrameError when they do not decode."""
     try:

@@ -17,22 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builtin_interfaces.msg import Time
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 
 from rgbd_seg_ros.data.recordings import Recording
+from rgbd_seg_ros.ros.conversions import restamp_cdr
 
 
 def message_class(msgtype: str) -> Any:
     """'sensor_msgs/msg/Image' -> the rclpy message class."""
     package, _, name = msgtype.split('/')
     return getattr(importlib.import_module(f'{package}.msg'), name)
-
-
-def ros_time(stamp_ns: int) -> Time:
-    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
 
 
 @dataclass
@@ -66,6 +62,7 @@ class RecordingPlayer:
         self._topics = set(topics)
         self.original_stamps: dict[int, int] = {}
         self.published = 0
+        self._serialised: dict[int, tuple[Any, bytes]] = {}
 
     def publisher(self, topic: str, msg: Any) -> Any:
         if topic not in self._pubs:
@@ -90,9 +87,20 @@ class RecordingPlayer:
             now = clock.now().nanoseconds
             self.original_stamps[now] = frame.stamp_ns
             for topic, msg in frame.messages:
-                msg.header.stamp = ros_time(now)
-                self.publisher(topic, msg).publish(msg)
+                data = restamp_cdr(self._serialise(msg), now)
+                self.publisher(topic, msg).publish(data)
             self.published += 1
+
+    def _serialise(self, msg: Any) -> bytes:
+        """Each message is serialised once; publishing then only patches the stamp bytes.
+
+        Keyed by identity and holding the message, so a cycled recording reuses the bytes.
+        """
+        cached = self._serialised.get(id(msg))
+        if cached is None or cached[0] is not msg:
+            cached = (msg, serialize_message(msg))
+            self._serialised[id(msg)] = cached
+        return cached[1]
 
 
 class OutputRecorder:
