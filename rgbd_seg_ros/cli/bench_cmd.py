@@ -245,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print/write the figures."""
     from rgbd_seg_ros.inference.bench_sweep import (
         FLOPS_NOTE,
+        MEMORY_NOTE,
         machine_info,
         measure_peaks,
         sweep_forward,
@@ -271,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
             },
             'matmul_peak': peaks,
             'flops_note': FLOPS_NOTE,
+            'memory_note': MEMORY_NOTE,
             'forward': rows,
             'hha': hha,
             'node': node,

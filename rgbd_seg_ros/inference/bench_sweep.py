@@ -42,6 +42,13 @@ FLOPS_NOTE = (
     'pooling and resizing not counted); achieved_tflops = gflops / p50_ms; fraction_of_peak = '
     'achieved / matmul_peak of the same device and precision'
 )
+MEMORY_NOTE = (
+    "peak_mem_mb with peak_mem_kind 'cuda_allocated': torch.cuda.max_memory_allocated over the "
+    'timed passes (weights included; None for onnxruntime on CUDA, whose memory torch does not '
+    "see); 'rss_growth': peak resident set during the timed passes minus the resident set at "
+    'their start, after malloc_trim returned free heap pages (memory held in a pool such as '
+    "ONNX Runtime's arena since the warm-up is not growth)"
+)
 RATIO_KEYS = ('encoder', 'size', 'device', 'precision', 'mode')
 
 
@@ -339,6 +346,7 @@ def sweep_forward(config: SweepConfig, peaks: list[dict[str, Any]]) -> list[dict
 
 __all__ = [
     'FLOPS_NOTE',
+    'MEMORY_NOTE',
     'SweepConfig',
     'add_baseline_ratios',
     'baseline_ratio',

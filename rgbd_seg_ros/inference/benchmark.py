@@ -173,6 +173,25 @@ def fp32_uses_tf32(device: Any) -> bool:
     return torch.device(device).type == 'cuda' and bool(torch.backends.cudnn.allow_tf32)
 
 
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim(0)``); False elsewhere.
+
+    Without it, passes after the warm-up reuse pages the heap already holds and the resident
+    set does not grow at all, so an RSS-growth figure would read ~0 for every model.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library('c')
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 class PeakMemory:
     """Peak memory of the passes run inside the ``with`` block.
 
@@ -180,10 +199,11 @@ class PeakMemory:
     the tensors torch's allocator holds at the peak (weights included; not the cached pool,
     and nothing other libraries allocate, e.g. ONNX Runtime): ``kind = 'cuda_allocated'``.
     CPU: the largest resident-set size a background thread samples (every ``interval_s``)
-    minus the RSS on entry: ``kind = 'rss_growth'``. Memory the process already holds from
-    earlier passes (allocator caches, ONNX Runtime's arena) is not growth, so this is what the
-    timed passes add, not the model's whole footprint. ``mb`` and ``kind`` are None when the
-    measurement is unavailable (no psutil).
+    minus the RSS on entry, after the C heap's free pages went back to the OS
+    (:func:`release_free_heap`): ``kind = 'rss_growth'``, about the working memory of the
+    passes beyond the weights. Memory a library keeps in its own pool (ONNX Runtime's arena,
+    filled during the warm-up) is not growth, so ONNX Runtime rows read near 0. ``mb`` and
+    ``kind`` are None when the measurement is unavailable (no psutil).
     """
 
     def __init__(self, device: Any, interval_s: float = 0.002) -> None:
@@ -208,6 +228,7 @@ class PeakMemory:
         except ImportError:
             return self
         self._process = psutil.Process()
+        release_free_heap()
         self._base = self._peak = self._process.memory_info().rss
         self.kind = 'rss_growth'
         self._thread = threading.Thread(target=self._sample, daemon=True)

@@ -94,6 +94,25 @@ def test_eager_and_onnxruntime_runners_match_the_model(tmp_path: Path) -> None:
     assert float((got - expected).abs().max()) < 1e-3
 
 
+@pytest.mark.slow
+def test_compile_runner_matches_the_model() -> None:
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rgb = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.depth = torch.nn.Conv2d(1, 4, 1)
+
+        def forward(self, rgb: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.rgb(rgb) + self.depth(depth))
+
+    model = Tiny().eval()
+    rgb, depth = torch.randn(1, 3, 16, 16), torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        expected = model(rgb, depth)
+    runner = make_runner('compile', model, rgb, depth)  # compiles here (inductor, ~8 s)
+    torch.testing.assert_close(runner.output(), expected)
+
+
 def test_unavailable_and_failing_modes_are_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'cudagraph' not in available_modes('cpu')
     model = _tiny_backend()
