@@ -45,6 +45,7 @@ class DiagnosticsPublisher:
             for key, value in window.percentiles_ms().items():
                 values[f'{name}_{key}_ms'] = f'{value:.1f}'
         values['model'] = node.models.describe()
+        values['cpu_threads'] = str(node.cpu_threads)
         values.update(_memory(node))
         return values
 

@@ -73,6 +73,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               _is_str),
     ParamSpec('device', 'auto', "Where the model runs: 'auto' (first CUDA device, else CPU), "
               "'cpu', 'cuda' or 'cuda:N'.", _device),
+    ParamSpec('cpu_threads', 0, 'Intra-op threads torch uses on the CPU. 0: one fewer than the '
+              'cores the process may use (at least 1), so the middleware and the camera driver '
+              'keep a core and the node does not stall on thread barriers.', _int_at_least(0)),
     ParamSpec('precision', 'fp32', 'Arithmetic of the forward pass: fp32, fp16 or bf16 '
               '(fp16/bf16 only take effect on CUDA).', _one_of('fp32', 'fp16', 'bf16')),
     ParamSpec('resolution_policy', 'checkpoint', "Network input size: 'checkpoint' (the size "

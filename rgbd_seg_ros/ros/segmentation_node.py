@@ -27,6 +27,7 @@ from std_srvs.srv import Trigger
 
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
 from rgbd_seg_ros.core.stats import CounterSet, LatencyWindow, RateMeter
+from rgbd_seg_ros.inference.threads import configure_cpu_threads
 from rgbd_seg_ros.ros import conversions, param_bridge
 from rgbd_seg_ros.ros.diagnostics import DiagnosticsPublisher
 from rgbd_seg_ros.ros.model_slot import ModelSlot
@@ -64,6 +65,7 @@ class SegmentationNode(Node):
         self.cloud_time = LatencyWindow()
         self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9),
                                        self.params['queue_size'])
+        self.cpu_threads = configure_cpu_threads(self.params['cpu_threads'])
         self.models = ModelSlot(self)
         self._make_publishers()
         self.worker = SegmentWorker(self)
@@ -128,6 +130,8 @@ class SegmentationNode(Node):
             reason = self.models.swap(merged)
             if reason:
                 return reason
+        if 'cpu_threads' in changes:
+            self.cpu_threads = configure_cpu_threads(changes['cpu_threads'])
         if {'slop', 'queue_size'} & set(changes):
             merged = {**self.params, **changes}
             self.pairer.configure(int(merged['slop'] * 1e9), merged['queue_size'])
