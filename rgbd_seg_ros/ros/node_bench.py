@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='model to run (default: SSMA ResNet-18, 12 classes, random)')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--precision', default='fp32')
+    parser.add_argument('--cpu-threads', type=int, default=0,
+                        help="the node's cpu_threads parameter (0: cores - 1)")
+    parser.add_argument('--no-fresh-wait', action='store_true',
+                        help='set wait_for_fresh_frame false (always take the newest frame)')
     parser.add_argument('--resolution-policy', default='checkpoint',
                         choices=('checkpoint', 'native'),
                         help="network input size: the checkpoint's, or the camera's")
@@ -109,7 +113,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     checkpoint = args.checkpoint or str(default_checkpoint(workdir))
     params = {'checkpoint': checkpoint, 'device': args.device, 'precision': args.precision,
               'qos': {'input_reliability': 'reliable'}, 'diagnostics_period': 1.0,
-              'resolution_policy': args.resolution_policy}
+              'resolution_policy': args.resolution_policy, 'cpu_threads': args.cpu_threads,
+              'wait_for_fresh_frame': not args.no_fresh_wait}
     node = NodeProcess.start('segmentation_node', workdir,
                              loopback_environment(workdir / 'ros_log', domain), params)
     rclpy.init()
@@ -175,6 +180,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                     'cloud_time'))},
         'drops': {key: int(last[key]) for key in last if key.startswith(('dropped', 'waited'))},
         'checkpoint': checkpoint, 'node_exit_code': rc,
+        'cpu_threads': int(last.get('cpu_threads', 0)),
+        'wait_for_fresh_frame': not args.no_fresh_wait,
     }
 
 
