@@ -32,6 +32,7 @@ from rgbd_seg_ros.inference.postprocess import (
 
 Emit = Callable[[str, np.ndarray], None]
 ALL_OUTPUTS = frozenset({'labels', 'confidence', 'color', 'overlay', 'points'})
+RUNTIMES = ('torch', 'onnxruntime')
 _PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
@@ -76,9 +77,12 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: torch.device,
                  precision: str = 'fp32', resolution_policy: str = 'checkpoint',
-                 fixed_size: tuple[int, int] | None = None, source: str = '') -> None:
+                 fixed_size: tuple[int, int] | None = None, source: str = '',
+                 runtime: str = 'torch') -> None:
         if precision not in _PRECISIONS:
             raise ConfigError(f'precision must be one of {sorted(_PRECISIONS)}')
+        if runtime not in RUNTIMES:
+            raise ConfigError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
         self.model = model.eval().to(device)
         self.meta = meta
         self.device = device
@@ -101,15 +105,25 @@ class Engine:
         if device.type == 'cuda':
             self.model = self.model.to(memory_format=torch.channels_last)
         self._set_intrinsics = getattr(self.model, 'set_intrinsics', None)
+        self.runtime = runtime
+        self._onnx = None
+        if runtime == 'onnxruntime':
+            if device.type != 'cpu':
+                raise ConfigError('runtime onnxruntime is the CPU path; on CUDA use torch')
+            from rgbd_seg_ros.inference.onnx_forward import OnnxForward
+
+            self._onnx = OnnxForward(self.model, int(meta.config.get('depth_channels', 1)))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = 'auto', precision: str = 'fp32',
                         resolution_policy: str = 'checkpoint',
-                        fixed_size: tuple[int, int] | None = None) -> Engine:
+                        fixed_size: tuple[int, int] | None = None,
+                        runtime: str = 'torch') -> Engine:
         """Load a checkpoint (no code execution) and place it on ``device``."""
         dev = resolve_device(device)
         model, meta = build_from_checkpoint(path, device=str(dev))
-        return cls(model, meta, dev, precision, resolution_policy, fixed_size, str(path))
+        return cls(model, meta, dev, precision, resolution_policy, fixed_size, str(path),
+                   runtime)
 
     @property
     def num_classes(self) -> int:
@@ -209,6 +223,8 @@ class Engine:
         return x_rgb, x_depth
 
     def _forward(self, x_rgb: torch.Tensor, x_depth: torch.Tensor) -> torch.Tensor:
+        if self._onnx is not None:
+            return self._onnx(x_rgb, x_depth)
         if self.device.type == 'cuda':
             x_rgb = x_rgb.contiguous(memory_format=torch.channels_last)
             x_depth = x_depth.contiguous(memory_format=torch.channels_last)

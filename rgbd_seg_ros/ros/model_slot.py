@@ -53,7 +53,7 @@ class ModelSlot:
         if engine is None:
             return 'no model loaded'
         return (f'{engine.meta.backend} ({engine.num_classes} classes) from {engine.source} '
-                f'on {engine.device} {engine.precision}')
+                f'on {engine.device} {engine.precision} ({engine.runtime})')
 
     def load_initial(self) -> None:
         """Load the configured (or embedded default) model; a bad explicit path is fatal."""
@@ -77,7 +77,8 @@ class ModelSlot:
                 engine = Engine.from_checkpoint(
                     path, device=params['device'], precision=params['precision'],
                     resolution_policy=params['resolution_policy'],
-                    fixed_size=(params['input_height'], params['input_width']))
+                    fixed_size=(params['input_height'], params['input_width']),
+                    runtime=params['runtime'])
                 if self.last_size:
                     engine.warmup(*self.last_size)
             except (RgbdSegError, OSError, RuntimeError, ValueError) as err:

@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='model to run (default: SSMA ResNet-18, 12 classes, random)')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--precision', default='fp32')
+    parser.add_argument('--runtime', default='torch', choices=('torch', 'onnxruntime'),
+                        help="the node's runtime parameter")
     parser.add_argument('--cpu-threads', type=int, default=0,
                         help="the node's cpu_threads parameter (0: cores - 1)")
     parser.add_argument('--no-fresh-wait', action='store_true',
@@ -114,6 +116,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     params = {'checkpoint': checkpoint, 'device': args.device, 'precision': args.precision,
               'qos': {'input_reliability': 'reliable'}, 'diagnostics_period': 1.0,
               'resolution_policy': args.resolution_policy, 'cpu_threads': args.cpu_threads,
+              'runtime': args.runtime,
               'wait_for_fresh_frame': not args.no_fresh_wait}
     node = NodeProcess.start('segmentation_node', workdir,
                              loopback_environment(workdir / 'ros_log', domain), params)
@@ -180,7 +183,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                     'cloud_time'))},
         'drops': {key: int(last[key]) for key in last if key.startswith(('dropped', 'waited'))},
         'checkpoint': checkpoint, 'node_exit_code': rc,
-        'cpu_threads': int(last.get('cpu_threads', 0)),
+        'cpu_threads': int(last.get('cpu_threads', 0)), 'runtime': args.runtime,
         'wait_for_fresh_frame': not args.no_fresh_wait,
     }
 

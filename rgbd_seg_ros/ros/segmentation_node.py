@@ -125,7 +125,7 @@ class SegmentationNode(Node):
 
     def _apply_params(self, changes: dict[str, Any]) -> str | None:
         if {'checkpoint', 'device', 'precision', 'resolution_policy', 'input_height',
-                'input_width'} & set(changes):
+                'input_width', 'runtime'} & set(changes):
             merged = {**self.params, **changes}
             reason = self.models.swap(merged)
             if reason:

@@ -1,0 +1,61 @@
+"""The engine's forward pass in ONNX Runtime (CPU), exported per input size on first use.
+
+On the 2-core CPU, ``rgbd-seg bench`` measured ONNX Runtime's CPU provider at 1.1x (SSMA,
+ResNet-18) to 2x (the two-stream baseline, ResNet-50) faster than torch eager for the same
+fp32 graph at 480x640 (bench/cpu-2core). The graph is fixed-size (the exporter in
+backends/export.py), so one session is built per network input size the node meets, and the
+export costs seconds once per size. Models whose forward depends on per-frame state outside
+the tensors (depth_gating bins on the camera's focal length) cannot be frozen into a graph and
+are refused.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rgbd_seg_ros.errors import ConfigError
+
+
+class OnnxForward:
+    """``forward(rgb, depth) -> logits`` through ONNX Runtime, one session per input size."""
+
+    def __init__(self, model: torch.nn.Module, depth_channels: int) -> None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            raise ConfigError('runtime onnxruntime needs the onnxruntime package') from err
+        if getattr(model, 'set_intrinsics', None) is not None:
+            raise ConfigError('runtime onnxruntime cannot run this backend: its forward '
+                              'depends on the camera intrinsics of each frame')
+        self._model = model
+        self._depth_channels = depth_channels
+        self._workdir = tempfile.TemporaryDirectory(prefix='rgbd_seg_onnx_')
+        self._sessions: dict[tuple[int, int], tuple[object, list[str]]] = {}
+
+    def __call__(self, rgb: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        height, width = rgb.shape[-2:]
+        session, names = self._sessions.get((height, width)) or self._build(height, width)
+        feeds = {'rgb': rgb, 'depth': depth}
+        inputs = {name: np.ascontiguousarray(feeds[name].numpy(), dtype=np.float32)
+                  for name in names}
+        return torch.from_numpy(session.run(['logits'], inputs)[0])
+
+    def _build(self, height: int, width: int) -> tuple[object, list[str]]:
+        import onnxruntime as ort
+
+        from rgbd_seg_ros.backends.export import export_onnx
+
+        path = Path(self._workdir.name) / f'model_{height}x{width}.onnx'
+        export_onnx(self._model, path, height, width, self._depth_channels)
+        options = ort.SessionOptions()
+        # Same thread budget as torch (the node's cpu_threads), for the same reason.
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+        entry = (session, [node.name for node in session.get_inputs()])
+        self._sessions[(height, width)] = entry
+        return entry

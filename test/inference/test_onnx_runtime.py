@@ -1,0 +1,40 @@
+"""The engine's ONNX Runtime forward gives the torch forward's outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.inference.engine import Engine
+
+DEFAULT = Path(__file__).resolve().parents[2] / 'models' / 'default.safetensors'
+K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+
+
+def frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    depth = np.linspace(500, 6000, 240, dtype=np.float32)[:, None].repeat(320, 1)
+    return rgb, depth.astype(np.uint16)
+
+
+def test_onnxruntime_matches_torch_on_the_default_model():
+    torch_engine = Engine.from_checkpoint(DEFAULT, device='cpu')
+    onnx_engine = Engine.from_checkpoint(DEFAULT, device='cpu', runtime='onnxruntime')
+    outputs = ('labels', 'confidence')
+    for seed in (0, 1):  # the second frame reuses the session built for the first
+        rgb, depth = frame(seed)
+        a = torch_engine.predict(rgb, depth, K, outputs=outputs)
+        b = onnx_engine.predict(rgb, depth, K, outputs=outputs)
+        # Float reassociation can flip a pixel whose two best logits tie to ~1e-6.
+        assert np.mean(a.labels == b.labels) > 0.999
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+    assert len(onnx_engine._onnx._sessions) == 1
+
+
+def test_onnxruntime_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigError, match='runtime must be one of'):
+        Engine.from_checkpoint(DEFAULT, device='cpu', runtime='tensorrt')
