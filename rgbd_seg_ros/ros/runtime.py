@@ -14,11 +14,14 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
+from rgbd_seg_ros.ros.process import die_with_parent
+
 
 def run_node(
     factory: Callable[[], Node], args: Sequence[str] | None = None, num_threads: int = 4
 ) -> int:
     """Create the node, spin it on a multi-threaded executor, shut down cleanly on signals."""
+    die_with_parent()
     rclpy.init(args=list(args) if args is not None else sys.argv)
     node: Node | None = None
     executor = MultiThreadedExecutor(num_threads=num_threads)
