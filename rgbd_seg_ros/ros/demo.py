@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import threading
 import time
@@ -90,8 +91,7 @@ class Session:
         rclpy.init()
         self.node = rclpy.create_node('rgbd_seg_demo')
         self.player = RecordingPlayer(self.node, INPUTS.values())
-        (out / 'outputs.mcap').unlink(missing_ok=True)
-        self.recorder = OutputRecorder(self.node, out / 'outputs', OUTPUTS,
+        self.recorder = OutputRecorder(self.node, fresh_outputs_dir(out), OUTPUTS,
                                        latched=frozenset({'/segmentation/classes'}))
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -135,6 +135,20 @@ def replay(session: Session, frames: list, node: NodeProcess) -> None:
             count[:] = [len(labels), time.monotonic()]
         return time.monotonic() - count[1] > 3.0
     session.spin_until(settled, 120.0, node, 'the last outputs')
+
+
+def fresh_outputs_dir(out: Path) -> Path:
+    """``out/outputs`` cleared of the previous run's recording (the mcap writer refuses to
+    overwrite, which made a second ``./run demo`` fail); anything else there is refused."""
+    path = out / 'outputs'
+    if path.exists():
+        ours = {'metadata.yaml', 'outputs.mcap'}
+        names = {child.name for child in path.iterdir()}
+        if not names <= ours:
+            raise RgbdSegError(f'{path} holds files the demo did not write '
+                               f'({", ".join(sorted(names - ours))}); move them away')
+        shutil.rmtree(path)
+    return path
 
 
 def _image(msg: Any) -> np.ndarray:
