@@ -41,6 +41,8 @@ class DiagnosticsPublisher:
         for name, window in (('model_time', node.model_time), ('overhead', node.overhead),
                              ('work_overhead', node.work_overhead),
                              ('labels_overhead', node.labels_overhead),
+                             ('pickup_age', node.pickup_age),
+                             ('prepare_time', node.prepare_time),
                              ('cloud_time', node.cloud_time)):
             for key, value in window.percentiles_ms().items():
                 values[f'{name}_{key}_ms'] = f'{value:.1f}'

@@ -180,7 +180,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         'latency_ms': {name: percentiles(values) for name, values in arrivals.items()},
         'node': {key: float(last[key]) for key in last
                  if key.startswith(('model_time', 'overhead', 'labels_overhead', 'work_overhead',
-                                    'cloud_time'))},
+                                    'cloud_time', 'pickup_age', 'prepare_time'))},
         'drops': {key: int(last[key]) for key in last if key.startswith(('dropped', 'waited'))},
         'checkpoint': checkpoint, 'node_exit_code': rc,
         'cpu_threads': int(last.get('cpu_threads', 0)), 'runtime': args.runtime,
@@ -222,7 +222,8 @@ def report(result: dict[str, Any]) -> str:
         if p['p50'] is not None:
             lines.append(f'  latency {name:12s} p50 {p["p50"]:7.1f} ms   p95 {p["p95"]:7.1f} ms')
     node = result['node']
-    for key in ('model_time', 'overhead', 'labels_overhead', 'work_overhead', 'cloud_time'):
+    for key in ('model_time', 'overhead', 'labels_overhead', 'pickup_age', 'prepare_time',
+                'work_overhead', 'cloud_time'):
         if f'{key}_p50_ms' in node:
             lines.append(f'  node {key:14s} p50 {node[f"{key}_p50_ms"]:7.1f} ms   '
                          f'p95 {node.get(f"{key}_p95_ms", float("nan")):7.1f} ms')

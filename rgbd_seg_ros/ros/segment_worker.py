@@ -127,6 +127,7 @@ class SegmentWorker:
                              params['points.min_confidence'], params['points.organized'])
         publisher = _OutputPublisher(node, wanted, colour.header, info, arrays.K,
                                      engine.num_classes)
+        decoded = node.get_clock().now()
         prediction = engine.predict(arrays.rgb, arrays.depth, arrays.K, outputs=wanted,
                                     overlay_alpha=params['overlay_alpha'], cloud=cloud,
                                     emit=publisher.publish)
@@ -148,6 +149,11 @@ class SegmentWorker:
             node.labels_overhead.add((publisher.labels_at - stamp).nanoseconds / 1e9 - forward)
         # ... and the part the node's own work adds once it picks the frame up.
         node.work_overhead.add((done - picked_up).nanoseconds / 1e9 - forward)
+        # Where the labels overhead goes: stamp -> pick-up (transport, pairing, waiting for
+        # the worker) and pick-up -> forward start (deserialise, decode, upload, preprocess).
+        node.pickup_age.add(picked_up.nanoseconds / 1e9 - triple.rgb.stamp_ns / 1e9)
+        node.prepare_time.add((decoded - picked_up).nanoseconds / 1e9
+                              + timings['preprocess'] / 1e3)
         node.rates['out'].tick(time.monotonic())
         self.processed += 1
 

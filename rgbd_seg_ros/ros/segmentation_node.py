@@ -62,6 +62,8 @@ class SegmentationNode(Node):
         self.overhead = LatencyWindow()
         self.work_overhead = LatencyWindow()
         self.labels_overhead = LatencyWindow()
+        self.pickup_age = LatencyWindow()
+        self.prepare_time = LatencyWindow()
         self.cloud_time = LatencyWindow()
         self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9),
                                        self.params['queue_size'])

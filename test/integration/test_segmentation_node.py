@@ -133,6 +133,15 @@ def test_pairing_slop_missing_info_and_rate_mismatch(node_and_stream):
         return sum(1 for m in labels
                    if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec > stamp_ns)
 
+    # Once frames were segmented, /diagnostics splits their latency (what node_bench reports).
+    keys = ('latency_p50_ms', 'model_time_p50_ms', 'overhead_p50_ms', 'labels_overhead_p50_ms',
+            'pickup_age_p50_ms', 'prepare_time_p50_ms', 'work_overhead_p50_ms')
+    streamer.stream_until(lambda: all(k in streamer.latest_diag() for k in keys),
+                          'latency breakdown on /diagnostics')
+    diag = streamer.latest_diag()
+    assert float(diag['prepare_time_p50_ms']) > 0
+    assert float(diag['latency_p50_ms']) >= float(diag['model_time_p50_ms'])
+
     # Half a frame period (16.7 ms) late: beyond the 10 ms slop from both neighbours -> no pair.
     phase_start = streamer.stamp_ns
     start_diag = len(streamer.diagnostics)
