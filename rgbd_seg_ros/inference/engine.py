@@ -24,10 +24,10 @@ from rgbd_seg_ros.errors import ConfigError, FrameError
 from rgbd_seg_ros.inference.depth_encoding import encode_depth_torch
 from rgbd_seg_ros.inference.postprocess import (
     RayCache,
+    ReducedLogits,
     blend_overlay,
     cloud_columns,
     compact_rows,
-    reduce_logits,
 )
 
 Emit = Callable[[str, np.ndarray], None]
@@ -244,7 +244,7 @@ class Engine:
                  depth_m: torch.Tensor, K_t: torch.Tensor, alpha: float, cloud: CloudOptions,
                  emit: Emit) -> Prediction:
         height, width = depth_m.shape
-        reduced = reduce_logits(logits)
+        reduced = ReducedLogits(logits)
         labels = self._to_camera(reduced.labels, height, width)
         label_dtype = torch.uint8 if self.num_classes <= 255 else torch.int32
         host_labels = labels.to(label_dtype).cpu().numpy()
@@ -258,9 +258,11 @@ class Engine:
         if 'confidence' in wanted:
             result.confidence = conf.cpu().numpy()
             emit('confidence', result.confidence)
+        # Palette row of each pixel, shared by the colour image and the cloud's rgb field.
+        index = labels.to(torch.int64).clamp_(0, len(self._palette) - 1) \
+            if wanted & {'color', 'overlay', 'points'} else None
         if wanted & {'color', 'overlay'}:
-            index = labels.reshape(-1).to(torch.int64).clamp_(0, len(self._palette) - 1)
-            colour = self._palette.index_select(0, index).view(*labels.shape, 3)
+            colour = self._palette.index_select(0, index.view(-1)).view(*labels.shape, 3)
             if 'color' in wanted:
                 result.color = colour.cpu().numpy()
                 emit('color', result.color)
@@ -269,7 +271,7 @@ class Engine:
                 emit('overlay', result.overlay)
         if 'points' in wanted:
             start = time.perf_counter()
-            result.points = self._cloud(labels, conf, depth_m, K_t, cloud)
+            result.points = self._cloud(labels, index, conf, depth_m, K_t, cloud)
             result.timings_ms['cloud'] = (time.perf_counter() - start) * 1e3
             emit('points', result.points)
         return result
@@ -281,14 +283,15 @@ class Engine:
             return cv2.addWeighted(rgb_t.numpy(), 1.0 - alpha, colour.numpy(), alpha, 0.0)
         return blend_overlay(rgb_t, colour, alpha).cpu().numpy()
 
-    def _cloud(self, labels: torch.Tensor, conf: torch.Tensor, depth_m: torch.Tensor,
-               K_t: torch.Tensor, opts: CloudOptions) -> np.ndarray:
+    def _cloud(self, labels: torch.Tensor, index: torch.Tensor, conf: torch.Tensor,
+               depth_m: torch.Tensor, K_t: torch.Tensor, opts: CloudOptions) -> np.ndarray:
         s = opts.stride
         height, width = depth_m.shape
         ray_x, ray_y = self._rays.rays(K_t, height, width, s)
         z = depth_m[::s, ::s]
         cf = conf[::s, ::s]
-        buffer = cloud_columns(z, ray_x, ray_y, labels[::s, ::s], cf, self._palette_packed)
+        buffer = cloud_columns(z, ray_x, ray_y, labels[::s, ::s], index[::s, ::s], cf,
+                               self._palette_packed)
         keep = (z > 0) & (z <= opts.max_range)
         if opts.min_confidence > 0:
             keep &= cf >= opts.min_confidence

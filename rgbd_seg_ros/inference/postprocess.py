@@ -39,18 +39,6 @@ class ReducedLogits:
         return self._shifted.exp_().sum(dim=1)[0].reciprocal_()
 
 
-def reduce_logits(logits: torch.Tensor) -> ReducedLogits:
-    """See ReducedLogits."""
-    return ReducedLogits(logits)
-
-
-def labels_and_confidence(logits: torch.Tensor, with_confidence: bool = True
-                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``[1, C, H, W]`` logits -> (labels ``[H, W]`` int32, confidence ``[H, W]`` or None)."""
-    reduced = ReducedLogits(logits)
-    return reduced.labels, reduced.confidence() if with_confidence else None
-
-
 def blend_overlay(rgb: torch.Tensor, colour: torch.Tensor, alpha: float) -> torch.Tensor:
     """``(1 - alpha) * rgb + alpha * colour`` in uint8 with alpha quantised to 1/256, rounded.
 
@@ -92,20 +80,20 @@ class RayCache:
 
 
 def cloud_columns(z: torch.Tensor, ray_x: torch.Tensor, ray_y: torch.Tensor,
-                  labels: torch.Tensor, confidence: torch.Tensor,
+                  labels: torch.Tensor, palette_index: torch.Tensor, confidence: torch.Tensor,
                   palette_packed: torch.Tensor) -> torch.Tensor:
     """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label confidence.
 
-    ``rgb`` carries the palette colour's ``0x00RRGGBB`` bits and ``label`` the int32 label bits
-    (its low 16 bits are the uint16 field, the high half the padding, which is zero).
+    ``rgb`` carries the ``0x00RRGGBB`` bits of ``palette_packed[palette_index]`` (the labels as
+    int64 clamped to the palette, shared with the colour image) and ``label`` the int32 label
+    bits (its low 16 bits are the uint16 field, the high half the padding, which is zero).
     """
     height, width = z.shape
     buffer = torch.empty(height, width, 6, device=z.device, dtype=torch.float32)
     torch.mul(ray_x, z, out=buffer[..., 0])
     torch.mul(ray_y, z, out=buffer[..., 1])
     buffer[..., 2] = z
-    index = labels.to(torch.int64).clamp_(0, palette_packed.numel() - 1)
-    buffer[..., 3] = palette_packed.take(index).view(torch.float32)
+    buffer[..., 3] = palette_packed.take(palette_index).view(torch.float32)
     buffer[..., 4] = labels.to(torch.int32).view(torch.float32)
     buffer[..., 5] = confidence
     return buffer

@@ -151,7 +151,7 @@ class SegmentWorker:
         node.work_overhead.add((done - picked_up).nanoseconds / 1e9 - forward)
         # Where the labels overhead goes: stamp -> pick-up (transport, pairing, waiting for
         # the worker) and pick-up -> forward start (deserialise, decode, upload, preprocess).
-        node.pickup_age.add(picked_up.nanoseconds / 1e9 - triple.rgb.stamp_ns / 1e9)
+        node.pickup_age.add((picked_up - stamp).nanoseconds / 1e9)
         node.prepare_time.add((decoded - picked_up).nanoseconds / 1e9
                               + timings['preprocess'] / 1e3)
         node.rates['out'].tick(time.monotonic())

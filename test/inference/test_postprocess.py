@@ -9,17 +9,18 @@ import torch
 from rgbd_seg_ros.core.palette import overlay as reference_overlay
 from rgbd_seg_ros.inference.postprocess import (
     RayCache,
+    ReducedLogits,
     blend_overlay,
     cloud_columns,
     compact_rows,
-    labels_and_confidence,
 )
 
 
 @pytest.mark.parametrize('num_classes', [1, 2, 14, 255, 300])
 def test_labels_and_confidence_match_argmax_and_softmax(num_classes):
     logits = torch.randn(1, num_classes, 9, 13, generator=torch.Generator().manual_seed(0))
-    labels, conf = labels_and_confidence(logits)
+    reduced = ReducedLogits(logits)
+    labels, conf = reduced.labels, reduced.confidence()
     assert torch.equal(labels.long(), logits.argmax(1)[0])
     torch.testing.assert_close(conf, torch.softmax(logits, 1).amax(1)[0])
 
@@ -28,17 +29,17 @@ def test_ties_resolve_to_the_first_channel_like_argmax():
     logits = torch.zeros(1, 5, 2, 3)
     logits[0, 3, 0, 0] = 1.0
     logits[0, 1, 0, 0] = 1.0  # tie between 1 and 3: argmax says 1
-    labels, conf = labels_and_confidence(logits)
+    reduced = ReducedLogits(logits)
+    labels, conf = reduced.labels, reduced.confidence()
     assert labels[0, 0] == 1 and labels[1, 2] == 0
     assert torch.equal(labels.long(), logits.argmax(1)[0])
     assert conf[1, 2] == pytest.approx(0.2)
 
 
-def test_labels_only_skips_confidence_and_nan_logits_stay_in_range():
+def test_nan_logits_stay_in_range():
     logits = torch.randn(1, 4, 3, 3)
     logits[0, :, 1, 1] = float('nan')
-    labels, conf = labels_and_confidence(logits, with_confidence=False)
-    assert conf is None
+    labels = ReducedLogits(logits).labels
     assert int(labels.min()) >= 0 and int(labels.max()) <= 3
 
 
@@ -58,7 +59,7 @@ def test_cloud_columns_are_back_projection_and_palette_bits():
     labels = torch.randint(0, 3, (6, 8), dtype=torch.int32)
     conf = torch.rand(6, 8)
     packed = torch.tensor([0x102030, 0x405060, 0x708090], dtype=torch.int32)
-    buf = cloud_columns(z, ray_x, ray_y, labels, conf, packed)
+    buf = cloud_columns(z, ray_x, ray_y, labels, labels.long(), conf, packed)
     u = torch.arange(8.0).view(1, -1)
     v = torch.arange(6.0).view(-1, 1)
     torch.testing.assert_close(buf[..., 0], (u - 4.0) / 100.0 * z)
