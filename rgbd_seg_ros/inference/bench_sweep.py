@@ -12,7 +12,6 @@ that raises is a ``failed`` row, each with the reason; neither stops the sweep.
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import tempfile
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from rgbd_seg_ros.inference.runners import (
     available_modes,
     make_runner,
 )
+from rgbd_seg_ros.inference.threads import available_cores
 
 FLOPS_NOTE = (
     'gflops: FLOPs of one forward counted by torch.utils.flop_counter.FlopCounterMode '
@@ -100,7 +100,7 @@ def machine_info() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         'cpu': cpu,
-        'cpu_cores': len(os.sched_getaffinity(0)),
+        'cpu_cores': available_cores(),
         'torch_threads': torch.get_num_threads(),
         'gpu': torch.cuda.get_device_name(0) if cuda else None,
         'cuda': torch.version.cuda if cuda else None,

@@ -12,6 +12,7 @@ are refused.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +46,29 @@ class OnnxForward:
         return torch.from_numpy(session.run(['logits'], inputs)[0])
 
     def _build(self, height: int, width: int) -> tuple[object, list[str]]:
-        import onnxruntime as ort
-
-        from rgbd_seg_ros.backends.export import export_onnx
-
         path = Path(self._workdir.name) / f'model_{height}x{width}.onnx'
-        export_onnx(self._model, path, height, width, self._depth_channels)
-        options = ort.SessionOptions()
-        # Same thread budget as torch (the node's cpu_threads), for the same reason.
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-        entry = (session, [node.name for node in session.get_inputs()])
+        entry = export_session(self._model, path, height, width, self._depth_channels)
         self._sessions[(height, width)] = entry
         return entry
+
+
+def export_session(model: torch.nn.Module, path: Path, height: int, width: int,
+                   depth_channels: int, providers: Sequence[str] = ('CPUExecutionProvider',)
+                   ) -> tuple[object, list[str]]:
+    """Export ``model`` at ``height`` x ``width`` to ``path`` and open an ONNX Runtime session.
+
+    Returns the session and the input names it reads (the exporter drops unused inputs).
+    Sessions that run on the CPU get torch's thread budget (the node's cpu_threads), for the
+    same reason torch does.
+    """
+    import onnxruntime as ort
+
+    from rgbd_seg_ros.backends.export import export_onnx
+
+    export_onnx(model, path, height, width, depth_channels)
+    options = ort.SessionOptions()
+    if list(providers) == ['CPUExecutionProvider']:
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=list(providers))
+    return session, [node.name for node in session.get_inputs()]

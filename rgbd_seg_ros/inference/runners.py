@@ -175,22 +175,17 @@ def onnxruntime_runner(
 ) -> Runner:
     """Export ``model`` at the inputs' size into ``workdir`` and run it with ONNX Runtime."""
     import numpy as np
-    import onnxruntime as ort
 
-    from rgbd_seg_ros.backends.export import export_onnx
+    from rgbd_seg_ros.inference.onnx_forward import export_session
 
     device = rgb.device
     if precision != 'fp32':
         raise ModeUnavailableError('the onnxruntime mode runs the fp32 export only')
     providers = onnxruntime_providers(device)
     h, w = rgb.shape[-2:]
-    path = export_onnx(model, Path(workdir) / 'model.onnx', h, w, depth.shape[1])
-    options = ort.SessionOptions()
-    if device.type == 'cpu':
-        options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    session, names = export_session(model, Path(workdir) / 'model.onnx', h, w, depth.shape[1],
+                                    providers)
     feeds = {'rgb': rgb.contiguous(), 'depth': depth.contiguous()}  # NCHW, not channels_last
-    names = [node.name for node in session.get_inputs()]
     if device.type == 'cpu':
         inputs = {n: np.ascontiguousarray(feeds[n].numpy(), dtype=np.float32) for n in names}
         return _ready(lambda: session.run(['logits'], inputs)[0])

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rgbd_seg_ros.inference.threads import available_cores
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
 from rgbd_seg_ros.ros.process import NodeProcess
 
@@ -173,7 +174,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     last = diagnostics[-1] if diagnostics else {}
     return {
         'machine': f'{platform.processor() or platform.machine()}, '
-                   f'{_cpu_count()} CPU cores' + _gpu_note(args.device),
+                   f'{available_cores()} CPU cores' + _gpu_note(args.device),
         'size': args.size, 'rate_hz': args.rate, 'frames_in': len(schedule),
         'frames_out': len(arrivals.get('labels', [])),
         'output_rate_hz': len(arrivals.get('labels', [])) / elapsed,
@@ -198,12 +199,6 @@ def _warm_up(player, frames, executor, arrivals, node) -> None:
             if time.monotonic() > deadline or not node.alive():
                 raise RuntimeError('no output during warm-up:\n' + node.log()[-2000:])
             executor.spin_once(timeout_sec=0.05)
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 def _gpu_note(device: str) -> str:
