@@ -30,7 +30,7 @@ def read_version() -> str:
     with open(os.path.join(PACKAGE, '__init__.py'), encoding='utf-8') as stream:
         for line in stream:
             if line.startswith('__version__'):
-                return line.split('=')[1].strip().strip("'\"")
+                return line.split('=')[1].strip().strip('\'"')
     raise RuntimeError('no __version__ in package')
 
 

@@ -48,31 +48,57 @@ def _node(context, *_):
     for name in ('checkpoint', 'device'):
         if arg(name):
             overrides[name] = arg(name)
-    return [Node(
-        package=PACKAGE, executable='segmentation_node', name='segmentation_node',
-        namespace=arg('namespace'), output='screen', emulate_tty=True,
-        parameters=[arg('params_file'), overrides], remappings=remappings,
-    )]
+    return [
+        Node(
+            package=PACKAGE,
+            executable='segmentation_node',
+            name='segmentation_node',
+            namespace=arg('namespace'),
+            output='screen',
+            emulate_tty=True,
+            parameters=[arg('params_file'), overrides],
+            remappings=remappings,
+        )
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-    return LaunchDescription([
-        DeclareLaunchArgument('params_file',
-                              default_value=os.path.join(share, 'config', 'segment.yaml'),
-                              description='YAML with the node parameters'),
-        DeclareLaunchArgument('checkpoint', default_value='',
-                              description='checkpoint (empty: params file or default)'),
-        DeclareLaunchArgument('device', default_value='',
-                              description='auto, cpu, cuda or cuda:N (empty: params file)'),
-        DeclareLaunchArgument('namespace', default_value='', description='node namespace'),
-        DeclareLaunchArgument('camera', default_value='',
-                              description='camera preset: realsense, azure_kinect, zed, oakd'),
-        DeclareLaunchArgument('rgb_topic', default_value='', description='colour image topic'),
-        DeclareLaunchArgument('depth_topic', default_value='',
-                              description='depth image registered to the colour camera'),
-        DeclareLaunchArgument('info_topic', default_value='', description='colour camera_info'),
-        DeclareLaunchArgument('use_sim_time', default_value='false',
-                              description='use /clock (bag replay)'),
-        OpaqueFunction(function=_node),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                'params_file',
+                default_value=os.path.join(share, 'config', 'segment.yaml'),
+                description='YAML with the node parameters',
+            ),
+            DeclareLaunchArgument(
+                'checkpoint',
+                default_value='',
+                description='checkpoint (empty: params file or default)',
+            ),
+            DeclareLaunchArgument(
+                'device',
+                default_value='',
+                description='auto, cpu, cuda or cuda:N (empty: params file)',
+            ),
+            DeclareLaunchArgument('namespace', default_value='', description='node namespace'),
+            DeclareLaunchArgument(
+                'camera',
+                default_value='',
+                description='camera preset: realsense, azure_kinect, zed, oakd',
+            ),
+            DeclareLaunchArgument('rgb_topic', default_value='', description='colour image topic'),
+            DeclareLaunchArgument(
+                'depth_topic',
+                default_value='',
+                description='depth image registered to the colour camera',
+            ),
+            DeclareLaunchArgument(
+                'info_topic', default_value='', description='colour camera_info'
+            ),
+            DeclareLaunchArgument(
+                'use_sim_time', default_value='false', description='use /clock (bag replay)'
+            ),
+            OpaqueFunction(function=_node),
+        ]
+    )

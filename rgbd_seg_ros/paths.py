@@ -30,7 +30,8 @@ def share_dir() -> Path:
             return candidate
     raise FileNotFoundError(
         f'cannot find the {PACKAGE} share folder (looked in '
-        + ', '.join(str(c) for c in _candidates()) + ')'
+        + ', '.join(str(c) for c in _candidates())
+        + ')'
     )
 
 

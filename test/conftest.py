@@ -38,4 +38,3 @@ def session_dir() -> Path:
 def ros_env() -> dict[str, str]:
     """Environment for node subprocesses: ours, with the loopback ROS settings."""
     return dict(os.environ)
-

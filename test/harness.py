@@ -28,13 +28,18 @@ def launch_node(tmp_path: Path, ros_env: dict[str, str]) -> Iterator[Callable[..
     """Factory: ``launch_node('segmentation_node', params={...}, remap={...})``."""
     started: list[NodeProcess] = []
 
-    def launch(executable: str, params: dict[str, Any] | Path | None = None,
-               remap: dict[str, str] | None = None, name: str | None = None) -> NodeProcess:
+    def launch(
+        executable: str,
+        params: dict[str, Any] | Path | None = None,
+        remap: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> NodeProcess:
         remap = dict(remap or {})
         if name:
             remap['__node'] = name
-        node = NodeProcess.start(executable, tmp_path, ros_env, params, remap,
-                                 tag=f'_{len(started)}')
+        node = NodeProcess.start(
+            executable, tmp_path, ros_env, params, remap, tag=f'_{len(started)}'
+        )
         started.append(node)
         return node
 
@@ -64,8 +69,13 @@ class RosPeer:
         while time.monotonic() < deadline:
             self.executor.spin_once(timeout_sec=0.02)
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT,
-                 what: str = 'condition', node: NodeProcess | None = None) -> Any:
+    def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float = DEFAULT_TIMEOUT,
+        what: str = 'condition',
+        node: NodeProcess | None = None,
+    ) -> Any:
         """Spin until ``predicate()`` is truthy; fail with ``what`` (and the node log)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -73,23 +83,37 @@ class RosPeer:
             if value:
                 return value
             if node is not None and not node.alive():
-                pytest.fail(f'{node.name} exited ({node.proc.returncode}) while waiting for '
-                            f'{what}\n--- node log ---\n{node.log()[-4000:]}')
+                pytest.fail(
+                    f'{node.name} exited ({node.proc.returncode}) while waiting for '
+                    f'{what}\n--- node log ---\n{node.log()[-4000:]}'
+                )
             self.executor.spin_once(timeout_sec=0.05)
         log = f'\n--- node log ---\n{node.log()[-4000:]}' if node else ''
         pytest.fail(f'timed out after {timeout:.0f}s waiting for {what}{log}')
 
-    def wait_for_subscribers(self, publisher: Any, count: int = 1,
-                             timeout: float = DEFAULT_TIMEOUT, node: NodeProcess | None = None
-                             ) -> None:
-        self.wait_for(lambda: publisher.get_subscription_count() >= count, timeout,
-                      f'{count} subscriber(s) on {publisher.topic_name}', node)
+    def wait_for_subscribers(
+        self,
+        publisher: Any,
+        count: int = 1,
+        timeout: float = DEFAULT_TIMEOUT,
+        node: NodeProcess | None = None,
+    ) -> None:
+        self.wait_for(
+            lambda: publisher.get_subscription_count() >= count,
+            timeout,
+            f'{count} subscriber(s) on {publisher.topic_name}',
+            node,
+        )
 
-    def call(self, client: Any, request: Any, timeout: float = DEFAULT_TIMEOUT,
-             node: NodeProcess | None = None) -> Any:
+    def call(
+        self,
+        client: Any,
+        request: Any,
+        timeout: float = DEFAULT_TIMEOUT,
+        node: NodeProcess | None = None,
+    ) -> Any:
         """Call a service synchronously by spinning this participant."""
-        self.wait_for(client.service_is_ready, timeout,
-                      f'service {client.srv_name}', node)
+        self.wait_for(client.service_is_ready, timeout, f'service {client.srv_name}', node)
         future = client.call_async(request)
         self.wait_for(future.done, timeout, f'reply from {client.srv_name}', node)
         return future.result()

@@ -43,14 +43,14 @@ def gradient_rgb(width: int, height: int, seed: int = 0) -> np.ndarray:
     return image
 
 
-def planar_depth_mm(width: int, height: int, near_mm: int = 800, far_mm: int = 3000
-                    ) -> np.ndarray:
+def planar_depth_mm(width: int, height: int, near_mm: int = 800, far_mm: int = 3000) -> np.ndarray:
     rows = np.linspace(far_mm, near_mm, height, dtype=np.float32)[:, None]
     return np.repeat(rows, width, axis=1).astype(np.uint16)
 
 
-def frame_triple(stamp_ns: int, width: int = 64, height: int = 48, seed: int = 0
-                 ) -> tuple[Image, Image, CameraInfo]:
+def frame_triple(
+    stamp_ns: int, width: int = 64, height: int = 48, seed: int = 0
+) -> tuple[Image, Image, CameraInfo]:
     """A consistent colour/depth/camera_info triple sharing one stamp."""
     h = header(stamp_ns)
     rgb = image_msg(gradient_rgb(width, height, seed), 'rgb8', h)

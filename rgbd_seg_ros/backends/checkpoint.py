@@ -101,8 +101,10 @@ class InputSpec:
 
         for name in ('rgb_mean', 'rgb_std'):
             values = getattr(self, name)
-            if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(
-                _is_number(v) and math.isfinite(v) for v in values
+            if (
+                not isinstance(values, (list, tuple))
+                or len(values) != 3
+                or not all(_is_number(v) and math.isfinite(v) for v in values)
             ):
                 raise ValueError(f'input_spec.{name} must be 3 finite numbers, got {values!r}')
             setattr(self, name, tuple(float(v) for v in values))
@@ -157,8 +159,9 @@ class CheckpointMeta:
         if not self.palette and isinstance(self.class_names, (list, tuple)):
             from rgbd_seg_ros.core.palette import default_palette
 
-            self.palette = [tuple(int(c) for c in row)
-                            for row in default_palette(len(self.class_names))]
+            self.palette = [
+                tuple(int(c) for c in row) for row in default_palette(len(self.class_names))
+            ]
 
     @property
     def num_classes(self) -> int:
@@ -214,12 +217,15 @@ class CheckpointMeta:
         """Raise ``ValueError`` when a field is malformed."""
         if not isinstance(self.backend, str) or not self.backend:
             raise ValueError(f'backend must be a non-empty string, got {self.backend!r}')
-        if not isinstance(self.config, Mapping) or not all(isinstance(k, str)
-                                                           for k in self.config):
+        if not isinstance(self.config, Mapping) or not all(
+            isinstance(k, str) for k in self.config
+        ):
             raise ValueError('config must be a mapping with string keys')
         names = self.class_names
-        if not isinstance(names, (list, tuple)) or not names or not all(
-            isinstance(n, str) for n in names
+        if (
+            not isinstance(names, (list, tuple))
+            or not names
+            or not all(isinstance(n, str) for n in names)
         ):
             raise ValueError('class_names must be a non-empty list of strings')
         self.class_names = list(names)
@@ -231,8 +237,10 @@ class CheckpointMeta:
             )
         rows = []
         for row in pal:
-            if not isinstance(row, (list, tuple)) or len(row) != 3 or not all(
-                _is_int(c) and 0 <= c <= 255 for c in row
+            if (
+                not isinstance(row, (list, tuple))
+                or len(row) != 3
+                or not all(_is_int(c) and 0 <= c <= 255 for c in row)
             ):
                 raise ValueError(f'palette entries must be 3 integers in 0..255, got {row!r}')
             rows.append(tuple(int(c) for c in row))
@@ -338,8 +346,7 @@ def _cpu_state_dict(model_or_state_dict: Any) -> dict[str, torch.Tensor]:
         if not isinstance(name, str):
             raise TypeError(f'state dict key {name!r} is not a string')
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f'state dict entry {name!r} is a {type(value).__name__}, '
-                            'not a tensor')
+            raise TypeError(f'state dict entry {name!r} is a {type(value).__name__}, not a tensor')
         t = value.detach().to('cpu')
         ptr = t.untyped_storage().data_ptr()
         if not t.is_contiguous() or ptr in seen or t.numel() == 0:
@@ -383,8 +390,9 @@ def save_checkpoint(
         if _is_torch_container(path):
             with os.fdopen(fd, 'wb') as stream:
                 fd = -1
-                torch.save({'meta': json.loads(doc), 'state_dict': tensors, 'sha256': digest},
-                           stream)
+                torch.save(
+                    {'meta': json.loads(doc), 'state_dict': tensors, 'sha256': digest}, stream
+                )
                 stream.flush()
                 os.fsync(stream.fileno())
         else:
@@ -392,8 +400,9 @@ def save_checkpoint(
             fd = -1
             from safetensors.torch import save_file
 
-            save_file(tensors, str(tmp),
-                      metadata={'format': 'pt', META_KEY: doc, DIGEST_KEY: digest})
+            save_file(
+                tensors, str(tmp), metadata={'format': 'pt', META_KEY: doc, DIGEST_KEY: digest}
+            )
             sync_fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(sync_fd)
@@ -482,8 +491,18 @@ def _read_torch(path: Path) -> tuple[Any, str | None, dict]:
 
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, TypeError,
-            AttributeError, KeyError, IndexError, zipfile.BadZipFile) as err:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        zipfile.BadZipFile,
+    ) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f'{path}: corrupt, truncated or unsafe torch checkpoint ({first})'
@@ -530,8 +549,9 @@ def load_checkpoint(
         doc, digest, tensors = _read_torch(path)
     meta = _parse_meta(path, doc)
     if digest is not None:
-        stored_doc = doc if isinstance(doc, str) else json.dumps(
-            doc, sort_keys=True, ensure_ascii=False)
+        stored_doc = (
+            doc if isinstance(doc, str) else json.dumps(doc, sort_keys=True, ensure_ascii=False)
+        )
         if _digest(stored_doc, tensors) != digest:
             raise CheckpointError(
                 f'{path}: checksum mismatch: the weights or metadata were modified or corrupted'

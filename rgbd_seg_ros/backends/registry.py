@@ -19,7 +19,13 @@ from rgbd_seg_ros.errors import ConfigError
 
 # Modules (under rgbd_seg_ros.backends) whose import registers backends.
 BACKEND_MODULES: tuple[str, ...] = (
-    'adapnetpp', 'ssma', 'rfbnet', 'erfnet', 'nanet', 'depth_gating', 'ssma_ann',
+    'adapnetpp',
+    'ssma',
+    'rfbnet',
+    'erfnet',
+    'nanet',
+    'depth_gating',
+    'ssma_ann',
     'two_stream_add',
 )
 
@@ -38,9 +44,7 @@ _REGISTRY: dict[str, BackendEntry] = {}
 _LOADED = False
 
 
-def register_backend(
-    name: str, config_cls: type, summary: str = ''
-) -> Callable[[type], type]:
+def register_backend(name: str, config_cls: type, summary: str = '') -> Callable[[type], type]:
     """Class decorator: register ``cls`` under ``name`` with its config dataclass."""
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f'config of backend {name!r} must be a dataclass')
@@ -95,9 +99,7 @@ def make_config(name: str, **overrides: Any) -> Any:
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ConfigError(
-            f'backend {name!r} has no option(s) {unknown}; valid: {sorted(fields)}'
-        )
+        raise ConfigError(f'backend {name!r} has no option(s) {unknown}; valid: {sorted(fields)}')
     return config_cls(**overrides)
 
 
@@ -118,9 +120,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def build_backend(
-    name: str, num_classes: int, encoder: str | None = None, **config: Any
-) -> Any:
+def build_backend(name: str, num_classes: int, encoder: str | None = None, **config: Any) -> Any:
     """Instantiate backend ``name`` for ``num_classes`` classes.
 
     ``encoder`` and the keyword options override the config dataclass defaults.

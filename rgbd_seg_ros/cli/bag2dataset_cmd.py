@@ -17,13 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'from a label topic, from a checkpoint (pseudo-labels) or not at all (export for '
         'annotation, then `rgbd-seg import-labels`). Rerunning resumes.',
     )
-    p.add_argument('inputs', nargs='*', metavar='RECORDING',
-                   help='recording files, rosbag2 folders, or folders holding many')  # fmt: skip
+    p.add_argument(
+        'inputs',
+        nargs='*',
+        metavar='RECORDING',
+        help='recording files, rosbag2 folders, or folders holding many',
+    )
     p.add_argument('-o', '--out', help='output dataset folder')
     p.add_argument(
-        '--list', action='store_true',
+        '--list',
+        action='store_true',
         help='print topics (type, count, rate) and the automatic topic choice',
-    )  # fmt: skip
+    )
     g = p.add_argument_group('topics (picked automatically when unambiguous)')
     g.add_argument('--rgb-topic', dest='colour_topic')
     g.add_argument('--depth-topic')
@@ -35,38 +40,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument('--slop', type=float, default=0.02, help='max colour-depth(-label) |dt|, s')
     g.add_argument('--info-slop', type=float, default=1.0, help='max colour-camera_info |dt|, s')
     g.add_argument('--min-gap', type=float, default=0.0, help='min time between frames, s')
-    g.add_argument('--dedup-threshold', type=float, default=0.0,
-                   help='skip frames whose grey thumbnail differs from the last kept one by '
-                   'less than this mean absolute value (0..255; 0 = off)')  # fmt: skip
+    g.add_argument(
+        '--dedup-threshold',
+        type=float,
+        default=0.0,
+        help='skip frames whose grey thumbnail differs from the last kept one by '
+        'less than this mean absolute value (0..255; 0 = off)',
+    )
     g.add_argument('--max-frames', type=int, help='at most this many frames per recording')
     g.add_argument('--split', default='0.8,0.1,0.1', help='train,val,test ratios')
-    g.add_argument('--split-block', type=float, default=10.0,
-                   help='length of the contiguous time blocks given to one split, s')  # fmt: skip
-    g.add_argument('--split-guard', type=float, default=0.5,
-                   help='drop frames this close to a boundary between splits, s')  # fmt: skip
+    g.add_argument(
+        '--split-block',
+        type=float,
+        default=10.0,
+        help='length of the contiguous time blocks given to one split, s',
+    )
+    g.add_argument(
+        '--split-guard',
+        type=float,
+        default=0.5,
+        help='drop frames this close to a boundary between splits, s',
+    )
     g = p.add_argument_group('labels')
     g.add_argument('--classes', help='class list file (YAML/JSON; a dataset.yaml works)')
     g.add_argument('--label-map', help='recorded id -> dataset id (YAML/JSON mapping or CSV)')
     g.add_argument('--ignore-index', type=int, help='ignore label (default 255)')
     g.add_argument('--checkpoint', help='pseudo-label with this checkpoint')
-    g.add_argument('--confidence-threshold', type=float, default=0.5,
-                   help='pseudo-label pixels below this confidence become ignore')  # fmt: skip
+    g.add_argument(
+        '--confidence-threshold',
+        type=float,
+        default=0.5,
+        help='pseudo-label pixels below this confidence become ignore',
+    )
     g.add_argument('--device', default='cpu', help='device for --checkpoint (cpu, cuda, auto)')
     g = p.add_argument_group('execution')
     g.add_argument('-j', '--jobs', type=int, default=1, help='worker processes')
     g.add_argument('--chunk-frames', type=int, default=300, help='frames per work unit')
-    g.add_argument('--no-resume', dest='resume', action='store_false',
-                   help='refuse to continue an existing dataset')  # fmt: skip
     g.add_argument(
-        '--no-fsync', dest='fsync', action='store_false',
+        '--no-resume',
+        dest='resume',
+        action='store_false',
+        help='refuse to continue an existing dataset',
+    )
+    g.add_argument(
+        '--no-fsync',
+        dest='fsync',
+        action='store_false',
         help='skip fsync per file (faster; a power cut may lose recent frames)',
-    )  # fmt: skip
+    )
     g.add_argument('--no-progress', dest='progress', action='store_false')
     g.add_argument('--json', action='store_true', help='print the report as JSON')
     g.add_argument(
-        '--bench', action='store_true',
+        '--bench',
+        action='store_true',
         help='benchmark: write synthetic 640x480 mcap recordings and convert them',
-    )  # fmt: skip
+    )
     g.add_argument('--bench-frames', type=int, default=300, help='frames per bench recording')
     g.add_argument('--bench-recordings', type=int, default=2)
     p.set_defaults(func=run)
@@ -78,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
     if args.bench:
         from rgbd_seg_ros.data.bench import run_bench
 
-        return run_bench(frames=args.bench_frames, recordings=args.bench_recordings,
-                         jobs=max(args.jobs, 1), fsync=args.fsync)  # fmt: skip
+        return run_bench(
+            frames=args.bench_frames,
+            recordings=args.bench_recordings,
+            jobs=max(args.jobs, 1),
+            fsync=args.fsync,
+        )
     if not args.inputs:
         raise ConfigError('give at least one recording (or --bench)')
     if args.list:
@@ -105,17 +137,30 @@ def _options(args: argparse.Namespace):
     if args.ignore_index is not None:
         ignore = args.ignore_index
     return ConvertOptions(
-        colour_topic=args.colour_topic, depth_topic=args.depth_topic,
-        info_topic=args.info_topic, label_topic=args.label_topic, slop_s=args.slop,
-        info_slop_s=args.info_slop, min_gap_s=args.min_gap,
-        duplicate_threshold=args.dedup_threshold, max_frames=args.max_frames,
-        ratios=parse_ratios(args.split), block_s=args.split_block, guard_s=args.split_guard,
+        colour_topic=args.colour_topic,
+        depth_topic=args.depth_topic,
+        info_topic=args.info_topic,
+        label_topic=args.label_topic,
+        slop_s=args.slop,
+        info_slop_s=args.info_slop,
+        min_gap_s=args.min_gap,
+        duplicate_threshold=args.dedup_threshold,
+        max_frames=args.max_frames,
+        ratios=parse_ratios(args.split),
+        block_s=args.split_block,
+        guard_s=args.split_guard,
         label_map=load_label_map(args.label_map) if args.label_map else None,
-        classes=classes, ignore_index=255 if ignore is None else ignore,
-        checkpoint=args.checkpoint, confidence_threshold=args.confidence_threshold,
-        device=args.device, jobs=args.jobs, chunk_frames=args.chunk_frames,
-        resume=args.resume, fsync=args.fsync, progress=args.progress,
-    )  # fmt: skip
+        classes=classes,
+        ignore_index=255 if ignore is None else ignore,
+        checkpoint=args.checkpoint,
+        confidence_threshold=args.confidence_threshold,
+        device=args.device,
+        jobs=args.jobs,
+        chunk_frames=args.chunk_frames,
+        resume=args.resume,
+        fsync=args.fsync,
+        progress=args.progress,
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -123,8 +168,12 @@ def _list(args: argparse.Namespace) -> int:
     from rgbd_seg_ros.data.recordings import Recording, find_recordings, format_topics
     from rgbd_seg_ros.errors import RgbdSegError
 
-    options = ConvertOptions(colour_topic=args.colour_topic, depth_topic=args.depth_topic,
-                             info_topic=args.info_topic, label_topic=args.label_topic)  # fmt: skip
+    options = ConvertOptions(
+        colour_topic=args.colour_topic,
+        depth_topic=args.depth_topic,
+        info_topic=args.info_topic,
+        label_topic=args.label_topic,
+    )
     status = 0
     for item in args.inputs:
         for path in find_recordings(item):

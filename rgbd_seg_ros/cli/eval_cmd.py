@@ -17,14 +17,19 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` subcommand."""
     parser = subparsers.add_parser(
-        'eval', help='evaluate a checkpoint on a dataset split (mIoU table)',
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        'eval',
+        help='evaluate a checkpoint on a dataset split (mIoU table)',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument('checkpoint', help='project checkpoint (.safetensors or .pt)')
     parser.add_argument('--data', required=True, help='dataset folder in the project layout')
     parser.add_argument('--split', default='val')
-    parser.add_argument('--scales', default='0.5,0.75,1.0,1.25,1.5,1.75',
-                        help='comma-separated scales of the multi-scale evaluation')
+    parser.add_argument(
+        '--scales',
+        default='0.5,0.75,1.0,1.25,1.5,1.75',
+        help='comma-separated scales of the multi-scale evaluation',
+    )
     parser.add_argument('--no-flip', action='store_true', help='multi-scale without flipping')
     parser.add_argument('--single-scale-only', action='store_true')
     parser.add_argument('--device', default='auto')
@@ -47,12 +52,19 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, meta = build_from_checkpoint(args.checkpoint, device=device)
     spec = meta.input_spec
-    dataset = SegDataset(args.data, args.split, depth_encoding=spec.depth_encoding,
-                         depth_params=spec.depth_params, rgb_mean=spec.rgb_mean,
-                         rgb_std=spec.rgb_std, max_frames=args.max_frames)
+    dataset = SegDataset(
+        args.data,
+        args.split,
+        depth_encoding=spec.depth_encoding,
+        depth_params=spec.depth_params,
+        rgb_mean=spec.rgb_mean,
+        rgb_std=spec.rgb_std,
+        max_frames=args.max_frames,
+    )
     if dataset.num_classes > meta.num_classes:
-        raise ConfigError(f'dataset has {dataset.num_classes} class ids, the checkpoint '
-                          f'{meta.num_classes}')
+        raise ConfigError(
+            f'dataset has {dataset.num_classes} class ids, the checkpoint {meta.num_classes}'
+        )
     res = spec.resolution
     fixed = (int(res['height']), int(res['width'])) if res.get('policy') == 'fixed' else None
     try:
@@ -60,16 +72,25 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f'--scales {args.scales!r}: expected numbers') from None
     ctx = DistContext(device=device)
-    common = {'batch_size': args.batch_size, 'num_workers': args.num_workers,
-              'fixed_hw': fixed, 'precision': args.precision, 'progress': True}
-    print(f'{args.checkpoint}: backend {meta.backend} ({meta.config.get("encoder", "?")}), '
-          f'{meta.num_classes} classes, depth {spec.depth_encoding}; {len(dataset)} frames of '
-          f'{args.data} [{args.split}] on {device}', file=sys.stderr)
+    common = {
+        'batch_size': args.batch_size,
+        'num_workers': args.num_workers,
+        'fixed_hw': fixed,
+        'precision': args.precision,
+        'progress': True,
+    }
+    print(
+        f'{args.checkpoint}: backend {meta.backend} ({meta.config.get("encoder", "?")}), '
+        f'{meta.num_classes} classes, depth {spec.depth_encoding}; {len(dataset)} frames of '
+        f'{args.data} [{args.split}] on {device}',
+        file=sys.stderr,
+    )
     results = {'single-scale': evaluate(model, dataset, ctx, **common)}
     if not args.single_scale_only:
         label = 'MS+flip' if not args.no_flip else 'MS'
-        results[label] = evaluate(model, dataset, ctx, scales=scales, flip=not args.no_flip,
-                                  **common)
+        results[label] = evaluate(
+            model, dataset, ctx, scales=scales, flip=not args.no_flip, **common
+        )
     print(format_table(results, meta.class_names))
     if args.json:
         doc = {mode: {**m.as_dict(), 'class_acc': m.class_acc} for mode, m in results.items()}

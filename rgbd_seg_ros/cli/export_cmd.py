@@ -19,18 +19,22 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand."""
     parser = subparsers.add_parser(
-        'export', help='export a checkpoint to ONNX (+ metadata JSON)',
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        'export',
+        help='export a checkpoint to ONNX (+ metadata JSON)',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument('checkpoint')
-    parser.add_argument('--output', '-o', default=None,
-                        help='ONNX path (default: the checkpoint path with .onnx)')
+    parser.add_argument(
+        '--output', '-o', default=None, help='ONNX path (default: the checkpoint path with .onnx)'
+    )
     parser.add_argument('--height', type=int, default=None)
     parser.add_argument('--width', type=int, default=None)
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--dynamo', action='store_true', help="use torch.export's exporter")
-    parser.add_argument('--no-check', action='store_true',
-                        help='skip the ONNX Runtime vs PyTorch comparison')
+    parser.add_argument(
+        '--no-check', action='store_true', help='skip the ONNX Runtime vs PyTorch comparison'
+    )
     parser.set_defaults(func=run)
 
 
@@ -49,12 +53,24 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError('the checkpoint has no fixed resolution: give --height and --width')
     out = Path(args.output) if args.output else Path(args.checkpoint).with_suffix('.onnx')
     doc = meta.to_dict()
-    export_onnx(model, out, int(height), int(width), meta.depth_channels, args.opset,
-                dynamo=args.dynamo, metadata={'backend': meta.backend,
-                                              'class_names': json.dumps(meta.class_names)})
-    doc['onnx'] = {'file': out.name, 'height': int(height), 'width': int(width),
-                   'opset': args.opset, 'inputs': onnx_input_names(out),
-                   'outputs': ['logits']}
+    export_onnx(
+        model,
+        out,
+        int(height),
+        int(width),
+        meta.depth_channels,
+        args.opset,
+        dynamo=args.dynamo,
+        metadata={'backend': meta.backend, 'class_names': json.dumps(meta.class_names)},
+    )
+    doc['onnx'] = {
+        'file': out.name,
+        'height': int(height),
+        'width': int(width),
+        'opset': args.opset,
+        'inputs': onnx_input_names(out),
+        'outputs': ['logits'],
+    }
     meta_path = out.with_suffix('.json')
     tmp = meta_path.with_name(meta_path.name + '.tmp')
     tmp.write_text(json.dumps(doc, indent=2) + '\n', encoding='utf-8')

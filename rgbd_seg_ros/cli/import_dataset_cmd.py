@@ -34,10 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from rgbd_seg_ros.data.nyudv2 import import_nyudv2
 
     report = import_nyudv2(
-        args.path, args.out, splits=args.splits, mapping=args.mapping,
-        raw_labels=args.raw_labels, resume=args.resume, limit=args.limit,
+        args.path,
+        args.out,
+        splits=args.splits,
+        mapping=args.mapping,
+        raw_labels=args.raw_labels,
+        resume=args.resume,
+        limit=args.limit,
         progress=args.progress,
-    )  # fmt: skip
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

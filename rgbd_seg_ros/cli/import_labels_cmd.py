@@ -19,8 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('folder', help='folder with the annotated PNGs')
     p.add_argument('--suffix', default='', help='file-name suffix after the frame id, e.g. _label')
     p.add_argument('--mode', choices=('auto', 'ids', 'palette'), default='auto')
-    p.add_argument('--unknown', choices=('error', 'ignore'), default='error',
-                   help='unknown ids/colours: reject the file, or set them to ignore')  # fmt: skip
+    p.add_argument(
+        '--unknown',
+        choices=('error', 'ignore'),
+        default='error',
+        help='unknown ids/colours: reject the file, or set them to ignore',
+    )
     p.add_argument('--overwrite', action='store_true', help='replace existing labels')
     p.add_argument('--classes', help='class list file to set in dataset.yaml first')
     p.add_argument('--json', action='store_true', help='print the report as JSON')
@@ -35,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
     if args.classes:
         classes, ignore = load_classes(args.classes)
     report = import_labels(
-        args.dataset, args.folder, suffix=args.suffix, mode=args.mode, unknown=args.unknown,
-        overwrite=args.overwrite, classes=classes, ignore_index=ignore,
-    )  # fmt: skip
+        args.dataset,
+        args.folder,
+        suffix=args.suffix,
+        mode=args.mode,
+        unknown=args.unknown,
+        overwrite=args.overwrite,
+        classes=classes,
+        ignore_index=ignore,
+    )
     print(json.dumps(report, indent=2) if args.json else format_import_report(report))
     return 0 if not report['rejected'] else 1

@@ -34,17 +34,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--seed', type=int, default=0, help='master seed (default 0)')
     p.add_argument('--frames', type=int, default=300, help='total frames (default 300)')
     p.add_argument('--scenes', type=int, default=1, help='number of rooms (default 1)')
-    p.add_argument('--size', type=_size, default=(640, 480), metavar='WxH',
-                   help='image size (default 640x480)')
-    p.add_argument('--format', choices=FORMATS, default='dataset',
-                   help='dataset layout, rosbag2 mcap recordings, or both (default dataset)')
+    p.add_argument(
+        '--size',
+        type=_size,
+        default=(640, 480),
+        metavar='WxH',
+        help='image size (default 640x480)',
+    )
+    p.add_argument(
+        '--format',
+        choices=FORMATS,
+        default='dataset',
+        help='dataset layout, rosbag2 mcap recordings, or both (default dataset)',
+    )
     p.add_argument('--fps', type=float, default=15.0, help='frame rate (default 15)')
-    p.add_argument('--threads', type=int, default=0,
-                   help='ray-casting threads (default 0 = all cores)')
-    p.add_argument('--no-resume', dest='resume', action='store_false',
-                   help='refuse to continue an existing dataset in OUT')
-    p.add_argument('--preview', metavar='PNG',
-                   help='also write a contact sheet (colour | depth | labels) of a few frames')
+    p.add_argument(
+        '--threads', type=int, default=0, help='ray-casting threads (default 0 = all cores)'
+    )
+    p.add_argument(
+        '--no-resume',
+        dest='resume',
+        action='store_false',
+        help='refuse to continue an existing dataset in OUT',
+    )
+    p.add_argument(
+        '--preview',
+        metavar='PNG',
+        help='also write a contact sheet (colour | depth | labels) of a few frames',
+    )
     p.add_argument('-q', '--quiet', action='store_true', help='no progress lines')
     p.set_defaults(func=run)
 
@@ -71,13 +88,25 @@ def run(args: argparse.Namespace) -> int:
             print(f'  {done}/{total} frames, {summary.fps:.2f} frames/s', file=sys.stderr)
 
     summary = synthesize(
-        args.seed, args.frames, scenes=args.scenes, width=width, height=height, fps=args.fps,
-        dataset_root=dataset_root, recordings_dir=recordings, storage='mcap',
-        resume=args.resume, nthreads=args.threads, progress=progress, preview=args.preview,
-    )  # fmt: skip
-    print(f'rendered {summary.frames_rendered} frames at {width}x{height} in '
-          f'{summary.seconds:.1f} s ({summary.fps:.2f} frames/s)'
-          + (f', {summary.frames_skipped} already there' if summary.frames_skipped else ''))
+        args.seed,
+        args.frames,
+        scenes=args.scenes,
+        width=width,
+        height=height,
+        fps=args.fps,
+        dataset_root=dataset_root,
+        recordings_dir=recordings,
+        storage='mcap',
+        resume=args.resume,
+        nthreads=args.threads,
+        progress=progress,
+        preview=args.preview,
+    )
+    print(
+        f'rendered {summary.frames_rendered} frames at {width}x{height} in '
+        f'{summary.seconds:.1f} s ({summary.fps:.2f} frames/s)'
+        + (f', {summary.frames_skipped} already there' if summary.frames_skipped else '')
+    )
     splits = ', '.join(f'{k} {v}' for k, v in sorted(summary.splits.items()))
     if dataset_root is not None:
         print(f'dataset: {dataset_root} ({splits})')

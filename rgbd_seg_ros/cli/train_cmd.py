@@ -22,19 +22,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from rgbd_seg_ros.training.run import add_train_arguments
 
     parser = subparsers.add_parser(
-        'train', help='train or fine-tune a backend on a dataset (recipes in config/train)',
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        'train',
+        help='train or fine-tune a backend on a dataset (recipes in config/train)',
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_train_arguments(parser)
-    parser.add_argument('--nproc', type=int, default=1,
-                        help='processes (GPUs) on this machine; >1 runs torchrun with DDP')
+    parser.add_argument(
+        '--nproc',
+        type=int,
+        default=1,
+        help='processes (GPUs) on this machine; >1 runs torchrun with DDP',
+    )
     bench = parser.add_argument_group('throughput benchmark (--bench)')
-    bench.add_argument('--bench', action='store_true',
-                       help='measure training images/s per backend on random data and exit')
-    bench.add_argument('--backends', default=None,
-                       help='comma-separated backends to benchmark (default: all)')
-    bench.add_argument('--backend-option', action='append', default=[], metavar='KEY=VALUE',
-                       help='backend option for the benchmark, e.g. encoder=resnet18')
+    bench.add_argument(
+        '--bench',
+        action='store_true',
+        help='measure training images/s per backend on random data and exit',
+    )
+    bench.add_argument(
+        '--backends', default=None, help='comma-separated backends to benchmark (default: all)'
+    )
+    bench.add_argument(
+        '--backend-option',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='backend option for the benchmark, e.g. encoder=resnet18',
+    )
     bench.add_argument('--batch-size', type=int, default=2)
     bench.add_argument('--height', type=int, default=480)
     bench.add_argument('--width', type=int, default=640)
@@ -47,8 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def torchrun_command(args: argparse.Namespace, nproc: int) -> list[str]:
     """The torchrun command line equivalent to ``args`` on ``nproc`` local processes."""
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-           f'--nproc_per_node={nproc}', '-m', 'rgbd_seg_ros.training.run']
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        f'--nproc_per_node={nproc}',
+        '-m',
+        'rgbd_seg_ros.training.run',
+    ]
     if args.recipe:
         cmd += ['--recipe', str(args.recipe)]
     for item in args.overrides:
@@ -104,16 +126,27 @@ def run_bench(args: argparse.Namespace) -> int:
     names = args.backends.split(',') if args.backends else list_backends()
     device = pick_device(args.device)
     options = _parse_options(args.backend_option)
-    print(f'training throughput, random data, {args.height}x{args.width}, batch '
-          f'{args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up; '
-          f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads', file=sys.stderr)
+    print(
+        f'training throughput, random data, {args.height}x{args.width}, batch '
+        f'{args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up; '
+        f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads',
+        file=sys.stderr,
+    )
     results = []
     for name in names:
-        results.append(bench_training(
-            name, options=options, batch_size=args.batch_size, height=args.height,
-            width=args.width, steps=args.steps, warmup=args.warmup, device=str(device),
-            precision=args.precision,
-        ))
+        results.append(
+            bench_training(
+                name,
+                options=options,
+                batch_size=args.batch_size,
+                height=args.height,
+                width=args.width,
+                steps=args.steps,
+                warmup=args.warmup,
+                device=str(device),
+                precision=args.precision,
+            )
+        )
         print(format_results(results[-1:]).splitlines()[-1], file=sys.stderr)
     print(format_results(results))
     return 0

@@ -20,12 +20,14 @@ CLOUD_FIELDS: tuple[tuple[str, int, str, int], ...] = (
 )
 POINT_STEP = 24
 
-CLOUD_DTYPE = np.dtype({
-    'names': [f[0] for f in CLOUD_FIELDS],
-    'formats': [f[2] for f in CLOUD_FIELDS],
-    'offsets': [f[1] for f in CLOUD_FIELDS],
-    'itemsize': POINT_STEP,
-})
+CLOUD_DTYPE = np.dtype(
+    {
+        'names': [f[0] for f in CLOUD_FIELDS],
+        'formats': [f[2] for f in CLOUD_FIELDS],
+        'offsets': [f[1] for f in CLOUD_FIELDS],
+        'itemsize': POINT_STEP,
+    }
+)
 
 
 def pack_cloud(

@@ -85,8 +85,7 @@ def resolve_depth_params(encoding: str, params: Mapping[str, Any] | None) -> dic
     unknown = sorted(set(params) - set(merged))
     if unknown:
         raise ConfigError(
-            f'depth encoding {encoding!r} has no parameter(s) {unknown}; '
-            f'valid: {sorted(merged)}'
+            f'depth encoding {encoding!r} has no parameter(s) {unknown}; valid: {sorted(merged)}'
         )
     merged.update(params)
 
@@ -109,8 +108,7 @@ def resolve_depth_params(encoding: str, params: Mapping[str, Any] | None) -> dic
         if not isinstance(merged['per_image'], bool):
             raise ConfigError(f'per_image must be true or false, got {merged["per_image"]!r}')
     elif encoding == 'hha':
-        for key in ('disparity_scale', 'min_depth_m', 'fallback_camera_height_m',
-                    'max_height_cm'):
+        for key in ('disparity_scale', 'min_depth_m', 'fallback_camera_height_m', 'max_height_cm'):
             positive(key)
         drop = merged['min_floor_drop_m']
         if isinstance(drop, bool) or not isinstance(drop, (int, float)) or drop < 0:
@@ -129,8 +127,11 @@ def resolve_depth_params(encoding: str, params: Mapping[str, Any] | None) -> dic
         gravity = merged['gravity']
         if gravity is not None and not _is_torch_tensor(gravity):
             g = np.asarray(gravity, dtype=np.float64)
-            if g.shape[-1:] != (3,) or g.ndim > 2 or not np.all(np.isfinite(g)) or np.any(
-                np.linalg.norm(g.reshape(-1, 3), axis=1) == 0
+            if (
+                g.shape[-1:] != (3,)
+                or g.ndim > 2
+                or not np.all(np.isfinite(g))
+                or np.any(np.linalg.norm(g.reshape(-1, 3), axis=1) == 0)
             ):
                 raise ConfigError(
                     f'gravity must be a non-zero 3-vector (or N x 3), got {gravity!r}'
@@ -225,8 +226,12 @@ def encode_jet(
     return np.ascontiguousarray(colour.transpose(2, 0, 1))
 
 
-def jet_uint8(depth_m: np.ndarray, min_depth_m: float = 0.0, max_depth_m: float = 10.0,
-              per_image: bool = False) -> np.ndarray:
+def jet_uint8(
+    depth_m: np.ndarray,
+    min_depth_m: float = 0.0,
+    max_depth_m: float = 10.0,
+    per_image: bool = False,
+) -> np.ndarray:
     """Jet-colourised depth as an H x W x 3 uint8 RGB image (for viewing and saving)."""
     colour = encode_jet(depth_m, min_depth_m, max_depth_m, per_image)
     return np.rint(colour.transpose(1, 2, 0) * 255.0).astype(np.uint8)
@@ -258,9 +263,7 @@ def encode_depth_numpy(
     return np.zeros((0, *d.shape), dtype=np.float32)
 
 
-def encode_depth(
-    depth_m: np.ndarray, K: np.ndarray | None, spec: Any
-) -> np.ndarray:
+def encode_depth(depth_m: np.ndarray, K: np.ndarray | None, spec: Any) -> np.ndarray:
     """``encode_depth_numpy`` driven by an InputSpec-like object (``depth_encoding``,
     ``depth_params`` attributes or keys)."""
     if isinstance(spec, Mapping):

@@ -88,7 +88,7 @@ def _box_sum_numpy(image: np.ndarray, radius: int) -> np.ndarray:
     k = 2 * radius + 1
     h, w = image.shape
     padded = np.zeros((h + 2 * radius + 1, w + 2 * radius + 1), dtype=image.dtype)
-    padded[radius + 1: radius + 1 + h, radius + 1: radius + 1 + w] = image
+    padded[radius + 1 : radius + 1 + h, radius + 1 : radius + 1 + w] = image
     integral = padded.cumsum(axis=0).cumsum(axis=1)
     return integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k]
 
@@ -97,8 +97,7 @@ def box_sum(image: np.ndarray, radius: int) -> np.ndarray:
     """Sum over the ``(2r+1)^2`` window around each pixel, zeros outside the image."""
     if _cv2 is not None:
         k = 2 * radius + 1
-        return _cv2.boxFilter(image, -1, (k, k), normalize=False,
-                              borderType=_cv2.BORDER_CONSTANT)
+        return _cv2.boxFilter(image, -1, (k, k), normalize=False, borderType=_cv2.BORDER_CONSTANT)
     return _box_sum_numpy(image, radius)
 
 
@@ -213,8 +212,12 @@ def smallest_eigvec_sym3(A: np.ndarray, start: np.ndarray | None = None) -> np.n
     return v / (np.linalg.norm(v) + 1e-300)
 
 
-def estimate_up(normals: np.ndarray, normal_ok: np.ndarray, stride: int = 4,
-                initial: tuple[float, float, float] = INITIAL_UP) -> np.ndarray:
+def estimate_up(
+    normals: np.ndarray,
+    normal_ok: np.ndarray,
+    stride: int = 4,
+    initial: tuple[float, float, float] = INITIAL_UP,
+) -> np.ndarray:
     """Gupta et al.'s iterative "up" (minus gravity) estimate from surface normals."""
     sub = normals[:, ::stride, ::stride].reshape(3, -1)
     keep = normal_ok[::stride, ::stride].reshape(-1)
@@ -253,14 +256,19 @@ def floor_level(height: np.ndarray, valid: np.ndarray, params: Mapping[str, Any]
     return level
 
 
-def _prepare(depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | None
-             ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _prepare(
+    depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     from rgbd_seg_ros.core.depth import depth_to_metres, resolve_depth_params
 
     p = resolve_depth_params('hha', params)
     K = np.asarray(K, dtype=np.float64)
-    if K.size != 9 or not np.all(np.isfinite(K)) or K.reshape(3, 3)[0, 0] <= 0 \
-            or K.reshape(3, 3)[1, 1] <= 0:
+    if (
+        K.size != 9
+        or not np.all(np.isfinite(K))
+        or K.reshape(3, 3)[0, 0] <= 0
+        or K.reshape(3, 3)[1, 1] <= 0
+    ):
         raise FrameError(f'invalid camera intrinsics K: {K.tolist()}')
     depth = np.asarray(depth_m)
     if depth.dtype != np.float32 or not bool(np.all(np.isfinite(depth))) or depth.min() < 0:
@@ -280,11 +288,13 @@ def _core(depth: np.ndarray, K: np.ndarray, p: Mapping[str, Any]):
         # normals of the subsampled cloud: same window in samples, `stride` times the support
         stride = int(p['gravity_stride'])
         sub = (slice(None, None, stride), slice(None, None, stride))
-        normals_g, ok_g = surface_normals(np.ascontiguousarray(x[sub]),
-                                          np.ascontiguousarray(y[sub]),
-                                          np.ascontiguousarray(z[sub]),
-                                          np.ascontiguousarray(valid[sub]),
-                                          int(p['normal_radius_px']))
+        normals_g, ok_g = surface_normals(
+            np.ascontiguousarray(x[sub]),
+            np.ascontiguousarray(y[sub]),
+            np.ascontiguousarray(z[sub]),
+            np.ascontiguousarray(valid[sub]),
+            int(p['normal_radius_px']),
+        )
         up = estimate_up(normals_g, ok_g, 1)
     # height along up = depth * (ray . up); ray . up separates into a row and a column term
     h, w = depth.shape
@@ -316,8 +326,9 @@ def _disparity(depth: np.ndarray, valid: np.ndarray, p: Mapping[str, Any]) -> np
     return disparity
 
 
-def hha_geometry(depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | None = None
-                 ) -> HHAGeometry:
+def hha_geometry(
+    depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | None = None
+) -> HHAGeometry:
     """Normals, gravity, disparity, height and angle of a depth image (metres, 0/NaN/inf
     invalid). ``params`` as in ``DEPTH_PARAM_DEFAULTS['hha']``."""
     depth, K, p = _prepare(depth_m, K, params)
@@ -326,12 +337,21 @@ def hha_geometry(depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] |
     height *= valid
     angle = _angle_deg(normals, up)
     angle *= ok
-    return HHAGeometry(valid, normals.transpose(1, 2, 0), ok, up, level,
-                       _disparity(depth, valid, p), height, angle)
+    return HHAGeometry(
+        valid,
+        normals.transpose(1, 2, 0),
+        ok,
+        up,
+        level,
+        _disparity(depth, valid, p),
+        height,
+        angle,
+    )
 
 
-def hha_encode(depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | None = None
-               ) -> np.ndarray:
+def hha_encode(
+    depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """HHA as float32 3 x H x W in [0, 1] (see the module docstring for the scaling)."""
     depth, K, p = _prepare(depth_m, K, params)
     valid, normals, ok, up, level, height_rel = _core(depth, K, p)
@@ -352,9 +372,13 @@ def hha_encode(depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | N
     return out
 
 
-def synthetic_room(height: int = 480, width: int = 640, camera_height_m: float = 1.2,
-                   pitch_deg: float = 20.0, roll_deg: float = 3.0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_room(
+    height: int = 480,
+    width: int = 640,
+    camera_height_m: float = 1.2,
+    pitch_deg: float = 20.0,
+    roll_deg: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A floor and a wall 4 m ahead seen by a pitched, rolled camera: (depth_m, K, up)."""
     f = 0.9 * width
     K = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
@@ -362,8 +386,10 @@ def synthetic_room(height: int = 480, width: int = 640, camera_height_m: float =
     fwd = np.array([math.cos(th), 0.0, -math.sin(th)])
     right = np.array([0.0, -1.0, 0.0])
     down = np.cross(fwd, right)
-    right, down = (math.cos(ph) * right + math.sin(ph) * down,
-                   -math.sin(ph) * right + math.cos(ph) * down)
+    right, down = (
+        math.cos(ph) * right + math.sin(ph) * down,
+        -math.sin(ph) * right + math.cos(ph) * down,
+    )
     R = np.stack([right, down, fwd], axis=1)  # camera -> world
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     rays = np.stack([(u - K[0, 2]) / f, (v - K[1, 2]) / f, np.ones_like(u)], axis=-1)

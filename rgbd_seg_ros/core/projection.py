@@ -26,7 +26,13 @@ def check_intrinsics(K: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _rays(
-    fx: float, fy: float, cx: float, cy: float, skew: float, height: int, width: int,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    skew: float,
+    height: int,
+    width: int,
     stride: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """x/z and y/z of each (strided) pixel, float32, read-only (shared by every call)."""
@@ -46,13 +52,19 @@ def pixel_rays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cached per (K, shape, stride): x/z and y/z of every (strided) pixel, float32."""
     K = check_intrinsics(K)
-    return _rays(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]),
-                 float(K[0, 1]), int(height), int(width), int(stride))
+    return _rays(
+        float(K[0, 0]),
+        float(K[1, 1]),
+        float(K[0, 2]),
+        float(K[1, 2]),
+        float(K[0, 1]),
+        int(height),
+        int(width),
+        int(stride),
+    )
 
 
-def backproject(
-    depth_m: np.ndarray, K: np.ndarray, stride: int = 1
-) -> np.ndarray:
+def backproject(depth_m: np.ndarray, K: np.ndarray, stride: int = 1) -> np.ndarray:
     """Depth (metres, 0/NaN/inf/negative = invalid) -> float32 ``h x w x 3`` points.
 
     ``h, w = ceil(H / stride), ceil(W / stride)`` (pixels ``[::stride, ::stride]``); invalid
@@ -68,8 +80,9 @@ def backproject(
     z = depth_m[::stride, ::stride]
     if z.dtype != np.float32:
         if np.issubdtype(z.dtype, np.integer):
-            raise FrameError('backproject expects depth in metres (float); use '
-                             'depth_to_metres first')
+            raise FrameError(
+                'backproject expects depth in metres (float); use depth_to_metres first'
+            )
         z = z.astype(np.float32)
     invalid = ~(z > 0) | np.isinf(z)
     z = np.where(invalid, np.float32(np.nan), z)

@@ -23,8 +23,9 @@ K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 _NOISE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def synthetic_frame(i: int, rng: np.random.Generator, width: int = WIDTH, height: int = HEIGHT
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def synthetic_frame(
+    i: int, rng: np.random.Generator, width: int = WIDTH, height: int = HEIGHT
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A frame of a moving-boxes scene: RGB uint8, depth uint16 mm, labels uint8 (0..3).
 
     Sensor-like noise (colour sigma 3, depth sigma 4 mm) is drawn once per size from ``rng``
@@ -51,8 +52,11 @@ def synthetic_frame(i: int, rng: np.random.Generator, width: int = WIDTH, height
     rgb += (xx[..., None] * 40 // width).astype(np.int16)
     rgb += colour_noise[:, shift : shift + width]
     depth += depth_noise[:, shift : shift + width]
-    return (np.clip(rgb, 0, 255).astype(np.uint8), np.clip(depth, 0, 65535).astype(np.uint16),
-            labels)  # fmt: skip
+    return (
+        np.clip(rgb, 0, 255).astype(np.uint8),
+        np.clip(depth, 0, 65535).astype(np.uint16),
+        labels,
+    )
 
 
 def write_bench_recording(path: Path, frames: int, seed: int = 0, fps: float = 30.0) -> None:
@@ -61,18 +65,23 @@ def write_bench_recording(path: Path, frames: int, seed: int = 0, fps: float = 3
 
     rng = np.random.default_rng(seed)
     with RecordingWriter(path, 'mcap') as rec:
-        for topic, msgtype in (('/camera/color/image_raw', IMAGE),
-                               ('/camera/aligned_depth_to_color/image_raw', IMAGE),
-                               ('/camera/color/camera_info', CAMERA_INFO),
-                               ('/segmentation/labels', IMAGE)):  # fmt: skip
+        for topic, msgtype in (
+            ('/camera/color/image_raw', IMAGE),
+            ('/camera/aligned_depth_to_color/image_raw', IMAGE),
+            ('/camera/color/camera_info', CAMERA_INFO),
+            ('/segmentation/labels', IMAGE),
+        ):
             rec.add_topic(topic, msgtype)
         t0 = 1_700_000_000_000_000_000 + seed * 3_600_000_000_000
         for i in range(frames):
             stamp = t0 + int(i * 1e9 / fps)
             rgb, depth, labels = synthetic_frame(i, rng)
             rec.write('/camera/color/image_raw', stamp, rec.image(rgb, 'rgb8', stamp))
-            rec.write('/camera/aligned_depth_to_color/image_raw', stamp + 2_000_000,
-                      rec.image(depth, '16UC1', stamp + 2_000_000))  # fmt: skip
+            rec.write(
+                '/camera/aligned_depth_to_color/image_raw',
+                stamp + 2_000_000,
+                rec.image(depth, '16UC1', stamp + 2_000_000),
+            )
             rec.write('/camera/color/camera_info', stamp, rec.camera_info(K, WIDTH, HEIGHT, stamp))
             rec.write('/segmentation/labels', stamp, rec.image(labels, 'mono8', stamp))
 
@@ -99,9 +108,13 @@ def run_bench(frames: int = 300, recordings: int = 2, jobs: int = 2, fsync: bool
             write_bench_recording(inputs / f'bench_{r}', frames, seed=r)
         written_s = time.perf_counter() - t
         options = ConvertOptions(
-            label_topic='/segmentation/labels', jobs=jobs, chunk_frames=max(frames // 2, 1),
-            guard_s=0.0, fsync=fsync, progress=False,
-        )  # fmt: skip
+            label_topic='/segmentation/labels',
+            jobs=jobs,
+            chunk_frames=max(frames // 2, 1),
+            guard_s=0.0,
+            fsync=fsync,
+            progress=False,
+        )
         cpu0 = _cpu_seconds()
         load = os.getloadavg()[0]
         t = time.perf_counter()

@@ -48,8 +48,19 @@ REPORT_FILE = 'conversion_report.json'
 MsgKey = tuple[str, int, int]  # (topic, log time, header stamp)
 
 _COLOUR_HINTS = ('color', 'colour', 'rgb')
-_NOT_COLOUR = ('depth', 'label', 'semantic', 'segment', 'mask', 'confidence', 'infra', 'ir/',
-               'disparity', 'overlay', 'normal')  # fmt: skip
+_NOT_COLOUR = (
+    'depth',
+    'label',
+    'semantic',
+    'segment',
+    'mask',
+    'confidence',
+    'infra',
+    'ir/',
+    'disparity',
+    'overlay',
+    'normal',
+)
 _DEPTH_HINTS = ('registered', 'aligned', 'align')
 _TRANSPORT_SUFFIXES = ('/compressed', '/compresseddepth', '/theora', '/zstd')
 
@@ -216,9 +227,13 @@ def plan_recording(path: str, root: str | None, options: ConvertOptions) -> Reco
         return np.asarray([k[2] for k in streams[topic]], np.int64)
 
     pairs, stats = pair_streams(
-        stamps(choice.colour), stamps(choice.depth), stamps(choice.info), stamps(choice.label),
-        slop_ns=int(options.slop_s * 1e9), info_slop_ns=int(options.info_slop_s * 1e9),
-    )  # fmt: skip
+        stamps(choice.colour),
+        stamps(choice.depth),
+        stamps(choice.info),
+        stamps(choice.label),
+        slop_ns=int(options.slop_s * 1e9),
+        info_slop_ns=int(options.info_slop_s * 1e9),
+    )
     pair_stamps = np.asarray([p.stamp_ns for p in pairs], np.int64)
     kept = select_min_gap(pair_stamps, int(options.min_gap_s * 1e9))
     after_gap = len(kept)
@@ -322,9 +337,14 @@ def decode_labels(msg: Any) -> np.ndarray:
                 + ', '.join(image_codec.LABEL_ENCODINGS)
             )
         labels = image_codec.decode_image(
-            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data,
+            msg.encoding,
+            msg.height,
+            msg.width,
+            msg.step,
+            msg.is_bigendian,
+            msg.data,
             mono_as_rgb=False,
-        )  # fmt: skip
+        )
     if labels.ndim != 2:
         raise FrameError(f'label image must be single-channel, got shape {labels.shape}')
     return labels
@@ -374,8 +394,16 @@ class ChunkResult:
 
 _ENGINES: dict[tuple[str, str], Any] = {}
 # What a damaged or malformed message can raise while it is deserialised and decoded.
-_DECODE_ERRORS = (FrameError, DatasetError, KeyError, ValueError, IndexError, TypeError,
-                  struct.error, AssertionError)  # fmt: skip
+_DECODE_ERRORS = (
+    FrameError,
+    DatasetError,
+    KeyError,
+    ValueError,
+    IndexError,
+    TypeError,
+    struct.error,
+    AssertionError,
+)
 
 
 def _engine(options: ConvertOptions) -> Any:
@@ -390,8 +418,9 @@ def _engine(options: ConvertOptions) -> Any:
 class _FrameProcessor:
     """Decodes and writes the frames of one chunk."""
 
-    def __init__(self, job: ChunkJob, rec: Recording, writer: layout.DatasetWriter,
-                 result: ChunkResult) -> None:  # fmt: skip
+    def __init__(
+        self, job: ChunkJob, rec: Recording, writer: layout.DatasetWriter, result: ChunkResult
+    ) -> None:
         self.job, self.rec, self.writer, self.result = job, rec, writer, result
         self.options = job.options
         self.dedup = DuplicateFilter(self.options.duplicate_threshold)
@@ -444,8 +473,9 @@ class _FrameProcessor:
             )
             return
         if info.width and info.height and (info.width, info.height) != (w, h):
-            self.fail('size_mismatch', frame,
-                      f'colour {w}x{h}, camera_info {info.width}x{info.height}')  # fmt: skip
+            self.fail(
+                'size_mismatch', frame, f'colour {w}x{h}, camera_info {info.width}x{info.height}'
+            )
             return
         labels = confidence = None
         if frame.label is not None:
@@ -462,10 +492,18 @@ class _FrameProcessor:
         elif self.options.checkpoint:
             labels, confidence = self._pseudo_labels(rgb, depth, K)
         record = FrameRecord(
-            frame_id=frame.frame_id, stamp_ns=frame.stamp_ns, split=frame.split,
-            source=self.job.source, topics=self.job.topics.describe(), width=w, height=h,
-            fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2],
-        )  # fmt: skip
+            frame_id=frame.frame_id,
+            stamp_ns=frame.stamp_ns,
+            split=frame.split,
+            source=self.job.source,
+            topics=self.job.topics.describe(),
+            width=w,
+            height=h,
+            fx=K[0, 0],
+            fy=K[1, 1],
+            cx=K[0, 2],
+            cy=K[1, 2],
+        )
         self.writer.write_frame(record, rgb, depth, labels, confidence)
         self.result.written += 1
 
@@ -488,8 +526,9 @@ class _FrameProcessor:
         wide = self.ignore > 255 or (present.size and present[-1] > 255)
         return mapped.astype(np.uint16 if wide else np.uint8, copy=False)
 
-    def _pseudo_labels(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def _pseudo_labels(
+        self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         # torch.from_numpy warns on read-only arrays (zero-copy views of message buffers).
         rgb = rgb if rgb.flags.writeable else rgb.copy()
         depth = depth if depth.flags.writeable else depth.copy()
@@ -524,8 +563,7 @@ def convert_chunk(job: ChunkJob, progress: Any = None) -> ChunkResult:
         for key in (frame.colour, frame.depth, frame.info, frame.label):
             if key is not None:
                 users.setdefault(key, []).append(i)
-    missing = [sum(1 for k in (f.colour, f.depth, f.info, f.label) if k is not None)
-               for f in todo]  # fmt: skip
+    missing = [sum(1 for k in (f.colour, f.depth, f.info, f.label) if k is not None) for f in todo]
     remaining = {key: len(v) for key, v in users.items()}
     buffer: dict[MsgKey, RawMessage] = {}
     done = [False] * len(todo)
@@ -641,8 +679,10 @@ def convert(
     names = [recording_name(p, b) for p, b in paths]
     if len(set(names)) != len(names):
         dupes = sorted(n for n, c in Counter(names).items() if c > 1)
-        raise DatasetError(f'several recordings map to the same name: {dupes}; convert them '
-                           'separately or rename them')  # fmt: skip
+        raise DatasetError(
+            f'several recordings map to the same name: {dupes}; convert them '
+            'separately or rename them'
+        )
     if not options.resume and (root / layout.INDEX_FILE).exists():
         raise DatasetError(f'{root} already holds a dataset; pass --resume or pick a new folder')
     root.mkdir(parents=True, exist_ok=True)
@@ -650,8 +690,13 @@ def convert(
         return _convert_locked(paths, root, options, log, started)
 
 
-def _convert_locked(paths: list[tuple[Path, Path]], root: Path, options: ConvertOptions,
-                    log: Callable[[str], None], started: float) -> dict:  # fmt: skip
+def _convert_locked(
+    paths: list[tuple[Path, Path]],
+    root: Path,
+    options: ConvertOptions,
+    log: Callable[[str], None],
+    started: float,
+) -> dict:
     meta = _initial_meta(root, options)
     executor, queue = _executor(options.jobs)
     try:
@@ -668,9 +713,10 @@ def _convert_locked(paths: list[tuple[Path, Path]], root: Path, options: Convert
         layout.DatasetWriter(root, meta, resume=options.resume, finalize=False).close()
         jobs = [
             ChunkJob(plan.path, chunk, plan.topics, str(root), meta, options, plan.name)
-            for plan in plans if plan.topics is not None
+            for plan in plans
+            if plan.topics is not None
             for chunk in _chunks(plan, options.chunk_frames)
-        ]  # fmt: skip
+        ]
         total = sum(len(j.frames) for j in jobs)
         results = _run_jobs(executor, queue, jobs, total, options.progress)
     finally:
@@ -715,8 +761,9 @@ def _executor(jobs: int) -> tuple[Any, Any]:
     return pool, queue
 
 
-def _run_jobs(executor: Any, queue: Any, jobs: list[ChunkJob], total: int, show: bool
-              ) -> list[ChunkResult]:  # fmt: skip
+def _run_jobs(
+    executor: Any, queue: Any, jobs: list[ChunkJob], total: int, show: bool
+) -> list[ChunkResult]:
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit='frame', file=sys.stderr, disable=not show, dynamic_ncols=True)
@@ -755,8 +802,13 @@ class _InlineQueue:
         self.bar.update(n)
 
 
-def _report(plans: list[RecordingPlan], results: list[ChunkResult], meta: DatasetMeta,
-            root: Path, seconds: float) -> dict:  # fmt: skip
+def _report(
+    plans: list[RecordingPlan],
+    results: list[ChunkResult],
+    meta: DatasetMeta,
+    root: Path,
+    seconds: float,
+) -> dict:
     by_rec: dict[str, list[ChunkResult]] = {}
     for r in results:
         by_rec.setdefault(r.recording, []).append(r)
@@ -850,14 +902,18 @@ def format_report(report: dict) -> str:
             f'{m["camera_info"]}' + (f', labels {m["labels"]}' if m['labels'] else '')
         )
         dropped = ', '.join(f'{k} {v}' for k, v in pairing['dropped'].items()) or 'none'
-        lines.append(f"  pairs: {pairing['pairs']} (dropped: {dropped}; unused depth "
-                     f"{pairing['unused_depth']})")  # fmt: skip
+        lines.append(
+            f'  pairs: {pairing["pairs"]} (dropped: {dropped}; unused depth '
+            f'{pairing["unused_depth"]})'
+        )
         if pairing['out_of_order_stamps']:
             lines.append(f'  out-of-order stamps: {pairing["out_of_order_stamps"]}')
         if pairing['slop_ms']:
             s = pairing['slop_ms']
-            lines.append(f"  |dt| ms: median {s['median']}, p95 {s['p95']}, max {s['max']}; "
-                         f"histogram {s['histogram']}")  # fmt: skip
+            lines.append(
+                f'  |dt| ms: median {s["median"]}, p95 {s["p95"]}, max {s["max"]}; '
+                f'histogram {s["histogram"]}'
+            )
         for gap in pairing['camera_info_gaps']:
             lines.append(
                 f'  camera_info missing for {gap["frames"]} frame(s) between '
@@ -877,11 +933,15 @@ def format_report(report: dict) -> str:
         for example in frames['error_examples'][:3]:
             lines.append(f'    e.g. {example}')
         if frames['unmapped_label_pixels']:
-            lines.append(f"  label pixels set to ignore (unmapped/unknown ids): "
-                         f"{frames['unmapped_label_pixels']}")  # fmt: skip
+            lines.append(
+                f'  label pixels set to ignore (unmapped/unknown ids): '
+                f'{frames["unmapped_label_pixels"]}'
+            )
         if frames['low_confidence_pixels']:
-            lines.append(f"  pseudo-label pixels below the confidence threshold: "
-                         f"{frames['low_confidence_pixels']}")  # fmt: skip
+            lines.append(
+                f'  pseudo-label pixels below the confidence threshold: '
+                f'{frames["low_confidence_pixels"]}'
+            )
         for note in entry.get('damage', []):
             lines.append(f'  DAMAGE: {note}')
     t = report['totals']

@@ -66,13 +66,21 @@ def import_labels(
     if not source.is_dir():
         raise DatasetError(f'{source} is not a folder of label PNGs')
     with layout.DatasetLock(root):
-        return _import_locked(root, source, suffix, mode, unknown, overwrite, classes,
-                              ignore_index)  # fmt: skip
+        return _import_locked(
+            root, source, suffix, mode, unknown, overwrite, classes, ignore_index
+        )
 
 
-def _import_locked(root: Path, source: Path, suffix: str, mode: str, unknown: str,
-                   overwrite: bool, classes: list[ClassInfo] | None,
-                   ignore_index: int | None) -> dict:  # fmt: skip
+def _import_locked(
+    root: Path,
+    source: Path,
+    suffix: str,
+    mode: str,
+    unknown: str,
+    overwrite: bool,
+    classes: list[ClassInfo] | None,
+    ignore_index: int | None,
+) -> dict:
     reader = DatasetReader(root)
     meta = reader.meta
     if classes is not None:
@@ -82,8 +90,9 @@ def _import_locked(root: Path, source: Path, suffix: str, mode: str, unknown: st
             ignore_index=meta.ignore_index if ignore_index is None else ignore_index,
             provenance=meta.provenance,
         )
-        if has_labels and (new_meta.classes != meta.classes
-                           or new_meta.ignore_index != meta.ignore_index):  # fmt: skip
+        if has_labels and (
+            new_meta.classes != meta.classes or new_meta.ignore_index != meta.ignore_index
+        ):
             raise DatasetError(
                 f'{root} already has labels with other classes; refusing to change them'
             )

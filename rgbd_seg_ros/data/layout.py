@@ -55,9 +55,18 @@ LOCK_FILE = '.lock'
 RGB_DIR, DEPTH_DIR, LABELS_DIR, CONFIDENCE_DIR = 'rgb', 'depth', 'labels', 'confidence'
 SPLITS: tuple[str, ...] = ('train', 'val', 'test')
 INDEX_COLUMNS: tuple[str, ...] = (
-    'frame_id', 'stamp_ns', 'split', 'source', 'topics',
-    'width', 'height', 'fx', 'fy', 'cx', 'cy',
-)  # fmt: skip
+    'frame_id',
+    'stamp_ns',
+    'split',
+    'source',
+    'topics',
+    'width',
+    'height',
+    'fx',
+    'fy',
+    'cx',
+    'cy',
+)
 
 _FRAME_ID_RE = re.compile(r'^[A-Za-z0-9_-][A-Za-z0-9._-]{0,159}$')
 _UNSAFE_RE = re.compile(r'[^A-Za-z0-9._-]+')
@@ -308,8 +317,12 @@ def encode_png(array: np.ndarray) -> bytes:
 
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR
-    params = [cv2.IMWRITE_PNG_COMPRESSION, _PNG_LEVEL,
-              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]  # fmt: skip
+    params = [
+        cv2.IMWRITE_PNG_COMPRESSION,
+        _PNG_LEVEL,
+        cv2.IMWRITE_PNG_STRATEGY,
+        cv2.IMWRITE_PNG_STRATEGY_RLE,
+    ]
     if hasattr(cv2, 'IMWRITE_PNG_FILTER'):  # OpenCV >= 4.11
         params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
     ok, data = cv2.imencode('.png', array, params)

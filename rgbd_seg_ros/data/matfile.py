@@ -21,8 +21,21 @@ import numpy as np
 
 from rgbd_seg_ros.errors import DatasetError
 
-_MI_TYPES = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 9: 'f8', 12: 'i8',
-             13: 'u8', 16: 'u1', 17: 'u2', 18: 'u4'}  # fmt: skip
+_MI_TYPES = {
+    1: 'i1',
+    2: 'u1',
+    3: 'i2',
+    4: 'u2',
+    5: 'i4',
+    6: 'u4',
+    7: 'f4',
+    9: 'f8',
+    12: 'i8',
+    13: 'u8',
+    16: 'u1',
+    17: 'u2',
+    18: 'u4',
+}
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 _MX_CELL, _MX_CHAR = 1, 4
 _MX_NUMERIC = set(range(6, 16))

@@ -42,12 +42,47 @@ from rgbd_seg_ros.errors import ConfigError, DatasetError
 # Colour camera of the NYU Depth v2 toolbox (camera_params.m).
 FX, FY, CX, CY = 518.8579, 519.4696, 325.5824, 253.7362
 NYU40_NAMES = (
-    'wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window', 'bookshelf',
-    'picture', 'counter', 'blinds', 'desk', 'shelves', 'curtain', 'dresser', 'pillow',
-    'mirror', 'floor mat', 'clothes', 'ceiling', 'books', 'refridgerator', 'television',
-    'paper', 'towel', 'shower curtain', 'box', 'whiteboard', 'person', 'night stand', 'toilet',
-    'sink', 'lamp', 'bathtub', 'bag', 'otherstructure', 'otherfurniture', 'otherprop',
-)  # fmt: skip
+    'wall',
+    'floor',
+    'cabinet',
+    'bed',
+    'chair',
+    'sofa',
+    'table',
+    'door',
+    'window',
+    'bookshelf',
+    'picture',
+    'counter',
+    'blinds',
+    'desk',
+    'shelves',
+    'curtain',
+    'dresser',
+    'pillow',
+    'mirror',
+    'floor mat',
+    'clothes',
+    'ceiling',
+    'books',
+    'refridgerator',
+    'television',
+    'paper',
+    'towel',
+    'shower curtain',
+    'box',
+    'whiteboard',
+    'person',
+    'night stand',
+    'toilet',
+    'sink',
+    'lamp',
+    'bathtub',
+    'bag',
+    'otherstructure',
+    'otherfurniture',
+    'otherprop',
+)
 NUM_RAW_CLASSES = 894
 
 
@@ -192,8 +227,10 @@ def import_nyudv2(
             lut = np.arange(65536, dtype=np.int64)
             lut[0] = 65535
             pal = _palette(len(names) + 1)
-            classes = [ClassInfo(i + 1, n_, tuple(int(c) for c in pal[i + 1]))
-                       for i, n_ in enumerate(names)]  # fmt: skip
+            classes = [
+                ClassInfo(i + 1, n_, tuple(int(c) for c in pal[i + 1]))
+                for i, n_ in enumerate(names)
+            ]
             ignore, dtype = 65535, np.uint16
         else:
             map_lut, names = load_mapping(
@@ -212,12 +249,16 @@ def import_nyudv2(
                     raise DatasetError(f'split index {i} is beyond the {n} frames of {mat_path}')
                 split_of[i] = split
         meta = DatasetMeta(
-            classes=classes, ignore_index=ignore,
-            provenance={'source': 'NYU Depth v2 (labelled)', 'file': str(mat_path),
-                        'splits': str(splits or here / 'splits.mat'),
-                        'labels': 'raw 894' if raw_labels else '40-class (Gupta et al. 2013)',
-                        'tool': 'rgbd-seg import-dataset nyudv2'},
-        )  # fmt: skip
+            classes=classes,
+            ignore_index=ignore,
+            provenance={
+                'source': 'NYU Depth v2 (labelled)',
+                'file': str(mat_path),
+                'splits': str(splits or here / 'splits.mat'),
+                'labels': 'raw 894' if raw_labels else '40-class (Gupta et al. 2013)',
+                'tool': 'rgbd-seg import-dataset nyudv2',
+            },
+        )
         order = sorted(split_of)[:limit] if limit else sorted(split_of)
         written = skipped = 0
         unmapped = 0
@@ -234,12 +275,24 @@ def import_nyudv2(
                 ids = lut[raw]
                 unmapped += int(np.count_nonzero((ids == ignore) & (raw != 0)))
                 record = FrameRecord(
-                    frame_id=frame_id, stamp_ns=number, split=split_of[number],
-                    source=mat_path.name, topics='nyudv2', width=width, height=height,
-                    fx=FX, fy=FY, cx=CX, cy=CY,
-                )  # fmt: skip
-                writer.write_frame(record, rgb, np.ascontiguousarray(depth),
-                                   np.ascontiguousarray(ids.astype(dtype)))  # fmt: skip
+                    frame_id=frame_id,
+                    stamp_ns=number,
+                    split=split_of[number],
+                    source=mat_path.name,
+                    topics='nyudv2',
+                    width=width,
+                    height=height,
+                    fx=FX,
+                    fy=FY,
+                    cx=CX,
+                    cy=CY,
+                )
+                writer.write_frame(
+                    record,
+                    rgb,
+                    np.ascontiguousarray(depth),
+                    np.ascontiguousarray(ids.astype(dtype)),
+                )
                 written += 1
     report = {
         'dataset': str(out),

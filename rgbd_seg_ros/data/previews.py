@@ -16,23 +16,38 @@ from rgbd_seg_ros.core.depth import jet_uint8
 def confidence_image(confidence: np.ndarray) -> np.ndarray:
     """Confidence in [0, 1] as a dark-to-bright RGB image (inferno-like ramp)."""
     c = np.clip(np.nan_to_num(confidence), 0.0, 1.0)
-    rgb = np.stack([np.sqrt(c), c ** 1.5, 0.4 * (1 - c) * c * 4], axis=-1)
+    rgb = np.stack([np.sqrt(c), c**1.5, 0.4 * (1 - c) * c * 4], axis=-1)
     return np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def frame_strip(rgb: np.ndarray, depth_m: np.ndarray, overlay: np.ndarray,
-                confidence: np.ndarray, max_depth_m: float = 8.0) -> np.ndarray:
+def frame_strip(
+    rgb: np.ndarray,
+    depth_m: np.ndarray,
+    overlay: np.ndarray,
+    confidence: np.ndarray,
+    max_depth_m: float = 8.0,
+) -> np.ndarray:
     """colour | depth | overlay | confidence, side by side (RGB uint8)."""
     panels = [rgb, jet_uint8(depth_m, 0.0, max_depth_m), overlay, confidence_image(confidence)]
     height = rgb.shape[0]
-    panels = [p if p.shape[0] == height else
-              cv2.resize(p, (p.shape[1] * height // p.shape[0], height),
-                         interpolation=cv2.INTER_NEAREST) for p in panels]
+    panels = [
+        p
+        if p.shape[0] == height
+        else cv2.resize(
+            p, (p.shape[1] * height // p.shape[0], height), interpolation=cv2.INTER_NEAREST
+        )
+        for p in panels
+    ]
     return np.concatenate(panels, axis=1)
 
 
-def cloud_snapshot(xyz: np.ndarray, rgb: np.ndarray, size: tuple[int, int] = (480, 640),
-                   yaw_deg: float = 35.0, pitch_deg: float = 25.0) -> np.ndarray:
+def cloud_snapshot(
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    size: tuple[int, int] = (480, 640),
+    yaw_deg: float = 35.0,
+    pitch_deg: float = 25.0,
+) -> np.ndarray:
     """Render coloured points (camera optical frame) from a virtual camera orbiting them.
 
     A z-buffer by sorting far-to-near makes nearer points overwrite farther ones; no Python
@@ -47,8 +62,9 @@ def cloud_snapshot(xyz: np.ndarray, rgb: np.ndarray, size: tuple[int, int] = (48
     centre = np.median(xyz, axis=0)
     yaw, pitch = np.radians(yaw_deg), np.radians(pitch_deg)
     rot_y = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
-    rot_x = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)],
-                      [0, np.sin(pitch), np.cos(pitch)]])
+    rot_x = np.array(
+        [[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]]
+    )
     spread = np.percentile(np.linalg.norm(xyz - centre, axis=1), 95) + 1e-6
     view = (xyz - centre) @ (rot_x @ rot_y).T
     view[:, 2] += 2.5 * spread

@@ -340,8 +340,9 @@ class _Fallback:
     ) -> Iterator[RawMessage]:
         raise NotImplementedError
 
-    def _keep(self, topic: str, t: int, wanted: set[str] | None, start: int | None,
-              stop: int | None) -> bool:  # fmt: skip
+    def _keep(
+        self, topic: str, t: int, wanted: set[str] | None, start: int | None, stop: int | None
+    ) -> bool:
         return (
             (wanted is None or topic in wanted)
             and (start is None or t >= start)

@@ -240,17 +240,26 @@ class RecordingWriter:
             self._writer = None
 
     # -- message builders bound to this writer's typestore ----------------------------------
-    def image(self, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = 'camera',
-              **kw: Any) -> Any:  # fmt: skip
+    def image(
+        self, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = 'camera', **kw: Any
+    ) -> Any:
         return make_image(self.store, array, encoding, stamp_ns, frame_id, **kw)
 
-    def compressed_image(self, array: np.ndarray, stamp_ns: int, frame_id: str = 'camera',
-                         **kw: Any) -> Any:  # fmt: skip
+    def compressed_image(
+        self, array: np.ndarray, stamp_ns: int, frame_id: str = 'camera', **kw: Any
+    ) -> Any:
         return make_compressed_image(self.store, array, stamp_ns, frame_id, **kw)
 
     def compressed_depth(self, depth: np.ndarray, stamp_ns: int, frame_id: str = 'camera') -> Any:
         return make_compressed_depth(self.store, depth, stamp_ns, frame_id)
 
-    def camera_info(self, K: np.ndarray, width: int, height: int, stamp_ns: int,
-                    frame_id: str = 'camera', **kw: Any) -> Any:  # fmt: skip
+    def camera_info(
+        self,
+        K: np.ndarray,
+        width: int,
+        height: int,
+        stamp_ns: int,
+        frame_id: str = 'camera',
+        **kw: Any,
+    ) -> Any:
         return make_camera_info(self.store, K, width, height, stamp_ns, frame_id=frame_id, **kw)

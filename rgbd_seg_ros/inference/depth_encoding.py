@@ -102,17 +102,17 @@ def _smallest_eigvec(A: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
 def _normals(x, y, z, valid, radius):
     """Mirror of core.hha.surface_normals, batched: [B,H,W] float64 coords -> [B,3,H,W] f32."""
     f64 = torch.float64
-    stack = torch.stack(
-        [valid.to(f64), x, y, z, x * x, x * y, x * z, y * y, y * z, z * z], dim=1
-    )
+    stack = torch.stack([valid.to(f64), x, y, z, x * x, x * y, x * z, y * y, y * z, z * z], dim=1)
     sums = _box_sums(stack, radius)
     n = sums[:, 0]
     inv = 1.0 / n.clamp(min=1.0)
     means = sums[:, 1:4] * inv[:, None]
     mx, my, mz = means.unbind(1)
     pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-    cov = [(sums[:, 4 + i] * inv - means[:, a] * means[:, b]).to(torch.float32)
-           for i, (a, b) in enumerate(pairs)]
+    cov = [
+        (sums[:, 4 + i] * inv - means[:, a] * means[:, b]).to(torch.float32)
+        for i, (a, b) in enumerate(pairs)
+    ]
     a, b, c, d, e, f = cov
     a00, a01, a02 = d * f - e * e, c * e - b * f, b * e - c * d
     a11, a12, a22 = a * f - c * c, b * c - a * e, a * d - b * b
@@ -172,13 +172,13 @@ def _gravity_up(gravity: Any, bsz: int, device: torch.device) -> torch.Tensor:
     return -g / g.norm(dim=-1, keepdim=True)
 
 
-def _floor_level(height: torch.Tensor, valid: torch.Tensor, p: Mapping[str, Any]
-                 ) -> torch.Tensor:
+def _floor_level(height: torch.Tensor, valid: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
     """[B] float32 ground level along up (mirror of core.hha.floor_level)."""
     bsz = height.shape[0]
     if p['camera_height_m'] is not None:
-        return torch.full((bsz,), -float(p['camera_height_m']), dtype=torch.float32,
-                          device=height.device)
+        return torch.full(
+            (bsz,), -float(p['camera_height_m']), dtype=torch.float32, device=height.device
+        )
     flat = torch.where(valid, height, float('inf')).reshape(bsz, -1)
     q = float(p['floor_percentile'])
     if q == 0.0:
@@ -211,8 +211,7 @@ def _hha(depth: torch.Tensor, K: torch.Tensor, p: Mapping[str, Any]) -> torch.Te
     else:
         st = int(p['gravity_stride'])
         sub = (slice(None), slice(None, None, st), slice(None, None, st))
-        normals_g, ok_g = _normals(x[sub], y[sub], z[sub], valid[sub],
-                                   int(p['normal_radius_px']))
+        normals_g, ok_g = _normals(x[sub], y[sub], z[sub], valid[sub], int(p['normal_radius_px']))
         up = _estimate_up(normals_g, ok_g, 1)
     # height along up = depth * (ray . up), split into column and row terms as in numpy
     up0, up1, up2 = up[:, 0, None, None], up[:, 1, None, None], up[:, 2, None, None]
@@ -226,9 +225,11 @@ def _hha(depth: torch.Tensor, K: torch.Tensor, p: Mapping[str, Any]) -> torch.Te
     max_h = float(p['max_height_cm'])
     ch1 = ((height_rel - level[:, None, None]) * (100.0 / max_h)).clamp(0, 1) * valid
     up32 = up.to(torch.float32)
-    cos_a = (normals[:, 0] * up32[:, 0, None, None]
-             + normals[:, 1] * up32[:, 1, None, None]
-             + normals[:, 2] * up32[:, 2, None, None])
+    cos_a = (
+        normals[:, 0] * up32[:, 0, None, None]
+        + normals[:, 1] * up32[:, 1, None, None]
+        + normals[:, 2] * up32[:, 2, None, None]
+    )
     angle = torch.acos(cos_a.clamp(-1.0, 1.0)) * (180.0 / math.pi)
     ch2 = (angle + ANGLE_OFFSET_DEG).clamp(0, 255) * (1 / 255) * ok
     return torch.stack([ch0, ch1, ch2], dim=1)

@@ -67,18 +67,26 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f'device {name!r} requested but CUDA is not available')
         if (device.index or 0) >= torch.cuda.device_count():
-            raise ConfigError(f'device {name!r} does not exist '
-                              f'({torch.cuda.device_count()} CUDA device(s))')
+            raise ConfigError(
+                f'device {name!r} does not exist ({torch.cuda.device_count()} CUDA device(s))'
+            )
     return device
 
 
 class Engine:
     """A loaded model plus its input spec; ``predict`` runs one frame end to end."""
 
-    def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: torch.device,
-                 precision: str = 'fp32', resolution_policy: str = 'checkpoint',
-                 fixed_size: tuple[int, int] | None = None, source: str = '',
-                 runtime: str = 'torch') -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: CheckpointMeta,
+        device: torch.device,
+        precision: str = 'fp32',
+        resolution_policy: str = 'checkpoint',
+        fixed_size: tuple[int, int] | None = None,
+        source: str = '',
+        runtime: str = 'torch',
+    ) -> None:
         if precision not in _PRECISIONS:
             raise ConfigError(f'precision must be one of {sorted(_PRECISIONS)}')
         if runtime not in RUNTIMES:
@@ -99,8 +107,11 @@ class Engine:
         self._rays = RayCache()
         palette = np.asarray(meta.palette, dtype=np.uint8).reshape(-1, 3)
         self._palette = torch.from_numpy(palette).to(device)
-        packed = (palette[:, 0].astype(np.uint32) << 16) | (palette[:, 1].astype(np.uint32) << 8) \
+        packed = (
+            (palette[:, 0].astype(np.uint32) << 16)
+            | (palette[:, 1].astype(np.uint32) << 8)
             | palette[:, 2].astype(np.uint32)
+        )
         self._palette_packed = torch.from_numpy(packed.view(np.int32)).to(device)
         if device.type == 'cuda':
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -115,15 +126,19 @@ class Engine:
             self._onnx = OnnxForward(self.model, int(meta.config.get('depth_channels', 1)))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = 'auto', precision: str = 'fp32',
-                        resolution_policy: str = 'checkpoint',
-                        fixed_size: tuple[int, int] | None = None,
-                        runtime: str = 'torch') -> Engine:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = 'auto',
+        precision: str = 'fp32',
+        resolution_policy: str = 'checkpoint',
+        fixed_size: tuple[int, int] | None = None,
+        runtime: str = 'torch',
+    ) -> Engine:
         """Load a checkpoint (no code execution) and place it on ``device``."""
         dev = resolve_device(device)
         model, meta = build_from_checkpoint(path, device=str(dev))
-        return cls(model, meta, dev, precision, resolution_policy, fixed_size, str(path),
-                   runtime)
+        return cls(model, meta, dev, precision, resolution_policy, fixed_size, str(path), runtime)
 
     @property
     def num_classes(self) -> int:
@@ -140,9 +155,16 @@ class Engine:
         return height, width
 
     @torch.inference_mode()
-    def predict(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray,
-                outputs: Collection[str] = ('labels', 'confidence'), overlay_alpha: float = 0.5,
-                cloud: CloudOptions | None = None, emit: Emit | None = None) -> Prediction:
+    def predict(
+        self,
+        rgb: np.ndarray,
+        depth: np.ndarray,
+        K: np.ndarray,
+        outputs: Collection[str] = ('labels', 'confidence'),
+        overlay_alpha: float = 0.5,
+        cloud: CloudOptions | None = None,
+        emit: Emit | None = None,
+    ) -> Prediction:
         """Segment one frame; ``depth`` must already have the colour image's size.
 
         ``emit(name, array)`` is called with each output as soon as it is on the host, labels
@@ -157,26 +179,45 @@ class Engine:
         t1 = self._sync_time()
         logits = self._forward(x_rgb, x_depth)
         t2 = self._sync_time()
-        result = self._outputs(wanted, logits, rgb_t, depth_m, K_t, overlay_alpha,
-                               cloud or CloudOptions(), emit or _ignore)
+        result = self._outputs(
+            wanted,
+            logits,
+            rgb_t,
+            depth_m,
+            K_t,
+            overlay_alpha,
+            cloud or CloudOptions(),
+            emit or _ignore,
+        )
         t3 = time.perf_counter()
-        result.timings_ms.update({'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3,
-                                  'postprocess': (t3 - t2) * 1e3, 'total': (t3 - t0) * 1e3})
+        result.timings_ms.update(
+            {
+                'preprocess': (t1 - t0) * 1e3,
+                'forward': (t2 - t1) * 1e3,
+                'postprocess': (t3 - t2) * 1e3,
+                'total': (t3 - t0) * 1e3,
+            }
+        )
         return result
 
     def warmup(self, height: int, width: int) -> None:
         """Run one dummy frame so the first real one does not pay for allocator/kernel setup."""
         K = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], float)
-        self.predict(np.zeros((height, width, 3), np.uint8), np.ones((height, width), np.float32),
-                     K, outputs=('labels',))
+        self.predict(
+            np.zeros((height, width, 3), np.uint8),
+            np.ones((height, width), np.float32),
+            K,
+            outputs=('labels',),
+        )
 
     def _sync_time(self) -> float:
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def _upload(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _upload(
+        self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cuda = self.device.type == 'cuda'
 
         def to_device(array: np.ndarray) -> torch.Tensor:
@@ -194,13 +235,17 @@ class Engine:
             depth_m = raw.to(torch.float32) * 0.001
         else:
             depth_m = raw.to(torch.float32)
-            depth_m = torch.where(torch.isfinite(depth_m) & (depth_m > 0), depth_m,
-                                  torch.zeros((), device=self.device))
+            depth_m = torch.where(
+                torch.isfinite(depth_m) & (depth_m > 0),
+                depth_m,
+                torch.zeros((), device=self.device),
+            )
         K_t = torch.as_tensor(K, dtype=torch.float32).reshape(3, 3).to(self.device)
         return rgb_t, depth_m, K_t
 
-    def _preprocess(self, rgb_t: torch.Tensor, depth_m: torch.Tensor, K_t: torch.Tensor,
-                    net_h: int, net_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _preprocess(
+        self, rgb_t: torch.Tensor, depth_m: torch.Tensor, K_t: torch.Tensor, net_h: int, net_w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = depth_m.shape
         x_rgb = torch.empty(1, 3, height, width, device=self.device)
         x_rgb.copy_(rgb_t.permute(2, 0, 1).unsqueeze(0))
@@ -209,8 +254,7 @@ class Engine:
         x_depth = depth_m.view(1, 1, height, width)
         K_net = K_t
         if (net_h, net_w) != (height, width):
-            x_rgb = F.interpolate(x_rgb, size=(net_h, net_w), mode='bilinear',
-                                  align_corners=False)
+            x_rgb = F.interpolate(x_rgb, size=(net_h, net_w), mode='bilinear', align_corners=False)
             x_depth = F.interpolate(x_depth, size=(net_h, net_w), mode='nearest')
             scale = torch.tensor([[net_w / width], [net_h / height], [1.0]], device=self.device)
             K_net = K_t * scale
@@ -218,8 +262,9 @@ class Engine:
             # Depth-aware gating bins on f/Z: it needs the focal length of the network input.
             self._set_intrinsics(K_net.cpu().numpy())
         spec = self.meta.input_spec
-        x_depth = encode_depth_torch(x_depth, K_net.unsqueeze(0), spec.depth_encoding,
-                                     spec.depth_params)
+        x_depth = encode_depth_torch(
+            x_depth, K_net.unsqueeze(0), spec.depth_encoding, spec.depth_params
+        )
         return x_rgb, x_depth
 
     def _forward(self, x_rgb: torch.Tensor, x_depth: torch.Tensor) -> torch.Tensor:
@@ -237,12 +282,21 @@ class Engine:
         """Nearest-neighbour resize of a per-pixel map (labels stay valid ids, no blending)."""
         if image.shape[-2:] == (height, width):
             return image
-        return F.interpolate(image[None, None].float(), size=(height, width),
-                             mode='nearest')[0, 0].to(image.dtype)
+        return F.interpolate(image[None, None].float(), size=(height, width), mode='nearest')[
+            0, 0
+        ].to(image.dtype)
 
-    def _outputs(self, wanted: set[str], logits: torch.Tensor, rgb_t: torch.Tensor,
-                 depth_m: torch.Tensor, K_t: torch.Tensor, alpha: float, cloud: CloudOptions,
-                 emit: Emit) -> Prediction:
+    def _outputs(
+        self,
+        wanted: set[str],
+        logits: torch.Tensor,
+        rgb_t: torch.Tensor,
+        depth_m: torch.Tensor,
+        K_t: torch.Tensor,
+        alpha: float,
+        cloud: CloudOptions,
+        emit: Emit,
+    ) -> Prediction:
         height, width = depth_m.shape
         reduced = ReducedLogits(logits)
         labels = self._to_camera(reduced.labels, height, width)
@@ -259,8 +313,11 @@ class Engine:
             result.confidence = conf.cpu().numpy()
             emit('confidence', result.confidence)
         # Palette row of each pixel, shared by the colour image and the cloud's rgb field.
-        index = labels.to(torch.int64).clamp_(0, len(self._palette) - 1) \
-            if wanted & {'color', 'overlay', 'points'} else None
+        index = (
+            labels.to(torch.int64).clamp_(0, len(self._palette) - 1)
+            if wanted & {'color', 'overlay', 'points'}
+            else None
+        )
         if wanted & {'color', 'overlay'}:
             colour = self._palette.index_select(0, index.view(-1)).view(*labels.shape, 3)
             if 'color' in wanted:
@@ -283,15 +340,23 @@ class Engine:
             return cv2.addWeighted(rgb_t.numpy(), 1.0 - alpha, colour.numpy(), alpha, 0.0)
         return blend_overlay(rgb_t, colour, alpha).cpu().numpy()
 
-    def _cloud(self, labels: torch.Tensor, index: torch.Tensor, conf: torch.Tensor,
-               depth_m: torch.Tensor, K_t: torch.Tensor, opts: CloudOptions) -> np.ndarray:
+    def _cloud(
+        self,
+        labels: torch.Tensor,
+        index: torch.Tensor,
+        conf: torch.Tensor,
+        depth_m: torch.Tensor,
+        K_t: torch.Tensor,
+        opts: CloudOptions,
+    ) -> np.ndarray:
         s = opts.stride
         height, width = depth_m.shape
         ray_x, ray_y = self._rays.rays(K_t, height, width, s)
         z = depth_m[::s, ::s]
         cf = conf[::s, ::s]
-        buffer = cloud_columns(z, ray_x, ray_y, labels[::s, ::s], index[::s, ::s], cf,
-                               self._palette_packed)
+        buffer = cloud_columns(
+            z, ray_x, ray_y, labels[::s, ::s], index[::s, ::s], cf, self._palette_packed
+        )
         keep = (z > 0) & (z <= opts.max_range)
         if opts.min_confidence > 0:
             keep &= cf >= opts.min_confidence

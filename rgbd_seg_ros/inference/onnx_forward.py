@@ -30,8 +30,10 @@ class OnnxForward:
         except ImportError as err:
             raise ConfigError('runtime onnxruntime needs the onnxruntime package') from err
         if getattr(model, 'set_intrinsics', None) is not None:
-            raise ConfigError('runtime onnxruntime cannot run this backend: its forward '
-                              'depends on the camera intrinsics of each frame')
+            raise ConfigError(
+                'runtime onnxruntime cannot run this backend: its forward '
+                'depends on the camera intrinsics of each frame'
+            )
         self._model = model
         self._depth_channels = depth_channels
         self._workdir = tempfile.TemporaryDirectory(prefix='rgbd_seg_onnx_')
@@ -41,8 +43,9 @@ class OnnxForward:
         height, width = rgb.shape[-2:]
         session, names = self._sessions.get((height, width)) or self._build(height, width)
         feeds = {'rgb': rgb, 'depth': depth}
-        inputs = {name: np.ascontiguousarray(feeds[name].numpy(), dtype=np.float32)
-                  for name in names}
+        inputs = {
+            name: np.ascontiguousarray(feeds[name].numpy(), dtype=np.float32) for name in names
+        }
         return torch.from_numpy(session.run(['logits'], inputs)[0])
 
     def _build(self, height: int, width: int) -> tuple[object, list[str]]:
@@ -52,9 +55,14 @@ class OnnxForward:
         return entry
 
 
-def export_session(model: torch.nn.Module, path: Path, height: int, width: int,
-                   depth_channels: int, providers: Sequence[str] = ('CPUExecutionProvider',)
-                   ) -> tuple[object, list[str]]:
+def export_session(
+    model: torch.nn.Module,
+    path: Path,
+    height: int,
+    width: int,
+    depth_channels: int,
+    providers: Sequence[str] = ('CPUExecutionProvider',),
+) -> tuple[object, list[str]]:
     """Export ``model`` at ``height`` x ``width`` to ``path`` and open an ONNX Runtime session.
 
     Returns the session and the input names it reads (the exporter drops unused inputs).

@@ -66,8 +66,9 @@ class RayCache:
         self._key: tuple | None = None
         self._rays: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def rays(self, K: torch.Tensor, height: int, width: int, stride: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def rays(
+        self, K: torch.Tensor, height: int, width: int, stride: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(row vector of x/z ``[1, w']``, column vector of y/z ``[h', 1]``) for this camera."""
         key = (tuple(K.reshape(-1).tolist()), height, width, stride, K.device)
         if key != self._key or self._rays is None:
@@ -79,9 +80,15 @@ class RayCache:
         return self._rays
 
 
-def cloud_columns(z: torch.Tensor, ray_x: torch.Tensor, ray_y: torch.Tensor,
-                  labels: torch.Tensor, palette_index: torch.Tensor, confidence: torch.Tensor,
-                  palette_packed: torch.Tensor) -> torch.Tensor:
+def cloud_columns(
+    z: torch.Tensor,
+    ray_x: torch.Tensor,
+    ray_y: torch.Tensor,
+    labels: torch.Tensor,
+    palette_index: torch.Tensor,
+    confidence: torch.Tensor,
+    palette_packed: torch.Tensor,
+) -> torch.Tensor:
     """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label confidence.
 
     ``rgb`` carries the ``0x00RRGGBB`` bits of ``palette_packed[palette_index]`` (the labels as

@@ -183,8 +183,9 @@ def onnxruntime_runner(
         raise ModeUnavailableError('the onnxruntime mode runs the fp32 export only')
     providers = onnxruntime_providers(device)
     h, w = rgb.shape[-2:]
-    session, names = export_session(model, Path(workdir) / 'model.onnx', h, w, depth.shape[1],
-                                    providers)
+    session, names = export_session(
+        model, Path(workdir) / 'model.onnx', h, w, depth.shape[1], providers
+    )
     feeds = {'rgb': rgb.contiguous(), 'depth': depth.contiguous()}  # NCHW, not channels_last
     if device.type == 'cpu':
         inputs = {n: np.ascontiguousarray(feeds[n].numpy(), dtype=np.float32) for n in names}

@@ -64,7 +64,8 @@ def colour_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
         image = image_codec.decode_compressed(msg.format, bytes(msg.data))
     else:
         image = image_codec.decode_image(
-            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
+        )
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -75,10 +76,12 @@ def colour_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
 def depth_to_array(msg: Image) -> np.ndarray:
     """16UC1 (mm) or 32FC1 (m) depth message -> HxW uint16 or float32 array."""
     if msg.encoding not in ('16UC1', 'mono16', '32FC1'):
-        raise FrameError(f'depth encoding {msg.encoding!r} unsupported; '
-                         'use 16UC1 (mm) or 32FC1 (m)')
+        raise FrameError(
+            f'depth encoding {msg.encoding!r} unsupported; use 16UC1 (mm) or 32FC1 (m)'
+        )
     return image_codec.decode_image(
-        msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+        msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
+    )
 
 
 def intrinsics(msg: CameraInfo) -> tuple[np.ndarray, int, int]:
@@ -102,8 +105,9 @@ def image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:
     return msg
 
 
-def camera_info_msg(source: CameraInfo, K: np.ndarray, width: int, height: int,
-                    header: Header) -> CameraInfo:
+def camera_info_msg(
+    source: CameraInfo, K: np.ndarray, width: int, height: int, header: Header
+) -> CameraInfo:
     """camera_info matching an output image (same model, intrinsics scaled to its size)."""
     msg = CameraInfo()
     msg.header = header
@@ -118,8 +122,10 @@ def camera_info_msg(source: CameraInfo, K: np.ndarray, width: int, height: int,
     return msg
 
 
-_POINT_FIELDS = [PointField(name=name, offset=offset, datatype=code, count=1)
-                 for name, offset, _, code in CLOUD_FIELDS]
+_POINT_FIELDS = [
+    PointField(name=name, offset=offset, datatype=code, count=1)
+    for name, offset, _, code in CLOUD_FIELDS
+]
 
 
 def cloud_msg(records: np.ndarray, header: Header) -> PointCloud2:

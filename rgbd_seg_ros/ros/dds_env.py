@@ -39,16 +39,18 @@ def loopback_environment(
     env = dict(os.environ if base is None else base)
     profile = str(loopback_profile())
     log_dir = str(log_dir)
-    env.update({
-        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        'ROS_DOMAIN_ID': str(domain_id if domain_id is not None else random_domain_id()),
-        'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
-        'FASTDDS_DEFAULT_PROFILES_FILE': profile,
-        'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
-        'ROS_HOME': log_dir,
-        'ROS_LOG_DIR': log_dir,
-        'PYTHONUNBUFFERED': '1',
-    })
+    env.update(
+        {
+            'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+            'ROS_DOMAIN_ID': str(domain_id if domain_id is not None else random_domain_id()),
+            'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
+            'FASTDDS_DEFAULT_PROFILES_FILE': profile,
+            'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
+            'ROS_HOME': log_dir,
+            'ROS_LOG_DIR': log_dir,
+            'PYTHONUNBUFFERED': '1',
+        }
+    )
     # ROS_LOCALHOST_ONLY is deprecated and only adds warnings next to the discovery range.
     env.pop('ROS_LOCALHOST_ONLY', None)
     env.pop('ROS_STATIC_PEERS', None)

@@ -30,8 +30,11 @@ from rgbd_seg_ros.errors import RgbdSegError
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
 from rgbd_seg_ros.ros.process import NodeProcess
 
-INPUTS = {SYNTH_COLOUR: '/rgb/image_rect_color', SYNTH_DEPTH: '/depth_registered/image_rect',
-          SYNTH_INFO: '/rgb/camera_info'}
+INPUTS = {
+    SYNTH_COLOUR: '/rgb/image_rect_color',
+    SYNTH_DEPTH: '/depth_registered/image_rect',
+    SYNTH_INFO: '/rgb/camera_info',
+}
 OUTPUTS = {
     '/segmentation/labels': 'sensor_msgs/msg/Image',
     '/segmentation/color': 'sensor_msgs/msg/Image',
@@ -63,19 +66,24 @@ def make_recording(out: Path, args: argparse.Namespace) -> Path:
     width, height = (int(v) for v in args.size.lower().split('x'))
     path = out / f'recording_s{args.seed}_{args.frames}f_{width}x{height}'
     if not (path / 'metadata.yaml').exists():
-        print(f'[demo] rendering a {args.frames}-frame {width}x{height} recording ...',
-              flush=True)
+        print(f'[demo] rendering a {args.frames}-frame {width}x{height} recording ...', flush=True)
         started = time.perf_counter()
-        write_recording(path, seed=args.seed, num_frames=args.frames, width=width,
-                        height=height, fps=args.fps)
+        write_recording(
+            path, seed=args.seed, num_frames=args.frames, width=width, height=height, fps=args.fps
+        )
         print(f'[demo]   done in {time.perf_counter() - started:.1f} s', flush=True)
     return path
 
 
 def start_node(out: Path, args: argparse.Namespace, env: dict[str, str]) -> NodeProcess:
-    params = {'checkpoint': args.checkpoint, 'device': args.device,
-              'qos': {'input_reliability': 'reliable'}, 'queue_size': 5,
-              'points': {'stride': args.points_stride}, 'diagnostics_period': 1.0}
+    params = {
+        'checkpoint': args.checkpoint,
+        'device': args.device,
+        'qos': {'input_reliability': 'reliable'},
+        'queue_size': 5,
+        'points': {'stride': args.points_stride},
+        'diagnostics_period': 1.0,
+    }
     return NodeProcess.start('segmentation_node', out, env, params)
 
 
@@ -91,8 +99,12 @@ class Session:
         rclpy.init()
         self.node = rclpy.create_node('rgbd_seg_demo')
         self.player = RecordingPlayer(self.node, INPUTS.values())
-        self.recorder = OutputRecorder(self.node, fresh_outputs_dir(out), OUTPUTS,
-                                       latched=frozenset({'/segmentation/classes'}))
+        self.recorder = OutputRecorder(
+            self.node,
+            fresh_outputs_dir(out),
+            OUTPUTS,
+            latched=frozenset({'/segmentation/classes'}),
+        )
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
 
@@ -100,8 +112,9 @@ class Session:
         deadline = time.monotonic() + timeout
         while not predicate():
             if not node.alive():
-                raise RgbdSegError(f'the node exited while waiting for {what}:\n'
-                                   + node.log()[-2000:])
+                raise RgbdSegError(
+                    f'the node exited while waiting for {what}:\n' + node.log()[-2000:]
+                )
             if time.monotonic() > deadline:
                 raise RgbdSegError(f'timed out waiting for {what}; node log: {node.log_path}')
             self.executor.spin_once(timeout_sec=0.05)
@@ -121,9 +134,15 @@ def replay(session: Session, frames: list, node: NodeProcess) -> None:
     first_pub = {}
     for topic, msg in frames[0].messages:
         first_pub[topic] = session.player.publisher(topic, msg)
-    session.spin_until(lambda: all(p.get_subscription_count() for p in first_pub.values()) and
-                       session.recorder.received['/segmentation/classes'], 60.0, node,
-                       'the node to subscribe and load its model')
+    session.spin_until(
+        lambda: (
+            all(p.get_subscription_count() for p in first_pub.values())
+            and session.recorder.received['/segmentation/classes']
+        ),
+        60.0,
+        node,
+        'the node to subscribe and load its model',
+    )
     thread = threading.Thread(target=session.player.play, args=(frames,), daemon=True)
     thread.start()
     session.spin_until(lambda: not thread.is_alive(), len(frames) + 60.0, node, 'the replay')
@@ -134,6 +153,7 @@ def replay(session: Session, frames: list, node: NodeProcess) -> None:
         if len(labels) != count[0]:
             count[:] = [len(labels), time.monotonic()]
         return time.monotonic() - count[1] > 3.0
+
     session.spin_until(settled, 120.0, node, 'the last outputs')
 
 
@@ -145,8 +165,10 @@ def fresh_outputs_dir(out: Path) -> Path:
         ours = {'metadata.yaml', 'outputs.mcap'}
         names = {child.name for child in path.iterdir()}
         if not names <= ours:
-            raise RgbdSegError(f'{path} holds files the demo did not write '
-                               f'({", ".join(sorted(names - ours))}); move them away')
+            raise RgbdSegError(
+                f'{path} holds files the demo did not write '
+                f'({", ".join(sorted(names - ours))}); move them away'
+            )
         shutil.rmtree(path)
     return path
 
@@ -154,8 +176,7 @@ def fresh_outputs_dir(out: Path) -> Path:
 def _image(msg: Any) -> np.ndarray:
     from rgbd_seg_ros.core.image_codec import decode_image
 
-    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian,
-                        msg.data)
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
 
 
 def _stamp(msg: Any) -> int:
@@ -186,8 +207,9 @@ def ground_truth(path: Path) -> dict[int, dict[str, Any]]:
     return frames
 
 
-def evaluate(outputs: dict, truth: dict, original: dict[int, int], classes: dict
-             ) -> dict[str, Any]:
+def evaluate(
+    outputs: dict, truth: dict, original: dict[int, int], classes: dict
+) -> dict[str, Any]:
     """Latency percentiles and mIoU of the published labels against the recorded labels."""
     import torch
 
@@ -200,23 +222,32 @@ def evaluate(outputs: dict, truth: dict, original: dict[int, int], classes: dict
     for _, msg in labels:
         gt = truth.get(original.get(_stamp(msg), -1), {}).get('labels')
         if gt is not None:
-            matrix.update(torch.from_numpy(_image(msg).astype(np.int64)),
-                          torch.from_numpy(gt.astype(np.int64)))
+            matrix.update(
+                torch.from_numpy(_image(msg).astype(np.int64)),
+                torch.from_numpy(gt.astype(np.int64)),
+            )
             matched += 1
     metrics = matrix.compute()
     names = [c['name'] for c in classes['classes']]
     return {
-        'frames_out': len(labels), 'frames_scored': matched,
-        'latency_ms': {'p50': float(np.percentile(latency, 50)) if latency else None,
-                       'p95': float(np.percentile(latency, 95)) if latency else None},
-        'miou': metrics.miou, 'pixel_acc': metrics.pixel_acc,
-        'iou': {n: (None if np.isnan(v) else round(v, 4)) for n, v in zip(names, metrics.iou,
-                                                                          strict=False)},
+        'frames_out': len(labels),
+        'frames_scored': matched,
+        'latency_ms': {
+            'p50': float(np.percentile(latency, 50)) if latency else None,
+            'p95': float(np.percentile(latency, 95)) if latency else None,
+        },
+        'miou': metrics.miou,
+        'pixel_acc': metrics.pixel_acc,
+        'iou': {
+            n: (None if np.isnan(v) else round(v, 4))
+            for n, v in zip(names, metrics.iou, strict=False)
+        },
     }
 
 
-def write_previews(out: Path, outputs: dict, truth: dict, original: dict[int, int],
-                   count: int) -> list[Path]:
+def write_previews(
+    out: Path, outputs: dict, truth: dict, original: dict[int, int], count: int
+) -> list[Path]:
     """previews.png (a few frames) and cloud.png (the last cloud)."""
     from rgbd_seg_ros.core.cloud import unpack_cloud
     from rgbd_seg_ros.data.previews import cloud_snapshot, frame_strip, write_png
@@ -226,14 +257,14 @@ def write_previews(out: Path, outputs: dict, truth: dict, original: dict[int, in
     stamps = [s for s in sorted(overlay) if s in confidence and original.get(s) in truth]
     written = []
     if stamps:
-        picks = [stamps[i] for i in np.linspace(0, len(stamps) - 1, min(count, len(stamps)),
-                                                dtype=int)]
+        picks = [
+            stamps[i] for i in np.linspace(0, len(stamps) - 1, min(count, len(stamps)), dtype=int)
+        ]
         rows = []
         for s in picks:
             gt = truth[original[s]]
             depth_m = gt['depth'].astype(np.float32) / 1000.0
-            rows.append(frame_strip(gt['rgb'], depth_m, _image(overlay[s]),
-                                    _image(confidence[s])))
+            rows.append(frame_strip(gt['rgb'], depth_m, _image(overlay[s]), _image(confidence[s])))
         written.append(write_png(out / 'previews.png', np.concatenate(rows, axis=0)))
     clouds = outputs['/segmentation/points']
     if clouds:
@@ -253,8 +284,10 @@ def check_model(args: argparse.Namespace) -> None:
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise RgbdSegError(f'checkpoint {args.checkpoint} does not exist')
     if not args.checkpoint and default_checkpoint() is None:
-        raise RgbdSegError('no embedded default model (models/default.safetensors); pass '
-                           '--checkpoint or train one as models/README.md describes')
+        raise RgbdSegError(
+            'no embedded default model (models/default.safetensors); pass '
+            '--checkpoint or train one as models/README.md describes'
+        )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,8 +304,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     node = start_node(out, args, loopback_environment(out / 'ros_log', domain))
     session = Session(out)
     try:
-        print(f'[demo] node started (ROS_DOMAIN_ID={domain}, loopback only); replaying '
-              f'{len(frames)} frames at {args.fps:g} Hz', flush=True)
+        print(
+            f'[demo] node started (ROS_DOMAIN_ID={domain}, loopback only); replaying '
+            f'{len(frames)} frames at {args.fps:g} Hz',
+            flush=True,
+        )
         replay(session, frames, node)
         original = dict(session.player.original_stamps)
     finally:
@@ -281,18 +317,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     outputs = read_outputs(out / 'outputs')
     classes = json.loads(outputs['/segmentation/classes'][-1][1].data)
     truth = ground_truth(recording)
-    summary = {'frames_in': len(frames), **evaluate(outputs, truth, original, classes),
-               'node_exit_code': rc, 'model': classes.get('checkpoint'),
-               'backend': classes.get('backend'), 'outputs': str(out / 'outputs'),
-               'recording': str(recording)}
-    summary['previews'] = [str(p) for p in write_previews(out, outputs, truth, original,
-                                                          args.previews)]
+    summary = {
+        'frames_in': len(frames),
+        **evaluate(outputs, truth, original, classes),
+        'node_exit_code': rc,
+        'model': classes.get('checkpoint'),
+        'backend': classes.get('backend'),
+        'outputs': str(out / 'outputs'),
+        'recording': str(recording),
+    }
+    summary['previews'] = [
+        str(p) for p in write_previews(out, outputs, truth, original, args.previews)
+    ]
     diagnostics = outputs['/diagnostics']
     if diagnostics:
         values = {kv.key: kv.value for kv in diagnostics[-1][1].status[0].values}
-        summary['node_diagnostics'] = {k: values[k] for k in values
-                                       if k.startswith(('model_time', 'overhead', 'dropped',
-                                                        'skipped', 'paired', 'frames_out'))}
+        summary['node_diagnostics'] = {
+            k: values[k]
+            for k in values
+            if k.startswith(
+                ('model_time', 'overhead', 'dropped', 'skipped', 'paired', 'frames_out')
+            )
+        }
     summary['wall_s'] = round(time.perf_counter() - started, 1)
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     return summary
@@ -301,20 +347,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_summary(summary: dict[str, Any]) -> None:
     lat = summary['latency_ms']
     print('\n[demo] summary')
-    print(f"  frames in / out      {summary['frames_in']} / {summary['frames_out']} "
-          f"(the node segments the newest frame; older ones are dropped, never queued)")
+    print(
+        f'  frames in / out      {summary["frames_in"]} / {summary["frames_out"]} '
+        f'(the node segments the newest frame; older ones are dropped, never queued)'
+    )
     if lat['p50'] is not None:
-        print(f"  latency p50 / p95    {lat['p50']:.0f} / {lat['p95']:.0f} ms "
-              '(input stamp -> labels received)')
-    print(f"  mIoU vs ground truth {summary['miou']:.3f} over {summary['frames_scored']} frames "
-          f"(pixel accuracy {summary['pixel_acc']:.3f})")
+        print(
+            f'  latency p50 / p95    {lat["p50"]:.0f} / {lat["p95"]:.0f} ms '
+            '(input stamp -> labels received)'
+        )
+    print(
+        f'  mIoU vs ground truth {summary["miou"]:.3f} over {summary["frames_scored"]} frames '
+        f'(pixel accuracy {summary["pixel_acc"]:.3f})'
+    )
     for name, iou in summary['iou'].items():
         print(f'    {name:12s} {"-" if iou is None else f"{iou:.3f}"}')
-    print(f"  model                {summary['backend']} from {summary['model']}")
-    print(f"  outputs              {summary['outputs']}/ (mcap: Foxglove, ros2 bag)")
+    print(f'  model                {summary["backend"]} from {summary["model"]}')
+    print(f'  outputs              {summary["outputs"]}/ (mcap: Foxglove, ros2 bag)')
     for path in summary['previews']:
         print(f'  preview              {path}')
-    print(f"  node exit code       {summary['node_exit_code']}; wall time {summary['wall_s']} s")
+    print(f'  node exit code       {summary["node_exit_code"]}; wall time {summary["wall_s"]} s')
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,19 +31,23 @@ class DiagnosticsPublisher:
             values[f'rate_{name}_hz'] = f'{meter.rate(now):.2f}'
         pairs = node.pairer.counters()
         received_rgb = pairs.get('received_rgb', 0)
-        values['pairing_ratio'] = f'{pairs.get("paired", 0) / received_rgb:.3f}' \
-            if received_rgb else '0.000'
+        values['pairing_ratio'] = (
+            f'{pairs.get("paired", 0) / received_rgb:.3f}' if received_rgb else '0.000'
+        )
         counts = {**pairs, **node.counters.snapshot()}
         values.update({k: str(v) for k, v in sorted(counts.items())})
         values['frames_out'] = str(node.worker.processed)
         for key, value in node.latency.percentiles_ms().items():
             values[f'latency_{key}_ms'] = f'{value:.1f}'
-        for name, window in (('model_time', node.model_time), ('overhead', node.overhead),
-                             ('work_overhead', node.work_overhead),
-                             ('labels_overhead', node.labels_overhead),
-                             ('pickup_age', node.pickup_age),
-                             ('prepare_time', node.prepare_time),
-                             ('cloud_time', node.cloud_time)):
+        for name, window in (
+            ('model_time', node.model_time),
+            ('overhead', node.overhead),
+            ('work_overhead', node.work_overhead),
+            ('labels_overhead', node.labels_overhead),
+            ('pickup_age', node.pickup_age),
+            ('prepare_time', node.prepare_time),
+            ('cloud_time', node.cloud_time),
+        ):
             for key, value in window.percentiles_ms().items():
                 values[f'{name}_{key}_ms'] = f'{value:.1f}'
         values['model'] = node.models.describe()
@@ -55,8 +59,9 @@ class DiagnosticsPublisher:
         node = self._node
         values = self.values()
         skips = sum(v for k, v in node.counters.snapshot().items() if k.startswith('skipped_'))
-        status = DiagnosticStatus(name=f'{node.get_name()}: pipeline',
-                                  hardware_id=values.get('device', 'cpu'))
+        status = DiagnosticStatus(
+            name=f'{node.get_name()}: pipeline', hardware_id=values.get('device', 'cpu')
+        )
         if node.models.engine is None:
             status.level, status.message = DiagnosticStatus.WARN, 'no model loaded'
         elif skips > self._last_skips:
@@ -81,6 +86,7 @@ def _memory(node: SegmentationNode) -> dict[str, str]:
             import torch
 
             out['cuda_allocated_mb'] = f'{torch.cuda.memory_allocated(engine.device) / 2**20:.0f}'
-            out['cuda_max_allocated_mb'] = \
+            out['cuda_max_allocated_mb'] = (
                 f'{torch.cuda.max_memory_allocated(engine.device) / 2**20:.0f}'
+            )
     return out

@@ -47,23 +47,29 @@ def _stage(reason: str, decode, *args):
 def deserialize_triple(triple: Triple) -> tuple[Any, Any, Any]:
     """The paired (type, bytes) payloads as messages; only the frame being segmented pays."""
     out = []
-    for reason, stamped in (('bad_colour', triple.rgb), ('bad_depth', triple.depth),
-                            ('bad_camera_info', triple.info)):
+    for reason, stamped in (
+        ('bad_colour', triple.rgb),
+        ('bad_depth', triple.depth),
+        ('bad_camera_info', triple.info),
+    ):
         msg_type, data = stamped.payload
         out.append(_stage(reason, conversions.deserialize, msg_type, data))
     return out[0], out[1], out[2]
 
 
-def frame_arrays(colour: Image | CompressedImage, depth: Image, info: CameraInfo,
-                 tolerance: float) -> FrameArrays:
+def frame_arrays(
+    colour: Image | CompressedImage, depth: Image, info: CameraInfo, tolerance: float
+) -> FrameArrays:
     """Decode and cross-check one triple; see the module docstring."""
     rgb = _stage('bad_colour', conversions.colour_to_rgb, colour)
     depth_arr = _stage('bad_depth', conversions.depth_to_array, depth)
     K, info_w, info_h = _stage('bad_camera_info', conversions.intrinsics, info)
     height, width = rgb.shape[:2]
     if (info_w, info_h) != (width, height):
-        raise InputError('bad_camera_info', f'camera_info is {info_w}x{info_h} but the colour '
-                         f'image is {width}x{height}')
+        raise InputError(
+            'bad_camera_info',
+            f'camera_info is {info_w}x{info_h} but the colour image is {width}x{height}',
+        )
     if depth_arr.shape != (height, width):
         depth_arr = _stage('bad_depth', _resample_depth, depth_arr, width, height, tolerance)
     return FrameArrays(rgb, depth_arr, K)
@@ -78,6 +84,8 @@ def _resample_depth(depth: np.ndarray, width: int, height: int, tolerance: float
     d_h, d_w = depth.shape
     aspect_colour, aspect_depth = width / height, d_w / d_h
     if abs(aspect_depth / aspect_colour - 1.0) > tolerance:
-        raise FrameError(f'depth is {d_w}x{d_h} but colour is {width}x{height}: different '
-                         'aspect ratios, so depth is not registered to the colour camera')
+        raise FrameError(
+            f'depth is {d_w}x{d_h} but colour is {width}x{height}: different '
+            'aspect ratios, so depth is not registered to the colour camera'
+        )
     return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)

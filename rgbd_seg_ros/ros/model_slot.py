@@ -52,8 +52,10 @@ class ModelSlot:
         engine = self._engine
         if engine is None:
             return 'no model loaded'
-        return (f'{engine.meta.backend} ({engine.num_classes} classes) from {engine.source} '
-                f'on {engine.device} {engine.precision} ({engine.runtime})')
+        return (
+            f'{engine.meta.backend} ({engine.num_classes} classes) from {engine.source} '
+            f'on {engine.device} {engine.precision} ({engine.runtime})'
+        )
 
     def load_initial(self) -> None:
         """Load the configured (or embedded default) model; a bad explicit path is fatal."""
@@ -70,15 +72,20 @@ class ModelSlot:
 
         path = params['checkpoint'] or default_checkpoint()
         if not path:
-            return ('no checkpoint set and no embedded default model '
-                    f'({DEFAULT_MODEL}); frames are counted but not segmented')
+            return (
+                'no checkpoint set and no embedded default model '
+                f'({DEFAULT_MODEL}); frames are counted but not segmented'
+            )
         with self._load_lock:
             try:
                 engine = Engine.from_checkpoint(
-                    path, device=params['device'], precision=params['precision'],
+                    path,
+                    device=params['device'],
+                    precision=params['precision'],
                     resolution_policy=params['resolution_policy'],
                     fixed_size=(params['input_height'], params['input_width']),
-                    runtime=params['runtime'])
+                    runtime=params['runtime'],
+                )
                 if self.last_size:
                     engine.warmup(*self.last_size)
             except (RgbdSegError, OSError, RuntimeError, ValueError) as err:
@@ -93,9 +100,17 @@ class ModelSlot:
 
     def _publish_classes(self, engine: Engine) -> None:
         meta = engine.meta
-        classes = [{'id': i, 'name': name, 'color': [int(c) for c in meta.palette[i]]}
-                   for i, name in enumerate(meta.class_names)]
+        classes = [
+            {'id': i, 'name': name, 'color': [int(c) for c in meta.palette[i]]}
+            for i, name in enumerate(meta.class_names)
+        ]
         msg = String()
-        msg.data = json.dumps({'backend': meta.backend, 'checkpoint': engine.source,
-                               'ignore_index': meta.ignore_index, 'classes': classes})
+        msg.data = json.dumps(
+            {
+                'backend': meta.backend,
+                'checkpoint': engine.source,
+                'ignore_index': meta.ignore_index,
+                'classes': classes,
+            }
+        )
         self._node.classes_pub.publish(msg)

@@ -29,19 +29,36 @@ OUTPUTS = ('labels', 'color', 'overlay', 'confidence', 'points', 'camera_info')
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='node_bench', description=__doc__.splitlines()[0])
-    parser.add_argument('--checkpoint', default='',
-                        help='model to run (default: SSMA ResNet-18, 12 classes, random)')
+    parser.add_argument(
+        '--checkpoint',
+        default='',
+        help='model to run (default: SSMA ResNet-18, 12 classes, random)',
+    )
     parser.add_argument('--device', default='auto')
     parser.add_argument('--precision', default='fp32')
-    parser.add_argument('--runtime', default='torch', choices=('torch', 'onnxruntime'),
-                        help="the node's runtime parameter")
-    parser.add_argument('--cpu-threads', type=int, default=0,
-                        help="the node's cpu_threads parameter (0: cores - 1)")
-    parser.add_argument('--no-fresh-wait', action='store_true',
-                        help='set wait_for_fresh_frame false (always take the newest frame)')
-    parser.add_argument('--resolution-policy', default='checkpoint',
-                        choices=('checkpoint', 'native'),
-                        help="network input size: the checkpoint's, or the camera's")
+    parser.add_argument(
+        '--runtime',
+        default='torch',
+        choices=('torch', 'onnxruntime'),
+        help="the node's runtime parameter",
+    )
+    parser.add_argument(
+        '--cpu-threads',
+        type=int,
+        default=0,
+        help="the node's cpu_threads parameter (0: cores - 1)",
+    )
+    parser.add_argument(
+        '--no-fresh-wait',
+        action='store_true',
+        help='set wait_for_fresh_frame false (always take the newest frame)',
+    )
+    parser.add_argument(
+        '--resolution-policy',
+        default='checkpoint',
+        choices=('checkpoint', 'native'),
+        help="network input size: the checkpoint's, or the camera's",
+    )
     parser.add_argument('--size', default='640x480', help='WxH')
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     parser.add_argument('--seconds', type=float, default=20.0)
@@ -59,10 +76,13 @@ def default_checkpoint(folder: Path) -> Path:
 
     torch.manual_seed(0)
     model = build_backend('ssma', num_classes=12, encoder='resnet18', depth_channels=1)
-    meta = CheckpointMeta(backend='ssma', config=dict(vars(model.config)),
-                          class_names=[f'class_{i}' for i in range(12)],
-                          input_spec=InputSpec(depth_encoding='metric'),
-                          provenance={'made_by': 'node_bench (random weights)'})
+    meta = CheckpointMeta(
+        backend='ssma',
+        config=dict(vars(model.config)),
+        class_names=[f'class_{i}' for i in range(12)],
+        input_spec=InputSpec(depth_encoding='metric'),
+        provenance={'made_by': 'node_bench (random weights)'},
+    )
     path = folder / 'ssma_r18.safetensors'
     save_checkpoint(path, model, meta)
     return path
@@ -84,12 +104,15 @@ def synthetic_frames(width: int, height: int, count: int) -> list[Any]:
         rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         depth = np.linspace(800 + 50 * i, 6000, height, dtype=np.float32)[:, None]
         depth = np.repeat(depth, width, axis=1).astype(np.uint16)
-        info = CameraInfo(header=head, width=width, height=height, k=K,
-                          distortion_model='plumb_bob', d=[0.0] * 5)
+        info = CameraInfo(
+            header=head, width=width, height=height, k=K, distortion_model='plumb_bob', d=[0.0] * 5
+        )
         frame = Frame(i)
-        frame.messages = [('/rgb/image_rect_color', image_msg(rgb, 'rgb8', head)),
-                          ('/depth_registered/image_rect', image_msg(depth, '16UC1', head)),
-                          ('/rgb/camera_info', info)]
+        frame.messages = [
+            ('/rgb/image_rect_color', image_msg(rgb, 'rgb8', head)),
+            ('/depth_registered/image_rect', image_msg(depth, '16UC1', head)),
+            ('/rgb/camera_info', info),
+        ]
         frames.append(frame)
     return frames
 
@@ -114,13 +137,20 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     width, height = (int(v) for v in args.size.lower().split('x'))
     checkpoint = args.checkpoint or str(default_checkpoint(workdir))
-    params = {'checkpoint': checkpoint, 'device': args.device, 'precision': args.precision,
-              'qos': {'input_reliability': 'reliable'}, 'diagnostics_period': 1.0,
-              'resolution_policy': args.resolution_policy, 'cpu_threads': args.cpu_threads,
-              'runtime': args.runtime,
-              'wait_for_fresh_frame': not args.no_fresh_wait}
-    node = NodeProcess.start('segmentation_node', workdir,
-                             loopback_environment(workdir / 'ros_log', domain), params)
+    params = {
+        'checkpoint': checkpoint,
+        'device': args.device,
+        'precision': args.precision,
+        'qos': {'input_reliability': 'reliable'},
+        'diagnostics_period': 1.0,
+        'resolution_policy': args.resolution_policy,
+        'cpu_threads': args.cpu_threads,
+        'runtime': args.runtime,
+        'wait_for_fresh_frame': not args.no_fresh_wait,
+    }
+    node = NodeProcess.start(
+        'segmentation_node', workdir, loopback_environment(workdir / 'ros_log', domain), params
+    )
     rclpy.init()
     peer = rclpy.create_node('node_bench')
     executor = SingleThreadedExecutor()
@@ -135,11 +165,20 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # raw=True: the bench reads only the stamp, so its own deserialisation of 12 MB per frame
     # does not compete with the node for the CPU it measures (a C++ consumer would not either).
     for name in arrivals:
-        peer.create_subscription(types.get(name, Image), f'/segmentation/{name}',
-                                 lambda data, n=name: on_output(n, data), qos, raw=True)
+        peer.create_subscription(
+            types.get(name, Image),
+            f'/segmentation/{name}',
+            lambda data, n=name: on_output(n, data),
+            qos,
+            raw=True,
+        )
     diagnostics: list[dict[str, str]] = []
-    peer.create_subscription(DiagnosticArray, '/diagnostics', lambda m: diagnostics.append(
-        {kv.key: kv.value for kv in m.status[0].values}), 10)
+    peer.create_subscription(
+        DiagnosticArray,
+        '/diagnostics',
+        lambda m: diagnostics.append({kv.key: kv.value for kv in m.status[0].values}),
+        10,
+    )
     frames = synthetic_frames(width, height, 8)
     schedule = [frames[i % len(frames)] for i in range(int(args.seconds * args.rate))]
     for i, frame in enumerate(schedule):
@@ -148,8 +187,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         pubs = [player.publisher(t, m) for t, m in frames[0].messages]
         deadline = time.monotonic() + 120
-        while not all(p.get_subscription_count() for p in pubs) or \
-                not all(peer.count_publishers(f'/segmentation/{n}') for n in arrivals):
+        while not all(p.get_subscription_count() for p in pubs) or not all(
+            peer.count_publishers(f'/segmentation/{n}') for n in arrivals
+        ):
             if time.monotonic() > deadline or not node.alive():
                 raise RuntimeError('node did not come up:\n' + node.log()[-2000:])
             executor.spin_once(timeout_sec=0.1)
@@ -174,17 +214,33 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     last = diagnostics[-1] if diagnostics else {}
     return {
         'machine': f'{platform.processor() or platform.machine()}, '
-                   f'{available_cores()} CPU cores' + _gpu_note(args.device),
-        'size': args.size, 'rate_hz': args.rate, 'frames_in': len(schedule),
+        f'{available_cores()} CPU cores' + _gpu_note(args.device),
+        'size': args.size,
+        'rate_hz': args.rate,
+        'frames_in': len(schedule),
         'frames_out': len(arrivals.get('labels', [])),
         'output_rate_hz': len(arrivals.get('labels', [])) / elapsed,
         'latency_ms': {name: percentiles(values) for name, values in arrivals.items()},
-        'node': {key: float(last[key]) for key in last
-                 if key.startswith(('model_time', 'overhead', 'labels_overhead', 'work_overhead',
-                                    'cloud_time', 'pickup_age', 'prepare_time'))},
+        'node': {
+            key: float(last[key])
+            for key in last
+            if key.startswith(
+                (
+                    'model_time',
+                    'overhead',
+                    'labels_overhead',
+                    'work_overhead',
+                    'cloud_time',
+                    'pickup_age',
+                    'prepare_time',
+                )
+            )
+        },
         'drops': {key: int(last[key]) for key in last if key.startswith(('dropped', 'waited'))},
-        'checkpoint': checkpoint, 'node_exit_code': rc,
-        'cpu_threads': int(last.get('cpu_threads', 0)), 'runtime': args.runtime,
+        'checkpoint': checkpoint,
+        'node_exit_code': rc,
+        'cpu_threads': int(last.get('cpu_threads', 0)),
+        'runtime': args.runtime,
         'wait_for_fresh_frame': not args.no_fresh_wait,
     }
 
@@ -210,19 +266,30 @@ def _gpu_note(device: str) -> str:
 
 
 def report(result: dict[str, Any]) -> str:
-    lines = [f"node replay: {result['size']} at {result['rate_hz']:g} Hz on {result['machine']}",
-             f"  frames in/out {result['frames_in']}/{result['frames_out']} "
-             f"({result['output_rate_hz']:.1f} Hz out)"]
+    lines = [
+        f'node replay: {result["size"]} at {result["rate_hz"]:g} Hz on {result["machine"]}',
+        f'  frames in/out {result["frames_in"]}/{result["frames_out"]} '
+        f'({result["output_rate_hz"]:.1f} Hz out)',
+    ]
     for name, p in result['latency_ms'].items():
         if p['p50'] is not None:
             lines.append(f'  latency {name:12s} p50 {p["p50"]:7.1f} ms   p95 {p["p95"]:7.1f} ms')
     node = result['node']
-    for key in ('model_time', 'overhead', 'labels_overhead', 'pickup_age', 'prepare_time',
-                'work_overhead', 'cloud_time'):
+    for key in (
+        'model_time',
+        'overhead',
+        'labels_overhead',
+        'pickup_age',
+        'prepare_time',
+        'work_overhead',
+        'cloud_time',
+    ):
         if f'{key}_p50_ms' in node:
-            lines.append(f'  node {key:14s} p50 {node[f"{key}_p50_ms"]:7.1f} ms   '
-                         f'p95 {node.get(f"{key}_p95_ms", float("nan")):7.1f} ms')
-    lines.append(f"  drops {result['drops']}")
+            lines.append(
+                f'  node {key:14s} p50 {node[f"{key}_p50_ms"]:7.1f} ms   '
+                f'p95 {node.get(f"{key}_p95_ms", float("nan")):7.1f} ms'
+            )
+    lines.append(f'  drops {result["drops"]}')
     return '\n'.join(lines)
 
 

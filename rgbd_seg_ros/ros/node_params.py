@@ -30,6 +30,7 @@ class ParamSpec:
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in choices else f'must be one of {", ".join(choices)}'
+
     return check
 
 
@@ -42,18 +43,23 @@ def _in_range(low: float, high: float, low_open: bool = False) -> Callable[[Any]
             bracket = '(' if low_open else '['
             return f'must be in {bracket}{low}, {high}]'
         return None
+
     return check
 
 
 def _device(value: Any) -> str | None:
-    return None if isinstance(value, str) and _DEVICE.match(value) else (
-        "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return (
+        None
+        if isinstance(value, str) and _DEVICE.match(value)
+        else ("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    )
 
 
 def _int_at_least(low: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
         return None if ok else f'must be an integer >= {low}'
+
     return check
 
 
@@ -68,59 +74,145 @@ def _is_str(value: Any) -> str | None:
 OUTPUTS: tuple[str, ...] = ('labels', 'color', 'overlay', 'confidence', 'points', 'camera_info')
 
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec('checkpoint', '', 'Path of the model checkpoint (.safetensors or .pt). Empty: the '
-              'embedded default model. Setting it hot-swaps the model; a bad file is refused.',
-              _is_str),
-    ParamSpec('device', 'auto', "Where the model runs: 'auto' (first CUDA device, else CPU), "
-              "'cpu', 'cuda' or 'cuda:N'.", _device),
-    ParamSpec('cpu_threads', 0, 'Intra-op threads torch uses on the CPU. 0: one fewer than the '
-              'cores the process may use (at least 1), so the middleware and the camera driver '
-              'keep a core and the node does not stall on thread barriers.', _int_at_least(0)),
-    ParamSpec('runtime', 'torch', "What runs the forward pass: 'torch', or 'onnxruntime' (CPU "
-              'only: the model is exported per input size on first use, which takes seconds; '
-              'measured 1.1-2x faster than torch on a 2-core CPU).',
-              _one_of('torch', 'onnxruntime')),
-    ParamSpec('precision', 'fp32', 'Arithmetic of the forward pass: fp32, fp16 or bf16 '
-              '(fp16/bf16 only take effect on CUDA).', _one_of('fp32', 'fp16', 'bf16')),
-    ParamSpec('resolution_policy', 'checkpoint', "Network input size: 'checkpoint' (the size "
-              "the model was trained for), 'native' (the camera's), or 'fixed' "
-              '(input_height x input_width). Outputs always have the camera size.',
-              _one_of('checkpoint', 'native', 'fixed')),
-    ParamSpec('input_height', 480, "Network input height for resolution_policy 'fixed'.",
-              _int_at_least(16)),
-    ParamSpec('input_width', 640, "Network input width for resolution_policy 'fixed'.",
-              _int_at_least(16)),
-    ParamSpec('slop', 0.02, 'Largest stamp difference (s) between colour, depth and '
-              'camera_info that still pairs them.', _in_range(0.0, 10.0)),
-    ParamSpec('queue_size', 5, 'Messages kept per input while waiting for a match.',
-              _int_at_least(1)),
-    ParamSpec('wait_for_fresh_frame', True, 'When the model is slower than the camera and the '
-              'newest frame is older than a third of the camera period once the worker is free, '
-              'wait (at most 1.5 periods) for the next frame instead: this lowers the average '
-              'age of the published semantics, at the cost of a few percent of output rate.',
-              _is_bool),
-    *(ParamSpec(f'publish.{name}', True, f'Publish segmentation/{name} (computed only while '
-                'someone subscribes).', _is_bool) for name in OUTPUTS),
-    ParamSpec('overlay_alpha', 0.5, 'Weight of the class colours in the overlay image.',
-              _in_range(0.0, 1.0)),
-    ParamSpec('points.stride', 1, 'Keep every n-th pixel in both directions for the cloud.',
-              _int_at_least(1)),
-    ParamSpec('points.max_range', 10.0, 'Points farther than this (m) are left out.',
-              _in_range(0.0, 1000.0, low_open=True)),
-    ParamSpec('points.min_confidence', 0.0, 'Points whose class confidence is lower are left out.',
-              _in_range(0.0, 1.0)),
-    ParamSpec('points.organized', False, 'Organised cloud (image grid, NaN for dropped points) '
-              'instead of a dense list.', _is_bool),
-    ParamSpec('intrinsics_tolerance', 0.02, 'Relative disagreement allowed between the colour '
-              'camera_info and the depth image geometry before a frame is refused.',
-              _in_range(0.0, 1.0)),
-    ParamSpec('qos.input_reliability', 'best_effort', 'Reliability of the input subscriptions '
-              '(best_effort matches camera drivers; reliable matches rosbag replay).',
-              _one_of('reliable', 'best_effort'), read_only=True),
-    ParamSpec('qos.output_reliability', 'reliable', 'Reliability of the output publishers.',
-              _one_of('reliable', 'best_effort'), read_only=True),
-    ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
-              _in_range(0.05, 60.0), read_only=True),
+    ParamSpec(
+        'checkpoint',
+        '',
+        'Path of the model checkpoint (.safetensors or .pt). Empty: the '
+        'embedded default model. Setting it hot-swaps the model; a bad file is refused.',
+        _is_str,
+    ),
+    ParamSpec(
+        'device',
+        'auto',
+        "Where the model runs: 'auto' (first CUDA device, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
+        _device,
+    ),
+    ParamSpec(
+        'cpu_threads',
+        0,
+        'Intra-op threads torch uses on the CPU. 0: one fewer than the '
+        'cores the process may use (at least 1), so the middleware and the camera driver '
+        'keep a core and the node does not stall on thread barriers.',
+        _int_at_least(0),
+    ),
+    ParamSpec(
+        'runtime',
+        'torch',
+        "What runs the forward pass: 'torch', or 'onnxruntime' (CPU "
+        'only: the model is exported per input size on first use, which takes seconds; '
+        'measured 1.1-2x faster than torch on a 2-core CPU).',
+        _one_of('torch', 'onnxruntime'),
+    ),
+    ParamSpec(
+        'precision',
+        'fp32',
+        'Arithmetic of the forward pass: fp32, fp16 or bf16 (fp16/bf16 only take effect on CUDA).',
+        _one_of('fp32', 'fp16', 'bf16'),
+    ),
+    ParamSpec(
+        'resolution_policy',
+        'checkpoint',
+        "Network input size: 'checkpoint' (the size "
+        "the model was trained for), 'native' (the camera's), or 'fixed' "
+        '(input_height x input_width). Outputs always have the camera size.',
+        _one_of('checkpoint', 'native', 'fixed'),
+    ),
+    ParamSpec(
+        'input_height',
+        480,
+        "Network input height for resolution_policy 'fixed'.",
+        _int_at_least(16),
+    ),
+    ParamSpec(
+        'input_width', 640, "Network input width for resolution_policy 'fixed'.", _int_at_least(16)
+    ),
+    ParamSpec(
+        'slop',
+        0.02,
+        'Largest stamp difference (s) between colour, depth and '
+        'camera_info that still pairs them.',
+        _in_range(0.0, 10.0),
+    ),
+    ParamSpec(
+        'queue_size', 5, 'Messages kept per input while waiting for a match.', _int_at_least(1)
+    ),
+    ParamSpec(
+        'wait_for_fresh_frame',
+        True,
+        'When the model is slower than the camera and the '
+        'newest frame is older than a third of the camera period once the worker is free, '
+        'wait (at most 1.5 periods) for the next frame instead: this lowers the average '
+        'age of the published semantics, at the cost of a few percent of output rate.',
+        _is_bool,
+    ),
+    *(
+        ParamSpec(
+            f'publish.{name}',
+            True,
+            f'Publish segmentation/{name} (computed only while someone subscribes).',
+            _is_bool,
+        )
+        for name in OUTPUTS
+    ),
+    ParamSpec(
+        'overlay_alpha',
+        0.5,
+        'Weight of the class colours in the overlay image.',
+        _in_range(0.0, 1.0),
+    ),
+    ParamSpec(
+        'points.stride',
+        1,
+        'Keep every n-th pixel in both directions for the cloud.',
+        _int_at_least(1),
+    ),
+    ParamSpec(
+        'points.max_range',
+        10.0,
+        'Points farther than this (m) are left out.',
+        _in_range(0.0, 1000.0, low_open=True),
+    ),
+    ParamSpec(
+        'points.min_confidence',
+        0.0,
+        'Points whose class confidence is lower are left out.',
+        _in_range(0.0, 1.0),
+    ),
+    ParamSpec(
+        'points.organized',
+        False,
+        'Organised cloud (image grid, NaN for dropped points) instead of a dense list.',
+        _is_bool,
+    ),
+    ParamSpec(
+        'intrinsics_tolerance',
+        0.02,
+        'Relative disagreement allowed between the colour '
+        'camera_info and the depth image geometry before a frame is refused.',
+        _in_range(0.0, 1.0),
+    ),
+    ParamSpec(
+        'qos.input_reliability',
+        'best_effort',
+        'Reliability of the input subscriptions '
+        '(best_effort matches camera drivers; reliable matches rosbag replay).',
+        _one_of('reliable', 'best_effort'),
+        read_only=True,
+    ),
+    ParamSpec(
+        'qos.output_reliability',
+        'reliable',
+        'Reliability of the output publishers.',
+        _one_of('reliable', 'best_effort'),
+        read_only=True,
+    ),
+    ParamSpec(
+        'diagnostics_period',
+        1.0,
+        'Seconds between /diagnostics messages.',
+        _in_range(0.05, 60.0),
+        read_only=True,
+    ),
 )
 
 BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMS}

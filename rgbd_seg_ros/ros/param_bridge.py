@@ -29,9 +29,7 @@ def declare_all(node: Node) -> dict[str, Any]:
     return values
 
 
-def install_validator(
-    node: Node, apply: Callable[[dict[str, Any]], str | None]
-) -> None:
+def install_validator(node: Node, apply: Callable[[dict[str, Any]], str | None]) -> None:
     """Validate every change; ``apply`` may refuse a valid-looking change (bad checkpoint)."""
 
     def on_set(params: list[Parameter]) -> SetParametersResult:

@@ -68,9 +68,15 @@ class NodeProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, executable: str, workdir: Path, env: dict[str, str],
-              params: dict[str, Any] | Path | None = None,
-              remap: dict[str, str] | None = None, tag: str = '') -> NodeProcess:
+    def start(
+        cls,
+        executable: str,
+        workdir: Path,
+        env: dict[str, str],
+        params: dict[str, Any] | Path | None = None,
+        remap: dict[str, str] | None = None,
+        tag: str = '',
+    ) -> NodeProcess:
         args = [console_script(executable), '--ros-args']
         if isinstance(params, dict):
             params = write_params(workdir / f'{executable}{tag}_params.yaml', params)
@@ -81,8 +87,9 @@ class NodeProcess:
         log_path = workdir / f'{executable}{tag}.log'
         env = {**env, PARENT_PID_VARIABLE: str(os.getpid())}
         with open(log_path, 'wb') as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            )
         return cls(executable, proc, log_path)
 
     def alive(self) -> bool:

@@ -54,8 +54,10 @@ class RecordingPlayer:
     """Publishes frames at their recorded rate with fresh stamps."""
 
     def __init__(self, node: Node, topics: Iterable[str], reliable: bool = True) -> None:
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable
-                         else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(
+            depth=5,
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        )
         self._node = node
         self._pubs: dict[str, Any] = {}
         self._qos = qos
@@ -69,8 +71,9 @@ class RecordingPlayer:
             self._pubs[topic] = self._node.create_publisher(type(msg), topic, self._qos)
         return self._pubs[topic]
 
-    def play(self, frames: list[Frame], rate_scale: float = 1.0,
-             stop: threading.Event | None = None) -> None:
+    def play(
+        self, frames: list[Frame], rate_scale: float = 1.0, stop: threading.Event | None = None
+    ) -> None:
         """Blocking: publish every frame on schedule (relative to the first one)."""
         if not frames:
             return
@@ -106,8 +109,13 @@ class RecordingPlayer:
 class OutputRecorder:
     """Writes every message of the given topics (serialised, as received) to an mcap file."""
 
-    def __init__(self, node: Node, path: str | Path, topics: dict[str, str],
-                 latched: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        node: Node,
+        path: str | Path,
+        topics: dict[str, str],
+        latched: frozenset[str] = frozenset(),
+    ) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
@@ -121,14 +129,22 @@ class OutputRecorder:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         # Latched topics (published once, e.g. the class list) need a transient-local
         # subscription, or a recorder that joins after the publish never sees them.
-        latched_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched_qos = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
         for topic, msgtype in topics.items():
             self._connections[topic] = self._writer.add_connection(
-                topic, msgtype, typestore=self._store)
-            node.create_subscription(message_class(msgtype), topic,
-                                     lambda data, t=topic: self._on_message(t, data),
-                                     latched_qos if topic in latched else qos, raw=True)
+                topic, msgtype, typestore=self._store
+            )
+            node.create_subscription(
+                message_class(msgtype),
+                topic,
+                lambda data, t=topic: self._on_message(t, data),
+                latched_qos if topic in latched else qos,
+                raw=True,
+            )
 
     def _on_message(self, topic: str, data: bytes) -> None:
         now = time.time_ns()

@@ -98,8 +98,11 @@ class SegmentWorker:
 
     def _wanted(self) -> set[str]:
         params = self._node.params
-        return {name for name, pub in self._node.pubs.items()
-                if params[f'publish.{name}'] and pub.get_subscription_count() > 0}
+        return {
+            name
+            for name, pub in self._node.pubs.items()
+            if params[f'publish.{name}'] and pub.get_subscription_count() > 0
+        }
 
     def _process(self, triple: Triple) -> None:
         node = self._node
@@ -123,14 +126,25 @@ class SegmentWorker:
             return
         node.models.last_size = arrays.rgb.shape[:2]
         params = node.params
-        cloud = CloudOptions(params['points.stride'], params['points.max_range'],
-                             params['points.min_confidence'], params['points.organized'])
-        publisher = _OutputPublisher(node, wanted, colour.header, info, arrays.K,
-                                     engine.num_classes)
+        cloud = CloudOptions(
+            params['points.stride'],
+            params['points.max_range'],
+            params['points.min_confidence'],
+            params['points.organized'],
+        )
+        publisher = _OutputPublisher(
+            node, wanted, colour.header, info, arrays.K, engine.num_classes
+        )
         decoded = node.get_clock().now()
-        prediction = engine.predict(arrays.rgb, arrays.depth, arrays.K, outputs=wanted,
-                                    overlay_alpha=params['overlay_alpha'], cloud=cloud,
-                                    emit=publisher.publish)
+        prediction = engine.predict(
+            arrays.rgb,
+            arrays.depth,
+            arrays.K,
+            outputs=wanted,
+            overlay_alpha=params['overlay_alpha'],
+            cloud=cloud,
+            emit=publisher.publish,
+        )
         publisher.finish(prediction.labels.shape)
         timings = prediction.timings_ms
         forward = timings['forward'] / 1e3
@@ -152,8 +166,9 @@ class SegmentWorker:
         # Where the labels overhead goes: stamp -> pick-up (transport, pairing, waiting for
         # the worker) and pick-up -> forward start (deserialise, decode, upload, preprocess).
         node.pickup_age.add((picked_up - stamp).nanoseconds / 1e9)
-        node.prepare_time.add((decoded - picked_up).nanoseconds / 1e9
-                              + timings['preprocess'] / 1e3)
+        node.prepare_time.add(
+            (decoded - picked_up).nanoseconds / 1e9 + timings['preprocess'] / 1e3
+        )
         node.rates['out'].tick(time.monotonic())
         self.processed += 1
 
@@ -161,8 +176,15 @@ class SegmentWorker:
 class _OutputPublisher:
     """Publishes one frame's outputs as the engine emits them (serialised in one copy)."""
 
-    def __init__(self, node: SegmentationNode, wanted: set[str], header, info, K: np.ndarray,
-                 num_classes: int) -> None:
+    def __init__(
+        self,
+        node: SegmentationNode,
+        wanted: set[str],
+        header,
+        info,
+        K: np.ndarray,
+        num_classes: int,
+    ) -> None:
         self._node = node
         self._wanted = wanted
         self._header = header
@@ -195,7 +217,8 @@ class _OutputPublisher:
             return
         height, width = shape[:2]
         self._node.pubs['camera_info'].publish(
-            conversions.camera_info_msg(self._info, self._K, width, height, self._header))
+            conversions.camera_info_msg(self._info, self._K, width, height, self._header)
+        )
         self._info_sent = True
 
 

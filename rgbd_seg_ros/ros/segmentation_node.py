@@ -65,8 +65,7 @@ class SegmentationNode(Node):
         self.pickup_age = LatencyWindow()
         self.prepare_time = LatencyWindow()
         self.cloud_time = LatencyWindow()
-        self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9),
-                                       self.params['queue_size'])
+        self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9), self.params['queue_size'])
         self.cpu_threads = configure_cpu_threads(self.params['cpu_threads'])
         self.models = ModelSlot(self)
         self._make_publishers()
@@ -74,39 +73,58 @@ class SegmentationNode(Node):
         self.models.load_initial()
         param_bridge.install_validator(self, self._apply_params)
         self._make_subscriptions()
-        self.create_service(Trigger, '~/reload', self._on_reload,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(
+            Trigger, '~/reload', self._on_reload, callback_group=MutuallyExclusiveCallbackGroup()
+        )
         self.diagnostics = DiagnosticsPublisher(self, self.params['diagnostics_period'])
         self.worker.start()
         self.get_logger().info('segmentation_node ready: ' + self.models.describe())
 
     # ---- wiring -------------------------------------------------------------------------------
     def _make_publishers(self) -> None:
-        qos = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST,
-                         reliability=_reliability(self.params['qos.output_reliability']))
+        qos = QoSProfile(
+            depth=2,
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=_reliability(self.params['qos.output_reliability']),
+        )
         types = {'points': PointCloud2, 'camera_info': CameraInfo}
-        self.pubs = {name: self.create_publisher(types.get(name, Image), topic, qos)
-                     for name, topic in OUTPUT_TOPICS.items()}
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {
+            name: self.create_publisher(types.get(name, Image), topic, qos)
+            for name, topic in OUTPUT_TOPICS.items()
+        }
+        latched = QoSProfile(
+            depth=1,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            reliability=ReliabilityPolicy.RELIABLE,
+        )
         self.classes_pub = self.create_publisher(String, CLASSES_TOPIC, latched)
 
     def _make_subscriptions(self) -> None:
-        qos = QoSProfile(depth=self.params['queue_size'], history=HistoryPolicy.KEEP_LAST,
-                         reliability=_reliability(self.params['qos.input_reliability']))
+        qos = QoSProfile(
+            depth=self.params['queue_size'],
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=_reliability(self.params['qos.input_reliability']),
+        )
         if self.params['qos.input_reliability'] == 'best_effort':
             qos = qos_profile_sensor_data
         group = ReentrantCallbackGroup()
         # raw=True: callbacks only read the stamp from the CDR bytes; the worker deserialises
         # just the triple it segments, so frames that are dropped anyway cost no conversion
         # (and no GIL time) at camera rate.
-        for stream, topic, msg_type in (('rgb', 'rgb', Image),
-                                        ('rgb', 'rgb_compressed', CompressedImage),
-                                        ('depth', 'depth', Image), ('info', 'info', CameraInfo)):
+        for stream, topic, msg_type in (
+            ('rgb', 'rgb', Image),
+            ('rgb', 'rgb_compressed', CompressedImage),
+            ('depth', 'depth', Image),
+            ('info', 'info', CameraInfo),
+        ):
             self.create_subscription(
-                msg_type, INPUT_TOPICS[topic],
-                lambda data, s=stream, t=msg_type: self._on_input(s, t, data), qos,
-                callback_group=group, raw=True)
+                msg_type,
+                INPUT_TOPICS[topic],
+                lambda data, s=stream, t=msg_type: self._on_input(s, t, data),
+                qos,
+                callback_group=group,
+                raw=True,
+            )
 
     # ---- callbacks ----------------------------------------------------------------------------
     def _on_input(self, stream: str, msg_type: type, data: bytes) -> None:
@@ -126,8 +144,15 @@ class SegmentationNode(Node):
             self.worker.submit(triple)
 
     def _apply_params(self, changes: dict[str, Any]) -> str | None:
-        if {'checkpoint', 'device', 'precision', 'resolution_policy', 'input_height',
-                'input_width', 'runtime'} & set(changes):
+        if {
+            'checkpoint',
+            'device',
+            'precision',
+            'resolution_policy',
+            'input_height',
+            'input_width',
+            'runtime',
+        } & set(changes):
             merged = {**self.params, **changes}
             reason = self.models.swap(merged)
             if reason:
@@ -140,8 +165,9 @@ class SegmentationNode(Node):
         self.params.update(changes)
         return None
 
-    def _on_reload(self, _request: Trigger.Request, response: Trigger.Response
-                   ) -> Trigger.Response:
+    def _on_reload(
+        self, _request: Trigger.Request, response: Trigger.Response
+    ) -> Trigger.Response:
         reason = self.models.swap(self.params)
         response.success = reason is None
         response.message = reason or ('reloaded ' + self.models.describe())
@@ -151,8 +177,9 @@ class SegmentationNode(Node):
     def skip(self, reason: str, detail: str) -> None:
         """Count a skipped frame and warn, throttled so a bad stream cannot flood the log."""
         total = self.counters.add(f'skipped_{reason}')
-        self.get_logger().warn(f'skipping frame ({reason}, {total} so far): {detail}',
-                               throttle_duration_sec=5.0)
+        self.get_logger().warn(
+            f'skipping frame ({reason}, {total} so far): {detail}', throttle_duration_sec=5.0
+        )
 
     def close(self) -> None:
         """Stop the worker before the node is destroyed (called by runtime.run_node)."""

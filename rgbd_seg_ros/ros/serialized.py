@@ -26,12 +26,18 @@ _EMPTY_LENGTH = b'\x00\x00\x00\x00'
 def _splice(template: bytes, tail: int, payload: np.ndarray) -> bytes:
     """``template`` serialised with an empty data sequence, ``tail`` bytes after its length."""
     head = len(template) - tail - 4
-    if template[head:head + 4] != _EMPTY_LENGTH:  # pragma: no cover - layout changed upstream
+    if template[head : head + 4] != _EMPTY_LENGTH:  # pragma: no cover - layout changed upstream
         raise RuntimeError('unexpected CDR layout: the empty data sequence is not where expected')
     order = '<' if template[1] == 1 else '>'
     data = memoryview(np.ascontiguousarray(payload).reshape(-1).view(np.uint8))
-    return b''.join((template[:head], struct.pack(order + 'I', data.nbytes), data,
-                     template[len(template) - tail:]))
+    return b''.join(
+        (
+            template[:head],
+            struct.pack(order + 'I', data.nbytes),
+            data,
+            template[len(template) - tail :],
+        )
+    )
 
 
 def image_bytes(array: np.ndarray, encoding: str, header: Header) -> bytes:
@@ -53,4 +59,3 @@ def cloud_bytes(records: np.ndarray, header: Header) -> bytes:
         msg.height, msg.width = 1, int(records.shape[0])
     msg.row_step = msg.point_step * msg.width
     return _splice(serialize_message(msg), 1, records)
-

@@ -32,8 +32,11 @@ PARAMS: dict[str, tuple[Any, str]] = {
     'rgb_topic': ('', 'Colour topic in the recordings (empty: detected).'),
     'depth_topic': ('', 'Depth topic in the recordings (empty: detected).'),
     'info_topic': ('', 'camera_info topic in the recordings (empty: detected).'),
-    'label_source': ('topic', "'topic' (a label topic in the recordings) or 'pseudo' "
-                     '(labels predicted by base_checkpoint above a confidence threshold).'),
+    'label_source': (
+        'topic',
+        "'topic' (a label topic in the recordings) or 'pseudo' "
+        '(labels predicted by base_checkpoint above a confidence threshold).',
+    ),
     'label_topic': ('', "Label topic for label_source 'topic' (empty: detected)."),
     'pseudo_confidence': (0.9, 'Pseudo-label pixels below this confidence are ignored.'),
     'base_checkpoint': ('', 'Checkpoint to fine-tune (empty: the embedded default model).'),
@@ -80,8 +83,12 @@ class TrainerNode(Node):
 
         self._events = self._ctx.Queue()
         self._stop = self._ctx.Event()
-        self._process = self._ctx.Process(target=job_entry, args=(job, self._events, self._stop),
-                                          name='rgbd_seg_training', daemon=False)
+        self._process = self._ctx.Process(
+            target=job_entry,
+            args=(job, self._events, self._stop),
+            name='rgbd_seg_training',
+            daemon=False,
+        )
         self._process.start()
         self.state = {'stage': 'starting', 'output_dir': job['output_dir']}
         res.success, res.message = True, f'training started, output in {job["output_dir"]}'
@@ -128,11 +135,18 @@ class TrainerNode(Node):
             except queue.Empty:
                 break
             self._handle(event)
-        if self._process is not None and not self._process.is_alive() \
-                and self.state.get('stage') not in ('finished', 'failed', 'cancelled', 'idle'):
+        if (
+            self._process is not None
+            and not self._process.is_alive()
+            and self.state.get('stage') not in ('finished', 'failed', 'cancelled', 'idle')
+        ):
             self._process.join(timeout=1.0)
-            self._handle({'event': 'failed',
-                          'error': f'training process exited with {self._process.exitcode}'})
+            self._handle(
+                {
+                    'event': 'failed',
+                    'error': f'training process exited with {self._process.exitcode}',
+                }
+            )
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get('event')
@@ -152,14 +166,16 @@ class TrainerNode(Node):
     def _hot_swap(self, checkpoint: str) -> None:
         target = self.get_parameter('target_node').value.rstrip('/')
         if self._set_client is None or self._set_client.srv_name != f'{target}/set_parameters':
-            self._set_client = self.create_client(SetParameters, f'{target}/set_parameters',
-                                                  callback_group=self._client_group)
+            self._set_client = self.create_client(
+                SetParameters, f'{target}/set_parameters', callback_group=self._client_group
+            )
         if not self._set_client.wait_for_service(timeout_sec=5.0):
             self.get_logger().error(f'{target} is not available; new model at {checkpoint}')
             self.state['swap'] = 'target unavailable'
             return
         request = SetParameters.Request(
-            parameters=[Parameter('checkpoint', value=checkpoint).to_parameter_msg()])
+            parameters=[Parameter('checkpoint', value=checkpoint).to_parameter_msg()]
+        )
         future = self._set_client.call_async(request)
         future.add_done_callback(lambda f: self._swap_done(f, checkpoint))
 
@@ -167,17 +183,21 @@ class TrainerNode(Node):
         result = future.result().results[0]
         self.state['swap'] = 'ok' if result.successful else f'refused: {result.reason}'
         msg = String()
-        msg.data = json.dumps({'event': 'swapped' if result.successful else 'swap_refused',
-                               **self.state}, default=str)
+        msg.data = json.dumps(
+            {'event': 'swapped' if result.successful else 'swap_refused', **self.state},
+            default=str,
+        )
         self._progress_pub.publish(msg)
         log = self.get_logger()
         (log.info if result.successful else log.error)(
-            f'hot-swap of {checkpoint}: {self.state["swap"]}')
+            f'hot-swap of {checkpoint}: {self.state["swap"]}'
+        )
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name=f'{self.get_name()}: training', hardware_id='trainer')
-        status.level = DiagnosticStatus.ERROR if self.state.get('stage') == 'failed' \
-            else DiagnosticStatus.OK
+        status.level = (
+            DiagnosticStatus.ERROR if self.state.get('stage') == 'failed' else DiagnosticStatus.OK
+        )
         status.message = str(self.state.get('stage'))
         status.values = [KeyValue(key=str(k), value=str(v)) for k, v in self.state.items()]
         array = DiagnosticArray()

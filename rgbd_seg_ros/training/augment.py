@@ -52,8 +52,11 @@ def sample_affine(
         s = float(rng.choice(np.asarray(cfg.scale_set, dtype=np.float64)))
     else:
         s = float(rng.uniform(cfg.scale[0], cfg.scale[1]))
-    angle = math.radians(float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))) \
-        if cfg.rotation_deg > 0 else 0.0
+    angle = (
+        math.radians(float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)))
+        if cfg.rotation_deg > 0
+        else 0.0
+    )
     flip = bool(cfg.hflip and rng.random() < 0.5)
     sy, sx = base_scale[0] * s, base_scale[1] * s
     # Input pixel centres -> centred coordinates -> (flip) -> scale -> rotate -> crop window.
@@ -75,22 +78,44 @@ def sample_affine(
 
 
 def warp_frame(
-    frame: Frame, m: np.ndarray, out_hw: tuple[int, int], zoom: float, ignore_index: int,
+    frame: Frame,
+    m: np.ndarray,
+    out_hw: tuple[int, int],
+    zoom: float,
+    ignore_index: int,
     depth_follows_scale: bool = True,
 ) -> Frame:
     """Apply affine ``m`` to every modality; see the module docstring for the conventions."""
     oh, ow = out_hw
     size = (ow, oh)
-    rgb = cv2.warpAffine(frame.rgb, m, size, flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    depth = cv2.warpAffine(frame.depth_m, m, size, flags=cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rgb = cv2.warpAffine(
+        frame.rgb,
+        m,
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+    depth = cv2.warpAffine(
+        frame.depth_m,
+        m,
+        size,
+        flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     if depth_follows_scale and zoom != 1.0:
         depth = depth * np.float32(1.0 / zoom)
     labels = None
     if frame.labels is not None:
-        labels = cv2.warpAffine(frame.labels, m, size, flags=cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=int(ignore_index))
+        labels = cv2.warpAffine(
+            frame.labels,
+            m,
+            size,
+            flags=cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=int(ignore_index),
+        )
     # Intrinsics: focal lengths scale with the (axis) scale of the warp, the principal point
     # moves with it. A small rotation is ignored (K stays upper triangular).
     k = frame.K.astype(np.float64).copy()

@@ -55,8 +55,9 @@ def bench_training(
     torch.manual_seed(0)
     model = build_backend(backend, num_classes=num_classes, **(options or {})).to(dev)
     depth_ch = model.config.depth_channels
-    fmt = torch.channels_last if (channels_last and dev.type == 'cuda') else \
-        torch.contiguous_format
+    fmt = (
+        torch.channels_last if (channels_last and dev.type == 'cuda') else torch.contiguous_format
+    )
     model = model.to(memory_format=fmt).train()
     precision = precision if dev.type == 'cuda' else 'fp32'
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -89,13 +90,16 @@ def bench_training(
     sync()
     elapsed = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return BenchResult(backend, str(dev), precision, batch_size, height, width, steps,
-                       elapsed / steps, params)
+    return BenchResult(
+        backend, str(dev), precision, batch_size, height, width, steps, elapsed / steps, params
+    )
 
 
 def format_results(results: list[BenchResult]) -> str:
-    lines = [f'{"backend":14s} {"device":8s} {"prec":5s} {"batch":>5s} {"size":>9s} '
-             f'{"params(M)":>9s} {"s/step":>8s} {"images/s":>9s}']
+    lines = [
+        f'{"backend":14s} {"device":8s} {"prec":5s} {"batch":>5s} {"size":>9s} '
+        f'{"params(M)":>9s} {"s/step":>8s} {"images/s":>9s}'
+    ]
     for r in results:
         lines.append(
             f'{r.backend:14s} {r.device:8s} {r.precision:5s} {r.batch_size:5d} '

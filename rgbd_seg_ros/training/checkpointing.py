@@ -55,8 +55,13 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         'python': [version, list(internal), gauss],
-        'numpy': {'name': name, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
-                  'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
+        'numpy': {
+            'name': name,
+            'keys': torch.from_numpy(keys.astype(np.int64)),
+            'pos': int(pos),
+            'has_gauss': int(has_gauss),
+            'cached_gaussian': float(cached),
+        },
         'torch': torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -68,8 +73,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state['python']
     random.setstate((version, tuple(internal), gauss))
     n = state['numpy']
-    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'],
-                         n['has_gauss'], n['cached_gaussian']))
+    np.random.set_state(
+        (
+            n['name'],
+            n['keys'].numpy().astype(np.uint32),
+            n['pos'],
+            n['has_gauss'],
+            n['cached_gaussian'],
+        )
+    )
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state['cuda'])
@@ -80,8 +92,14 @@ def git_commit(path: str | Path | None = None) -> str | None:
     """The commit of the source checkout (with ``-dirty``), or None outside a git checkout."""
     where = Path(path) if path else Path(__file__).resolve().parent
     try:
-        out = subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=40'],
-                             cwd=where, capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ['git', 'describe', '--always', '--dirty', '--abbrev=40'],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -94,7 +112,7 @@ def strip_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         name = key
         for prefix in ('module.', '_orig_mod.'):
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
         out[name] = value
     return out
 
@@ -110,13 +128,14 @@ def remap_state(
     for key, value in state.items():
         for src, dst in mapping.items():
             if src == '' or key.startswith(src):
-                out[dst + key[len(src):]] = value
+                out[dst + key[len(src) :]] = value
                 break
     return out
 
 
-def load_partial(model: torch.nn.Module, state: dict[str, torch.Tensor],
-                 strict: bool = False) -> dict[str, list[str]]:
+def load_partial(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], strict: bool = False
+) -> dict[str, list[str]]:
     """Copy the entries of ``state`` whose name and shape match ``model``.
 
     Returns {'loaded', 'missing' (model keys not in state), 'skipped' (unknown or shape

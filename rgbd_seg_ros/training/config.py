@@ -283,9 +283,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = '') -> Any:
     if unknown:
         prefix = f'{where}: ' if where else ''
         raise ConfigError(f'{prefix}unknown key(s) {unknown}; valid: {names}')
-    kwargs = {
-        k: _convert(hints[k], v, f'{where}.{k}' if where else k) for k, v in data.items()
-    }
+    kwargs = {k: _convert(hints[k], v, f'{where}.{k}' if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
 

@@ -135,8 +135,15 @@ class StreamBatchSampler(Sampler):
     ``k`` covers positions ``[k*B*W, (k+1)*B*W)``; rank ``r`` takes the ``r``-th block of ``B``.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, start_step: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+    ) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self._perms: dict[int, np.ndarray] = {}

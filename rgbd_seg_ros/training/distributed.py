@@ -60,8 +60,9 @@ def setup(device_name: str = 'auto') -> DistContext:
     device = pick_device(device_name, local)
     if device.type == 'cuda':
         torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        'nccl' if device.type == 'cuda' else 'gloo', rank=rank, world_size=world
+    )
     return DistContext(rank, world, local, device, True)
 
 

@@ -41,9 +41,15 @@ def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, rgb: torch.Tensor, depth: torch.Tensor, out_size: tuple[int, int],
-    scales: Sequence[float] = (1.0,), flip: bool = False, fixed_hw: tuple[int, int] | None = None,
-    precision: str = 'fp32', channels_last: bool = False,
+    model: nn.Module,
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    out_size: tuple[int, int],
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    fixed_hw: tuple[int, int] | None = None,
+    precision: str = 'fp32',
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Scores [B,K,H,W] at ``out_size``: logits for one scale without flip, else averaged
     softmax probabilities."""
@@ -94,9 +100,15 @@ def evaluate(
     module.eval()
     n = len(dataset) if max_frames is None else min(max_frames, len(dataset))
     subset = Subset(dataset, shard_indices(n, ctx.rank, ctx.world_size))
-    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=ctx.device.type == 'cuda', worker_init_fn=worker_init,
-                        generator=torch.Generator())  # leaves the global RNG alone
+    loader = DataLoader(
+        subset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=ctx.device.type == 'cuda',
+        worker_init_fn=worker_init,
+        generator=torch.Generator(),
+    )  # leaves the global RNG alone
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, ctx.device)
     iterator = loader
     if progress and ctx.is_main:
@@ -108,8 +120,17 @@ def evaluate(
             rgb = batch['rgb'].to(ctx.device, non_blocking=True)
             depth = batch['depth'].to(ctx.device, non_blocking=True)
             labels = batch['labels'].to(ctx.device, non_blocking=True)
-            scores = predict_logits(module, rgb, depth, tuple(labels.shape[-2:]), scales, flip,
-                                    fixed_hw, precision, channels_last)
+            scores = predict_logits(
+                module,
+                rgb,
+                depth,
+                tuple(labels.shape[-2:]),
+                scales,
+                flip,
+                fixed_hw,
+                precision,
+                channels_last,
+            )
             cm.update(scores.argmax(dim=1), labels)
     finally:
         module.train(was_training)

@@ -40,16 +40,24 @@ def make_dataset(job: dict[str, Any], base: str | None, progress: Progress) -> P
     if pseudo and not base:
         raise ConfigError('pseudo-labels need a base checkpoint')
     options = ConvertOptions(
-        colour_topic=topics.get('rgb') or None, depth_topic=topics.get('depth') or None,
+        colour_topic=topics.get('rgb') or None,
+        depth_topic=topics.get('depth') or None,
         info_topic=topics.get('info') or None,
         label_topic=None if pseudo else (topics.get('label') or None),
         checkpoint=base if pseudo else None,
         confidence_threshold=float(job.get('pseudo_confidence', 0.9)),
-        progress=False, jobs=int(job.get('convert_jobs', 1)))
+        progress=False,
+        jobs=int(job.get('convert_jobs', 1)),
+    )
     progress({'event': 'convert', 'stage': 'convert', 'dataset': str(root)})
     report = convert(job['recordings'], root, options, log=lambda text: None)
-    progress({'event': 'converted', 'stage': 'convert',
-              'frames': report.get('frames_written', report.get('frames'))})
+    progress(
+        {
+            'event': 'converted',
+            'stage': 'convert',
+            'frames': report.get('frames_written', report.get('frames')),
+        }
+    )
     return root
 
 
@@ -75,8 +83,9 @@ def make_config(job: dict[str, Any], dataset: Path, base: str | None) -> TrainCo
     return config
 
 
-def run_job(job: dict[str, Any], progress: Progress,
-            should_stop: Callable[[], bool] = lambda: False) -> Path:
+def run_job(
+    job: dict[str, Any], progress: Progress, should_stop: Callable[[], bool] = lambda: False
+) -> Path:
     """Convert, then train; returns the new checkpoint."""
     base = base_checkpoint(job)
     dataset = make_dataset(job, base, progress)
@@ -94,8 +103,13 @@ def job_entry(job: dict[str, Any], events: Any, stop: Any) -> None:
     except InterruptedError as err:
         events.put({'event': 'cancelled', 'reason': str(err)})
     except Exception as err:  # the parent must always learn how the job ended
-        events.put({'event': 'failed', 'error': f'{type(err).__name__}: {err}',
-                    'traceback': traceback.format_exc(limit=5)})
+        events.put(
+            {
+                'event': 'failed',
+                'error': f'{type(err).__name__}: {err}',
+                'traceback': traceback.format_exc(limit=5),
+            }
+        )
     else:
         kind = 'cancelled' if stop.is_set() else 'finished'
         events.put({'event': kind, 'checkpoint': str(path)})

@@ -26,14 +26,25 @@ def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def ohem_cross_entropy(
-    logits: Tensor, labels: Tensor, ignore_index: int, thresh: float, min_kept: int,
-    weight: Tensor | None = None, label_smoothing: float = 0.0,
+    logits: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    thresh: float,
+    min_kept: int,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Online hard example mining (ANN/TorchCV style): average the per-pixel CE over pixels
     whose true-class probability is below ``thresh``, keeping at least ``min_kept`` of the
     hardest valid pixels."""
-    pixel_loss = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index,
-                                 reduction='none', label_smoothing=label_smoothing).reshape(-1)
+    pixel_loss = F.cross_entropy(
+        logits,
+        labels,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction='none',
+        label_smoothing=label_smoothing,
+    ).reshape(-1)
     valid = (labels != ignore_index).reshape(-1)
     n_valid = int(valid.sum())
     if n_valid == 0:
@@ -45,8 +56,11 @@ def ohem_cross_entropy(
         true_prob = prob.gather(1, safe[:, None]).reshape(-1)
         true_prob[~valid] = float('inf')
         keep_n = min(max(min_kept, 1), n_valid)
-        kth = torch.kthvalue(true_prob, keep_n).values if keep_n < true_prob.numel() else \
-            true_prob.max()
+        kth = (
+            torch.kthvalue(true_prob, keep_n).values
+            if keep_n < true_prob.numel()
+            else true_prob.max()
+        )
         threshold = torch.maximum(kth, torch.tensor(thresh, device=kth.device))
         keep = valid & (true_prob <= threshold)
     return pixel_loss[keep].mean()
@@ -84,12 +98,24 @@ class SegLoss(nn.Module):
         logits = logits.float()
         weight = self.class_weights
         if use_ohem:
-            return ohem_cross_entropy(logits, labels, self.ignore_index, self.ohem_thresh,
-                                      self.ohem_min_kept, weight, self.label_smoothing)
+            return ohem_cross_entropy(
+                logits,
+                labels,
+                self.ignore_index,
+                self.ohem_thresh,
+                self.ohem_min_kept,
+                weight,
+                self.label_smoothing,
+            )
         if not bool((labels != self.ignore_index).any()):
             return logits.sum() * 0.0  # CE's mean over zero pixels would be NaN
-        return F.cross_entropy(logits, labels, weight=weight, ignore_index=self.ignore_index,
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits,
+            labels,
+            weight=weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
 
     def forward(self, output: object, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         logits, aux, weights = _unpack(output)
@@ -106,8 +132,12 @@ class SegLoss(nn.Module):
                 if self.aux_resize == 'labels':
                     term = self.ce(aux_logits, resize_labels(labels, aux_logits.shape[-2:]))
                 else:
-                    up = F.interpolate(aux_logits.float(), size=labels.shape[-2:],
-                                       mode='bilinear', align_corners=False)
+                    up = F.interpolate(
+                        aux_logits.float(),
+                        size=labels.shape[-2:],
+                        mode='bilinear',
+                        align_corners=False,
+                    )
                     term = self.ce(up, labels)
                 total = total + w * term
                 parts[f'loss_aux{i}'] = float(term.detach())

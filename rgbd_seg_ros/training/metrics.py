@@ -107,8 +107,11 @@ def format_table(metrics: dict[str, SegMetrics], class_names: list[str]) -> str:
     """A text table: summary rows per evaluation mode, then per-class IoU columns."""
     modes = list(metrics)
     lines = [f'{"":24s}' + ''.join(f'{mode:>14s}' for mode in modes)]
-    for label, attr in (('mIoU', 'miou'), ('pixel accuracy', 'pixel_acc'),
-                        ('mean class accuracy', 'mean_class_acc')):
+    for label, attr in (
+        ('mIoU', 'miou'),
+        ('pixel accuracy', 'pixel_acc'),
+        ('mean class accuracy', 'mean_class_acc'),
+    ):
         lines.append(
             f'{label:24s}' + ''.join(f'{100 * getattr(metrics[m], attr):14.2f}' for m in modes)
         )

@@ -30,8 +30,9 @@ def encoder_prefixes(model: nn.Module, configured: Sequence[str] = ()) -> tuple[
     declared = getattr(model, 'encoder_prefixes', None)
     if declared:
         return tuple(declared)
-    top = tuple(name for name, _ in model.named_children()
-                if name.split('_')[0] in ('encoder', 'expert'))
+    top = tuple(
+        name for name, _ in model.named_children() if name.split('_')[0] in ('encoder', 'expert')
+    )
     if top:
         return top
     found: list[str] = []
@@ -71,17 +72,20 @@ def param_groups(model: nn.Module, cfg: OptimConfig, enc_prefixes: Sequence[str]
             for p in params:  # lr 0 means frozen: no grads, no optimiser state
                 p.requires_grad_(False)
             continue
-        groups.append({
-            'params': params,
-            'lr': lr,
-            'weight_decay': 0.0 if no_wd else cfg.weight_decay,
-            'name': f'{"encoder" if is_enc else "decoder"}{"_no_wd" if no_wd else ""}',
-        })
+        groups.append(
+            {
+                'params': params,
+                'lr': lr,
+                'weight_decay': 0.0 if no_wd else cfg.weight_decay,
+                'name': f'{"encoder" if is_enc else "decoder"}{"_no_wd" if no_wd else ""}',
+            }
+        )
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig,
-                    enc_prefixes: Sequence[str]) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, enc_prefixes: Sequence[str]
+) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg, enc_prefixes)
     if not groups:
         raise ValueError('no trainable parameters (everything frozen or lr 0)')
@@ -113,8 +117,9 @@ def lr_factor(step: int, total_steps: int, cfg: ScheduleConfig) -> float:
     return max(factor, cfg.min_lr_ratio)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
-                    cfg: ScheduleConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, cfg: ScheduleConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, cfg)
     )

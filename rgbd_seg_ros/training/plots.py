@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 LOG_FIELDS: tuple[str, ...] = (
-    'stage', 'step', 'epoch', 'loss', 'lr', 'images_per_s', 'val_miou', 'val_pixel_acc',
+    'stage',
+    'step',
+    'epoch',
+    'loss',
+    'lr',
+    'images_per_s',
+    'val_miou',
+    'val_pixel_acc',
     'val_mean_class_acc',
 )
 
@@ -77,8 +84,9 @@ def plot_log(csv_path: str | Path, png_path: str | Path, title: str = '') -> Pat
         ax.set_ylabel('loss', color='tab:blue')
         ax2 = ax.twinx()
         xs, ys = _series(rows, 'val_miou')
-        ax2.plot(xs, [100 * y for y in ys], color='tab:red', marker='o', markersize=3,
-                 label='val mIoU')
+        ax2.plot(
+            xs, [100 * y for y in ys], color='tab:red', marker='o', markersize=3, label='val mIoU'
+        )
         ax2.set_ylabel('val mIoU (%)', color='tab:red')
         ax.set_title(title or Path(csv_path).parent.name)
         ax.grid(alpha=0.3)

@@ -20,18 +20,32 @@ from rgbd_seg_ros.errors import RgbdSegError
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by ``rgbd-seg train`` and this module."""
-    parser.add_argument('--recipe', '-r', default=None,
-                        help='recipe name in config/train (adapnetpp, ssma, finetune, tiny_cpu, '
-                        '...) or a YAML path; with --resume defaults to <output-dir>/config.yaml')
-    parser.add_argument('--set', '-s', dest='overrides', action='append', default=[],
-                        metavar='KEY=VALUE',
-                        help='override a configuration value (dotted keys, YAML values), e.g. '
-                        '--set optim.lr=1.0e-4 --set stages.0.steps=200; repeatable')
+    parser.add_argument(
+        '--recipe',
+        '-r',
+        default=None,
+        help='recipe name in config/train (adapnetpp, ssma, finetune, tiny_cpu, '
+        '...) or a YAML path; with --resume defaults to <output-dir>/config.yaml',
+    )
+    parser.add_argument(
+        '--set',
+        '-s',
+        dest='overrides',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='override a configuration value (dotted keys, YAML values), e.g. '
+        '--set optim.lr=1.0e-4 --set stages.0.steps=200; repeatable',
+    )
     parser.add_argument('--data', default=None, help='dataset folder (same as --set data.root=)')
-    parser.add_argument('--output-dir', '-o', default=None,
-                        help='output folder (same as --set output_dir=)')
-    parser.add_argument('--resume', action='store_true',
-                        help='continue the run in --output-dir exactly where it stopped')
+    parser.add_argument(
+        '--output-dir', '-o', default=None, help='output folder (same as --set output_dir=)'
+    )
+    parser.add_argument(
+        '--resume',
+        action='store_true',
+        help='continue the run in --output-dir exactly where it stopped',
+    )
 
 
 def config_from_args(args: argparse.Namespace):  # -> TrainConfig
@@ -57,14 +71,18 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
 def print_progress(info: dict) -> None:
     """Default progress sink of the CLI: a line per validation and at the end."""
     if info.get('event') == 'step' and info.get('val_miou') is not None:
-        print(f"[{info['stage']}] step {info['step']}/{info['total_steps']} "
-              f"loss {info.get('loss', float('nan')):.4f} val mIoU {100 * info['val_miou']:.2f}",
-              file=sys.stderr)
+        print(
+            f'[{info["stage"]}] step {info["step"]}/{info["total_steps"]} '
+            f'loss {info.get("loss", float("nan")):.4f} val mIoU {100 * info["val_miou"]:.2f}',
+            file=sys.stderr,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m rgbd_seg_ros.training.run',
-                                     description='Train a backend (one process per rank).')
+    parser = argparse.ArgumentParser(
+        prog='python -m rgbd_seg_ros.training.run',
+        description='Train a backend (one process per rank).',
+    )
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     try:

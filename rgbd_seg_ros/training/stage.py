@@ -47,7 +47,6 @@ class StageResult:
     metrics: dict[str, Any]
 
 
-
 class StageRun:
     """The loop of one stage."""
 
@@ -75,8 +74,13 @@ class StageRun:
             class_names=[n or f'class_{i}' for i, n in enumerate(meta.class_names)],
             palette=[tuple(int(v) for v in row) for row in meta.palette],
             ignore_index=int(meta.ignore_index),
-            input_spec=InputSpec(tuple(d.rgb_mean), tuple(d.rgb_std), d.depth_encoding,
-                                 dict(d.depth_params), dict(d.resolution)),
+            input_spec=InputSpec(
+                tuple(d.rgb_mean),
+                tuple(d.rgb_std),
+                d.depth_encoding,
+                dict(d.depth_params),
+                dict(d.resolution),
+            ),
             provenance={
                 'recipe': self.c.recipe,
                 'stage': self.stage.name,
@@ -151,10 +155,17 @@ class StageRun:
     def _validate(self) -> dict[str, Any]:
         self._sync_buffers()
         ev = self.c.eval
-        m = evaluate(self.model, self.t.val_set, self.ctx, batch_size=ev.batch_size,
-                     num_workers=self.c.data.num_workers, fixed_hw=self.t.fixed_hw,
-                     precision=self.t.precision, channels_last=self.t.channels_last,
-                     max_frames=ev.max_frames)
+        m = evaluate(
+            self.model,
+            self.t.val_set,
+            self.ctx,
+            batch_size=ev.batch_size,
+            num_workers=self.c.data.num_workers,
+            fixed_hw=self.t.fixed_hw,
+            precision=self.t.precision,
+            channels_last=self.t.channels_last,
+            max_frames=ev.max_frames,
+        )
         self._train_mode()
         return m.as_dict('val_')
 
@@ -182,15 +193,19 @@ class StageRun:
             if c.sync_bn and ctx.device.type == 'cuda':
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(module)
             self.model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[ctx.device.index] if ctx.device.type == 'cuda' else None,
+                self.model,
+                device_ids=[ctx.device.index] if ctx.device.type == 'cuda' else None,
                 find_unused_parameters=True,
             )
         loss_fn = SegLoss(
             ignore_index=t.ignore_index,
             class_weights=t.class_weights,
-            aux=self.loss_cfg.aux, aux_weights=self.loss_cfg.aux_weights,
-            aux_resize=self.loss_cfg.aux_resize, ohem=self.loss_cfg.ohem,
-            ohem_thresh=self.loss_cfg.ohem_thresh, ohem_min_kept=self.loss_cfg.ohem_min_kept,
+            aux=self.loss_cfg.aux,
+            aux_weights=self.loss_cfg.aux_weights,
+            aux_resize=self.loss_cfg.aux_resize,
+            ohem=self.loss_cfg.ohem,
+            ohem_thresh=self.loss_cfg.ohem_thresh,
+            ohem_min_kept=self.loss_cfg.ohem_min_kept,
             label_smoothing=self.loss_cfg.label_smoothing,
         ).to(ctx.device)
         self.step = 0
@@ -202,21 +217,37 @@ class StageRun:
         resumed = self._restore()
         if not resumed:
             self._seed_rank()
-        log = CsvLog(self.sdir / 'log.csv', self.step if resumed else None) \
-            if ctx.is_main else None
-        sampler = StreamBatchSampler(len(t.train_set), stage.batch_size, c.seed, ctx.rank,
-                                     ctx.world_size, start_step=self.step)
+        log = (
+            CsvLog(self.sdir / 'log.csv', self.step if resumed else None) if ctx.is_main else None
+        )
+        sampler = StreamBatchSampler(
+            len(t.train_set),
+            stage.batch_size,
+            c.seed,
+            ctx.rank,
+            ctx.world_size,
+            start_step=self.step,
+        )
         loader = DataLoader(
-            t.train_set, batch_sampler=sampler, num_workers=c.data.num_workers,
-            pin_memory=ctx.device.type == 'cuda', worker_init_fn=worker_init,
-            persistent_workers=False, generator=torch.Generator(),
+            t.train_set,
+            batch_sampler=sampler,
+            num_workers=c.data.num_workers,
+            pin_memory=ctx.device.type == 'cuda',
+            worker_init_fn=worker_init,
+            persistent_workers=False,
+            generator=torch.Generator(),
         )
         bar = None
         if ctx.is_main and c.progress_bar:
             from tqdm import tqdm
 
-            bar = tqdm(total=stage.steps, initial=self.step, desc=stage.name, file=sys.stderr,
-                       dynamic_ncols=True)
+            bar = tqdm(
+                total=stage.steps,
+                initial=self.step,
+                desc=stage.name,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         self._train_mode()
         stopped = False
         loss_sum, loss_n, images, tick = 0.0, 0, 0, time.perf_counter()
@@ -237,18 +268,31 @@ class StageRun:
                 if self.step % c.log_every == 0 or last:
                     elapsed = time.perf_counter() - tick
                     mean_loss = dd.mean_scalar(ctx, loss_sum / max(loss_n, 1))
-                    row = {'stage': stage.name, 'step': self.step,
-                           'epoch': sampler.epoch_of(self.step), 'loss': mean_loss,
-                           'lr': self._lr(), 'images_per_s': images / max(elapsed, 1e-9)}
+                    row = {
+                        'stage': stage.name,
+                        'step': self.step,
+                        'epoch': sampler.epoch_of(self.step),
+                        'loss': mean_loss,
+                        'lr': self._lr(),
+                        'images_per_s': images / max(elapsed, 1e-9),
+                    }
                     loss_sum, loss_n, images, tick = 0.0, 0, 0, time.perf_counter()
                 ev_every = c.eval.every_steps
                 if t.val_set is not None and (last or (ev_every and self.step % ev_every == 0)):
                     metrics = self._validate()
                     self.last_metrics = metrics
-                    row = row or {'stage': stage.name, 'step': self.step,
-                                  'epoch': sampler.epoch_of(self.step), 'lr': self._lr()}
-                    row.update({k: metrics[k] for k in
-                                ('val_miou', 'val_pixel_acc', 'val_mean_class_acc')})
+                    row = row or {
+                        'stage': stage.name,
+                        'step': self.step,
+                        'epoch': sampler.epoch_of(self.step),
+                        'lr': self._lr(),
+                    }
+                    row.update(
+                        {
+                            k: metrics[k]
+                            for k in ('val_miou', 'val_pixel_acc', 'val_mean_class_acc')
+                        }
+                    )
                     if metrics['val_miou'] > self.best_miou:
                         self.best_miou = metrics['val_miou']
                         self.best_metrics = {**metrics, 'step': self.step}
@@ -269,8 +313,14 @@ class StageRun:
             del batches
         t.model = module
         if stopped:
-            t._emit({'event': 'stopped', 'stage': stage.name, 'step': self.step,
-                     'total_steps': stage.steps})
+            t._emit(
+                {
+                    'event': 'stopped',
+                    'stage': stage.name,
+                    'step': self.step,
+                    'total_steps': stage.steps,
+                }
+            )
             return StageResult(self.sdir / ck.LAST_FILE, True, {})
         return self._finish()
 
@@ -279,11 +329,16 @@ class StageRun:
         path = best if best.is_file() else self.sdir / ck.LAST_FILE
         metrics = self.best_metrics or self.last_metrics
         if self.ctx.is_main:
-            (self.sdir / DONE_FILE).write_text(json.dumps(
-                {'result': str(path), 'steps': self.step, 'metrics': metrics}, indent=2) + '\n')
+            (self.sdir / DONE_FILE).write_text(
+                json.dumps({'result': str(path), 'steps': self.step, 'metrics': metrics}, indent=2)
+                + '\n'
+            )
             try:
-                plot_log(self.sdir / 'log.csv', self.sdir / 'curves.png',
-                         f'{self.c.recipe or "training"}: {self.stage.name}')
+                plot_log(
+                    self.sdir / 'log.csv',
+                    self.sdir / 'curves.png',
+                    f'{self.c.recipe or "training"}: {self.stage.name}',
+                )
             except Exception as err:
                 print(f'[train] plot failed: {err}', file=sys.stderr)
         dd.barrier(self.ctx)
@@ -296,9 +351,16 @@ class StageRun:
         return max(g['lr'] for g in self.optimizer.param_groups)
 
     def _emit_row(self, row: dict[str, Any], parts: dict[str, float]) -> None:
-        info = {'event': 'step', 'stage': self.stage.name, 'stage_index': self.index,
-                'num_stages': len(self.c.stages), 'total_steps': self.stage.steps,
-                'val_miou': row.get('val_miou'), **parts, **row}
+        info = {
+            'event': 'step',
+            'stage': self.stage.name,
+            'stage_index': self.index,
+            'num_stages': len(self.c.stages),
+            'total_steps': self.stage.steps,
+            'val_miou': row.get('val_miou'),
+            **parts,
+            **row,
+        }
         self.t._emit(info)
 
     def _train_step(self, batch: dict[str, torch.Tensor], loss_fn: SegLoss) -> tuple[float, dict]:

@@ -71,8 +71,12 @@ class Trainer:
     """One run of a recipe in one process (one DDP rank)."""
 
     def __init__(
-        self, config: TrainConfig, ctx: dd.DistContext, progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None, resume: bool = False,
+        self,
+        config: TrainConfig,
+        ctx: dd.DistContext,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+        resume: bool = False,
     ) -> None:
         self.config = config
         self.ctx = ctx
@@ -101,8 +105,9 @@ class Trainer:
         if not c.data.root:
             raise ConfigError('data.root: the dataset folder is required')
         res = c.data.resolution or {'policy': 'native'}
-        self.fixed_hw = (int(res['height']), int(res['width'])) \
-            if res.get('policy') == 'fixed' else None
+        self.fixed_hw = (
+            (int(res['height']), int(res['width'])) if res.get('policy') == 'fixed' else None
+        )
         common = {
             'depth_encoding': c.data.depth_encoding,
             'depth_params': c.data.depth_params,
@@ -111,21 +116,26 @@ class Trainer:
             'seed': c.seed,
         }
         self.train_set = SegDataset(
-            c.data.root, c.data.train_split, augment=c.augment,
+            c.data.root,
+            c.data.train_split,
+            augment=c.augment,
             out_hw=self.fixed_hw if c.augment.crop is None else None,
-            max_frames=c.data.max_frames, **common,
+            max_frames=c.data.max_frames,
+            **common,
         )
         self.val_set = None
         try:
-            self.val_set = SegDataset(c.data.root, c.data.val_split, augment=None,
-                                      max_frames=c.data.max_frames, **common)
+            self.val_set = SegDataset(
+                c.data.root, c.data.val_split, augment=None, max_frames=c.data.max_frames, **common
+            )
         except Exception as err:
             if self.ctx.is_main:
                 print(f'[train] no validation ({err}); keeping the last weights', file=sys.stderr)
         self.meta = self.train_set.meta
         self.num_classes = self.train_set.num_classes
-        self.ignore_index = self.train_set.ignore_index if c.loss.ignore_index is None \
-            else c.loss.ignore_index
+        self.ignore_index = (
+            self.train_set.ignore_index if c.loss.ignore_index is None else c.loss.ignore_index
+        )
         self.class_weights = None
         if c.data.class_weighting == 'median_frequency':
             weights = None
@@ -187,15 +197,20 @@ class Trainer:
         reports = []
         if stage.init_from:
             for init in stage.init_from:
-                path = Path(init.checkpoint) if init.checkpoint else \
-                    self.out / init.stage / ck.LAST_FILE
+                path = (
+                    Path(init.checkpoint)
+                    if init.checkpoint
+                    else self.out / init.stage / ck.LAST_FILE
+                )
                 state = ck.remap_state(self._load_weights_file(path), init.map)
                 report = ck.load_partial(model, state, strict=False)
                 if not report['loaded']:
                     raise ConfigError(f'stage {stage.name}: init_from {path} matched no weights')
                 if init.strict and report['skipped']:
-                    raise ConfigError(f'stage {stage.name}: init_from {path}: keys without a '
-                                      f'match {report["skipped"][:5]}')
+                    raise ConfigError(
+                        f'stage {stage.name}: init_from {path}: keys without a '
+                        f'match {report["skipped"][:5]}'
+                    )
                 reports.append((str(path), len(report['loaded']), len(report['skipped'])))
         elif index > 0 and stage.continue_previous:
             prev = self.config.stages[index - 1]
@@ -205,13 +220,17 @@ class Trainer:
                 reports.append((str(path), 'all', 0))
         elif index == 0 and self.config.model.pretrained:
             path = Path(self.config.model.pretrained)
-            report = ck.load_partial(model, self._load_weights_file(path),
-                                     strict=self.config.model.pretrained_strict)
+            report = ck.load_partial(
+                model, self._load_weights_file(path), strict=self.config.model.pretrained_strict
+            )
             reports.append((str(path), len(report['loaded']), len(report['skipped'])))
         if self.ctx.is_main:
             for path, loaded, skipped in reports:
-                print(f'[train] {stage.name}: initialised from {path} ({loaded} tensors, '
-                      f'{skipped} skipped)', file=sys.stderr)
+                print(
+                    f'[train] {stage.name}: initialised from {path} ({loaded} tensors, '
+                    f'{skipped} skipped)',
+                    file=sys.stderr,
+                )
 
     # ------------------------------------------------------------------------------ stage
     def _run_stage(self, index: int, stage: StageConfig) -> StageResult:
@@ -239,17 +258,27 @@ class Trainer:
         assert self.val_set is not None
         meta, state = load_checkpoint(path, check_backend=False)
         if 'val_msflip_miou' in meta.metrics:
-            return {k: v for k, v in meta.metrics.items() if k.startswith(('val_msflip_',
-                                                                          'msflip_'))}
+            return {
+                k: v for k, v in meta.metrics.items() if k.startswith(('val_msflip_', 'msflip_'))
+            }
         model, _ = build_from_checkpoint(path, device=self.ctx.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         ev = self.config.eval
-        ms = evaluate(model, self.val_set, self.ctx, scales=ev.scales, flip=ev.flip,
-                      batch_size=ev.batch_size, num_workers=self.config.data.num_workers,
-                      fixed_hw=self.fixed_hw, precision=self.precision,
-                      channels_last=self.channels_last, max_frames=ev.max_frames,
-                      progress=self.config.progress_bar)
+        ms = evaluate(
+            model,
+            self.val_set,
+            self.ctx,
+            scales=ev.scales,
+            flip=ev.flip,
+            batch_size=ev.batch_size,
+            num_workers=self.config.data.num_workers,
+            fixed_hw=self.fixed_hw,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            max_frames=ev.max_frames,
+            progress=self.config.progress_bar,
+        )
         extra = ms.as_dict('val_msflip_')
         extra['msflip_scales'] = list(ev.scales)
         extra['msflip_flip'] = ev.flip
@@ -258,5 +287,3 @@ class Trainer:
             save_checkpoint(path, state, meta)
         dd.barrier(self.ctx)
         return extra
-
-

@@ -146,8 +146,17 @@ def test_safetensors_header_holds_the_json_document(saved) -> None:
     doc = json.loads(header['rgbd_seg_ros'])
     assert doc['backend'] == TINY
     assert doc['format_version'] == 1
-    assert set(doc) == {'backend', 'config', 'class_names', 'palette', 'ignore_index',
-                        'input_spec', 'provenance', 'metrics', 'format_version'}
+    assert set(doc) == {
+        'backend',
+        'config',
+        'class_names',
+        'palette',
+        'ignore_index',
+        'input_spec',
+        'provenance',
+        'metrics',
+        'format_version',
+    }
     assert keys == set(model.state_dict())
     assert read_checkpoint_meta(path).to_dict() == meta.to_dict()
 
@@ -212,8 +221,9 @@ def test_invalid_meta_is_refused_before_writing(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match='palette'):
         save_checkpoint(path, trained_model(), make_meta(palette=[(1, 2, 3)]))
     with pytest.raises(CheckpointError, match='depth_channels'):
-        save_checkpoint(path, trained_model(), make_meta(
-            input_spec=InputSpec(depth_encoding='hha')))
+        save_checkpoint(
+            path, trained_model(), make_meta(input_spec=InputSpec(depth_encoding='hha'))
+        )
     with pytest.raises(CheckpointError, match='cannot store'):
         save_checkpoint(path, trained_model(), make_meta(provenance={'x': object()}))
     assert list(tmp_path.iterdir()) == []
@@ -345,26 +355,32 @@ def good_doc() -> dict:
 def test_wrong_metadata(tmp_path: Path, mutate, fragment: str) -> None:
     doc = good_doc()
     mutate(doc)
-    path = write_raw(tmp_path / 'm.safetensors', trained_model().state_dict(),
-                     {'rgbd_seg_ros': json.dumps(doc)})
+    path = write_raw(
+        tmp_path / 'm.safetensors', trained_model().state_dict(), {'rgbd_seg_ros': json.dumps(doc)}
+    )
     expect_error(path, fragment)
 
 
 def test_metadata_not_json_or_absent(tmp_path: Path) -> None:
     state = trained_model().state_dict()
-    expect_error(write_raw(tmp_path / 'a.safetensors', state, {'rgbd_seg_ros': '{oops'}),
-                 'not valid JSON')
-    expect_error(write_raw(tmp_path / 'b.safetensors', state, {'rgbd_seg_ros': '[1, 2]'}),
-                 'JSON object')
-    expect_error(write_raw(tmp_path / 'c.safetensors', state, {'format': 'pt'}),
-                 "no 'rgbd_seg_ros' metadata")
+    expect_error(
+        write_raw(tmp_path / 'a.safetensors', state, {'rgbd_seg_ros': '{oops'}), 'not valid JSON'
+    )
+    expect_error(
+        write_raw(tmp_path / 'b.safetensors', state, {'rgbd_seg_ros': '[1, 2]'}), 'JSON object'
+    )
+    expect_error(
+        write_raw(tmp_path / 'c.safetensors', state, {'format': 'pt'}),
+        "no 'rgbd_seg_ros' metadata",
+    )
     expect_error(write_raw(tmp_path / 'd.safetensors', state, {}), 'metadata')
 
 
 def test_third_party_file_without_digest_loads(tmp_path: Path) -> None:
     model = trained_model()
-    path = write_raw(tmp_path / 'x.safetensors', model.state_dict(),
-                     {'rgbd_seg_ros': json.dumps(good_doc())})
+    path = write_raw(
+        tmp_path / 'x.safetensors', model.state_dict(), {'rgbd_seg_ros': json.dumps(good_doc())}
+    )
     built, _ = build_from_checkpoint(path)
     assert_same_state(model.state_dict(), built.state_dict())
 

@@ -109,8 +109,11 @@ def test_feature_info_per_output_stride(name: str, output_stride: int) -> None:
     with torch.device('meta'):
         encoder = build_encoder(name, output_stride=output_stride)
         feats = encoder(torch.empty(1, 3, 97, 130))
-    channels = {'resnet18': [64, 64, 128, 256, 512], 'resnet34': [64, 64, 128, 256, 512],
-                'resnet18_half': [32, 32, 64, 128, 256]}.get(name, [64, 256, 512, 1024, 2048])
+    channels = {
+        'resnet18': [64, 64, 128, 256, 512],
+        'resnet34': [64, 64, 128, 256, 512],
+        'resnet18_half': [32, 32, 64, 128, 256],
+    }.get(name, [64, 256, 512, 1024, 2048])
     assert all(isinstance(f, FeatureInfo) for f in encoder.feature_info)
     assert encoder.channels == channels
     assert encoder.strides == EXPECTED_STRIDES[output_stride]

@@ -108,8 +108,13 @@ def write_recording(
                 metres = depth_mm.astype(np.float32) / 1000.0
                 metres[depth_mm == 0] = np.nan
                 if depth == '16UC1':
-                    msg = rec.image(depth_mm, '16UC1', stamp, bigendian=big_endian_depth,
-                                    row_padding=row_padding)  # fmt: skip
+                    msg = rec.image(
+                        depth_mm,
+                        '16UC1',
+                        stamp,
+                        bigendian=big_endian_depth,
+                        row_padding=row_padding,
+                    )
                 elif depth == '32FC1':
                     msg = rec.image(metres, '32FC1', stamp, bigendian=big_endian_depth)
                 elif depth == 'compressedDepth':

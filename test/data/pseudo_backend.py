@@ -44,9 +44,11 @@ if NAME not in list_backends():
 
 def write_depth_bins_checkpoint(path) -> None:
     meta = CheckpointMeta(
-        backend=NAME, config={'encoder': 'none', 'depth_channels': 1},
-        class_names=['near', 'middle', 'far'], palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255)],
+        backend=NAME,
+        config={'encoder': 'none', 'depth_channels': 1},
+        class_names=['near', 'middle', 'far'],
+        palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255)],
         input_spec=InputSpec(depth_encoding='metric', depth_params={'max_depth_m': 10.0}),
         provenance={'made_by': 'test_bag2dataset'},
-    )  # fmt: skip
+    )
     save_checkpoint(path, Bins(3, BinsConfig()), meta)

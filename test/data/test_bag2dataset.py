@@ -67,9 +67,13 @@ def test_roundtrip_every_storage_with_label_topic(tmp_path, recording, storage):
 
 @pytest.mark.parametrize(
     ('colour', 'depth', 'rgb_exact'),
-    [('png', '32FC1', True), ('jpeg', 'compressedDepth', False), ('bgr8', '32FC1', True),
-     ('mono8', '16UC1', True)],
-)  # fmt: skip
+    [
+        ('png', '32FC1', True),
+        ('jpeg', 'compressedDepth', False),
+        ('bgr8', '32FC1', True),
+        ('mono8', '16UC1', True),
+    ],
+)
 def test_encodings(tmp_path, recording, colour, depth, rgb_exact):
     recorded = recording(colour=colour, depth=depth, labels=False, frames=6)
     out = tmp_path / 'ds'
@@ -160,8 +164,9 @@ def test_ambiguous_topics_need_a_choice(tmp_path):
 
 
 def test_bad_frames_are_counted_not_fatal(tmp_path, recording):
-    recorded = recording(frames=12, labels=False, info_missing=range(4, 8),
-                         depth_size_mismatch={1})  # fmt: skip
+    recorded = recording(
+        frames=12, labels=False, info_missing=range(4, 8), depth_size_mismatch={1}
+    )
     report = convert([recorded.path], tmp_path / 'ds', _options(info_slop_s=0.05))
     entry = report['recordings'][0]
     assert entry['pairing']['dropped']['no_camera_info_within_slop'] == 4
@@ -247,8 +252,9 @@ def test_parallel_jobs_match_serial(tmp_path, recording):
     serial = tmp_path / 'serial'
     parallel = tmp_path / 'parallel'
     convert([a.path.parent], serial, _options(label_topic=LABELS))
-    report = convert([a.path.parent], parallel, _options(label_topic=LABELS, jobs=2,
-                                                        chunk_frames=3))  # fmt: skip
+    report = convert(
+        [a.path.parent], parallel, _options(label_topic=LABELS, jobs=2, chunk_frames=3)
+    )
     assert report['totals']['written'] == 16
     r1, r2 = DatasetReader(serial), DatasetReader(parallel)
     assert [r.frame_id for r in r1.frames()] == [r.frame_id for r in r2.frames()]
@@ -276,8 +282,20 @@ def test_cli_list_and_convert(tmp_path, recording, capsys):
     assert '/sim/labels' in text and 'sensor_msgs/msg/CameraInfo' in text and 'Hz' in text
     assert 'would convert: rgb=/camera/color/image_raw' in text
     out = tmp_path / 'ds'
-    rc = main(['bag2dataset', str(recorded.path), '-o', str(out), '--label-topic', LABELS,
-               '--split-guard', '0', '--no-progress', '--json'])  # fmt: skip
+    rc = main(
+        [
+            'bag2dataset',
+            str(recorded.path),
+            '-o',
+            str(out),
+            '--label-topic',
+            LABELS,
+            '--split-guard',
+            '0',
+            '--no-progress',
+            '--json',
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report['totals']['written'] == 4
@@ -295,8 +313,9 @@ def test_pseudo_labels_from_checkpoint(tmp_path, recording):
     ckpt = tmp_path / 'bins.safetensors'
     write_depth_bins_checkpoint(ckpt)
     out = tmp_path / 'ds'
-    report = convert([recorded.path], out, _options(checkpoint=str(ckpt),
-                                                    confidence_threshold=0.9))  # fmt: skip
+    report = convert(
+        [recorded.path], out, _options(checkpoint=str(ckpt), confidence_threshold=0.9)
+    )
     frames = report['recordings'][0]['frames']
     assert frames['written'] == 3 and frames['low_confidence_pixels'] > 0
     reader = DatasetReader(out)
@@ -340,8 +359,10 @@ def test_prefers_raw_over_transport_topics(tmp_path):
     with Recording(path) as rec:
         choice = choose_topics(rec, ConvertOptions())
     assert (choice.colour, choice.depth, choice.info) == (
-        '/cam/color/image_raw', '/cam/depth/image_rect_raw', '/cam/color/camera_info'
-    )  # fmt: skip
+        '/cam/color/image_raw',
+        '/cam/depth/image_rect_raw',
+        '/cam/color/camera_info',
+    )
 
 
 def test_corrupt_middle_of_recording(tmp_path, recording):

@@ -12,8 +12,11 @@ from rgbd_seg_ros.data.labels_import import import_labels
 from rgbd_seg_ros.errors import DatasetError
 
 H, W = 48, 64
-CLASSES = [L.ClassInfo(0, 'floor', (10, 20, 30)), L.ClassInfo(1, 'wall', (200, 0, 0)),
-           L.ClassInfo(2, 'door', (0, 200, 0))]  # fmt: skip
+CLASSES = [
+    L.ClassInfo(0, 'floor', (10, 20, 30)),
+    L.ClassInfo(1, 'wall', (200, 0, 0)),
+    L.ClassInfo(2, 'door', (0, 200, 0)),
+]
 
 
 def _dataset(root, classes=CLASSES, n=4):
@@ -65,8 +68,12 @@ def test_rejections_leave_dataset_untouched(tmp_path):
     cv2.imwrite(str(ann / 'rec_3.png'), _ids(3))
     report = import_labels(root, ann)
     assert report['imported'] == 1
-    assert report['rejected'] == {'size_mismatch': 1, 'unknown_ids': 1, 'no_such_frame': 1,
-                                  'unreadable': 1}  # fmt: skip
+    assert report['rejected'] == {
+        'size_mismatch': 1,
+        'unknown_ids': 1,
+        'no_such_frame': 1,
+        'unreadable': 1,
+    }
     assert any('unknown ids [7]' in p for p in report['problems'])
     assert sorted(p.name for p in (root / 'labels').iterdir()) == ['rec_3.png']
     assert not (tmp_path / 'evil.png').exists()

@@ -44,10 +44,14 @@ def nyu(tmp_path):
     mat = tmp_path / 'nyu_depth_v2_labeled.mat'
     arrays = _write_labeled_mat(mat)
     # The official files are MATLAB v5: trainNdxs/testNdxs as column vectors (1-based).
-    save_mat_v5(tmp_path / 'splits.mat', {'trainNdxs': np.array([[1], [2], [4], [6]]),
-                                         'testNdxs': np.array([[3], [5]])})  # fmt: skip
-    save_mat_v5(tmp_path / 'classMapping40.mat',
-                {'mapClass': _mapping()[None, :], 'className': list(NYU40_NAMES)})  # fmt: skip
+    save_mat_v5(
+        tmp_path / 'splits.mat',
+        {'trainNdxs': np.array([[1], [2], [4], [6]]), 'testNdxs': np.array([[3], [5]])},
+    )
+    save_mat_v5(
+        tmp_path / 'classMapping40.mat',
+        {'mapClass': _mapping()[None, :], 'className': list(NYU40_NAMES)},
+    )
     return mat, arrays
 
 
@@ -78,8 +82,13 @@ def test_yaml_splits_and_mapping_and_raw_labels(tmp_path, nyu):
     mat, (_, _, labels) = nyu
     (tmp_path / 's.yaml').write_text('train: [1, 2]\ntest: [3]\n')
     (tmp_path / 'm.yaml').write_text('map: {1: 1, 2: 2}\nnames: [wall, floor]\n')
-    import_nyudv2(mat, tmp_path / 'a', splits=tmp_path / 's.yaml', mapping=tmp_path / 'm.yaml',
-                  progress=False)  # fmt: skip
+    import_nyudv2(
+        mat,
+        tmp_path / 'a',
+        splits=tmp_path / 's.yaml',
+        mapping=tmp_path / 'm.yaml',
+        progress=False,
+    )
     reader = DatasetReader(tmp_path / 'a')
     assert len(reader) == 3 and reader.meta.class_names == ['wall', 'floor']
     got = reader.load('nyudv2_0001').labels
@@ -104,8 +113,9 @@ def test_hdf5_splits_file(tmp_path):
 
 
 def test_matfile_v5_roundtrip(tmp_path):
-    save_mat_v5(tmp_path / 'x.mat', {'a': np.arange(6).reshape(2, 3), 's': 'hello',
-                                     'c': ['one', 'two']})  # fmt: skip
+    save_mat_v5(
+        tmp_path / 'x.mat', {'a': np.arange(6).reshape(2, 3), 's': 'hello', 'c': ['one', 'two']}
+    )
     data = load_mat(tmp_path / 'x.mat')
     np.testing.assert_array_equal(data['a'], np.arange(6).reshape(2, 3))
     assert data['s'] == 'hello' and data['c'] == ['one', 'two']
@@ -136,7 +146,17 @@ def test_bad_inputs(tmp_path, nyu):
 
 def test_cli(tmp_path, nyu):
     mat, _ = nyu
-    rc = main(['import-dataset', 'nyudv2', str(mat), '-o', str(tmp_path / 'ds'), '--limit', '2',
-               '--no-progress'])  # fmt: skip
+    rc = main(
+        [
+            'import-dataset',
+            'nyudv2',
+            str(mat),
+            '-o',
+            str(tmp_path / 'ds'),
+            '--limit',
+            '2',
+            '--no-progress',
+        ]
+    )
     assert rc == 0
     assert len(DatasetReader(tmp_path / 'ds')) == 2

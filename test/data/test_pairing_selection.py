@@ -40,8 +40,7 @@ def test_pair_streams_with_out_of_order_stamps_and_drops():
     depth = np.array([1, 12, 31, 19]) * MS  # no partner for 40
     info = np.array([0, 10, 20]) * MS
     labels = np.array([0, 10, 20, 30]) * MS
-    frames, stats = pair_streams(colour, depth, info, labels, slop_ns=3 * MS,
-                                 info_slop_ns=15 * MS)  # fmt: skip
+    frames, stats = pair_streams(colour, depth, info, labels, slop_ns=3 * MS, info_slop_ns=15 * MS)
     assert [f.stamp_ns for f in frames] == [0, 10 * MS, 20 * MS, 30 * MS]
     assert [colour[f.colour] for f in frames] == [f.stamp_ns for f in frames]
     assert [depth[f.depth] for f in frames] == [1 * MS, 12 * MS, 19 * MS, 31 * MS]
@@ -57,8 +56,7 @@ def test_pair_streams_with_out_of_order_stamps_and_drops():
 def test_pair_streams_reports_camera_info_gaps():
     colour = np.arange(10) * 100 * MS
     info = np.array([0, 100, 800, 900]) * MS
-    frames, stats = pair_streams(colour, colour + MS, info, slop_ns=5 * MS,
-                                 info_slop_ns=50 * MS)  # fmt: skip
+    frames, stats = pair_streams(colour, colour + MS, info, slop_ns=5 * MS, info_slop_ns=50 * MS)
     assert len(frames) == 4
     assert stats.dropped['no_camera_info_within_slop'] == 6
     assert stats.info_gaps == [(200 * MS, 700 * MS, 6)]

@@ -35,8 +35,9 @@ def test_recording_roundtrip(tmp_path, storage):
     img = msgs['/rgb']
     assert (img.header.stamp.sec, img.header.stamp.nanosec) == (1_700_000_000, 123_456_789)
     assert img.header.frame_id == 'cam'
-    out = ic.decode_image(img.encoding, img.height, img.width, img.step, img.is_bigendian,
-                          img.data)  # fmt: skip
+    out = ic.decode_image(
+        img.encoding, img.height, img.width, img.step, img.is_bigendian, img.data
+    )
     np.testing.assert_array_equal(out, rgb)
     np.testing.assert_array_equal(
         ic.decode_compressed_depth(msgs['/depth'].format, msgs['/depth'].data), depth

@@ -183,8 +183,10 @@ def test_some_classes_share_colour_and_texture_with_others() -> None:
     box_like_wall = table_like_floor = 0
     for seed in range(12):
         mesh = make_scene(seed).mesh
-        mats = {cls: set(np.unique(mesh.tri_material[mesh.tri_class == cls]).tolist())
-                for cls in (C.WALL, C.FLOOR, C.BOX, C.TABLE)}
+        mats = {
+            cls: set(np.unique(mesh.tri_material[mesh.tri_class == cls]).tolist())
+            for cls in (C.WALL, C.FLOOR, C.BOX, C.TABLE)
+        }
         box_like_wall += bool(mats[C.WALL] & mats[C.BOX])
         table_like_floor += bool(mats[C.FLOOR] & mats[C.TABLE])
     assert box_like_wall >= 2
@@ -199,20 +201,27 @@ class _NoOcclusion:
         return np.zeros(len(targets), bool)
 
 
-def _plane(z: float, albedo: float = 0.5, cos: float = 1.0, ir: float = 0.0,
-           shape=(120, 160)) -> RenderOutput:
+def _plane(
+    z: float, albedo: float = 0.5, cos: float = 1.0, ir: float = 0.0, shape=(120, 160)
+) -> RenderOutput:
     h, w = shape
     return RenderOutput(
-        depth_m=np.full(shape, z, np.float32), labels=np.zeros(shape, np.uint8),
-        radiance=np.zeros((h, w, 3), np.float32), albedo=np.full(shape, albedo, np.float32),
-        cos_incidence=np.full(shape, cos, np.float32), ir_dropout=np.full(shape, ir, np.float32),
-        points=np.zeros((h, w, 3), np.float32), hit=np.ones(shape, bool))
+        depth_m=np.full(shape, z, np.float32),
+        labels=np.zeros(shape, np.uint8),
+        radiance=np.zeros((h, w, 3), np.float32),
+        albedo=np.full(shape, albedo, np.float32),
+        cos_incidence=np.full(shape, cos, np.float32),
+        ir_dropout=np.full(shape, ir, np.float32),
+        points=np.zeros((h, w, 3), np.float32),
+        hit=np.ones(shape, bool),
+    )
 
 
 def _sim(out: RenderOutput, seed: int = 0) -> np.ndarray:
     h, w = out.depth_m.shape
-    return simulate_depth(out, np.eye(4), intrinsics(w, h), _NoOcclusion(),
-                          np.random.default_rng(seed))
+    return simulate_depth(
+        out, np.eye(4), intrinsics(w, h), _NoOcclusion(), np.random.default_rng(seed)
+    )
 
 
 def test_quantisation_step_grows_with_distance() -> None:
@@ -229,7 +238,8 @@ def test_quantisation_step_grows_with_distance() -> None:
     # the simulated sensor shows the same: few, coarse levels far away, fine ones close by
     near, far = _sim(_plane(1.0)), _sim(_plane(4.0))
     assert np.median(np.diff(np.unique(far[far > 0]))) > 8 * np.median(
-        np.diff(np.unique(near[near > 0])))
+        np.diff(np.unique(near[near > 0]))
+    )
     assert np.std(far[far > 0]) > 4 * np.std(near[near > 0])
 
 
@@ -253,8 +263,13 @@ def test_holes_concentrate_at_depth_edges() -> None:
             f = seq.frame(i)
             z = f.depth_true_m
             pad = np.pad(z, 1, mode='edge')
-            windows = np.stack([pad[1 + dy:1 + dy + z.shape[0], 1 + dx:1 + dx + z.shape[1]]
-                                for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+            windows = np.stack(
+                [
+                    pad[1 + dy : 1 + dy + z.shape[0], 1 + dx : 1 + dx + z.shape[1]]
+                    for dy in (-1, 0, 1)
+                    for dx in (-1, 0, 1)
+                ]
+            )
             edge = (windows.max(0) - windows.min(0)) > 0.08 * z
             hole = f.depth_mm == 0
             rates.append((hole[edge].sum(), edge.sum(), hole[~edge].sum(), (~edge).sum()))
@@ -307,8 +322,9 @@ def test_recording_reads_back_with_rosbags(tmp_path) -> None:
                 assert np.allclose(np.asarray(msg.k).reshape(3, 3), f.K)
                 continue
             assert msg.encoding == encoding
-            img = decode_image(msg.encoding, msg.height, msg.width, msg.step,
-                               msg.is_bigendian, msg.data)
+            img = decode_image(
+                msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
+            )
             if encoding == 'mono8':  # decode_image gives RGB for mono8
                 assert img.shape == (H, W, 3)
                 img = img[..., 0]
@@ -329,8 +345,11 @@ def test_dataset_written_and_read_back(tmp_path) -> None:
     records = reader.frames()
     assert len(records) == 6
     by_split = {s: {r.source for r in reader.frames(s)} for s in ('train', 'val', 'test')}
-    assert by_split == {'train': {'synth:seed=5:scene=0'}, 'val': {'synth:seed=5:scene=1'},
-                        'test': {'synth:seed=5:scene=2'}}
+    assert by_split == {
+        'train': {'synth:seed=5:scene=0'},
+        'val': {'synth:seed=5:scene=1'},
+        'test': {'synth:seed=5:scene=2'},
+    }
     scene1 = SynthSequence(5, 2, W, H, FPS, scene=1)
     f = scene1.frame(1)
     rec = next(r for r in records if r.source.endswith('scene=1') and r.stamp_ns == f.stamp_ns)
@@ -349,8 +368,24 @@ def test_cli_writes_dataset_and_recording(tmp_path, capsys) -> None:
 
     out = tmp_path / 'out'
     sheet = tmp_path / 'sheet.png'
-    rc = main(['synth', '--out', str(out), '--seed', '2', '--frames', '3', '--size', '80x60',
-               '--format', 'both', '--quiet', '--preview', str(sheet)])
+    rc = main(
+        [
+            'synth',
+            '--out',
+            str(out),
+            '--seed',
+            '2',
+            '--frames',
+            '3',
+            '--size',
+            '80x60',
+            '--format',
+            'both',
+            '--quiet',
+            '--preview',
+            str(sheet),
+        ]
+    )
     assert rc == 0
     import cv2
 

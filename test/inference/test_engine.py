@@ -36,8 +36,9 @@ def scene():
 
 def test_labels_confidence_colour_overlay(engine):
     rgb, depth_m = scene()
-    pred = engine.predict(rgb, depth_m, K, outputs=('labels', 'confidence', 'color', 'overlay'),
-                          overlay_alpha=0.25)
+    pred = engine.predict(
+        rgb, depth_m, K, outputs=('labels', 'confidence', 'color', 'overlay'), overlay_alpha=0.25
+    )
     labels, logits = expected_labels(depth_m)
     np.testing.assert_array_equal(pred.labels, labels)
     assert pred.labels.dtype == np.uint8
@@ -65,8 +66,9 @@ def test_dense_cloud_is_the_back_projection(engine):
     v, u = np.mgrid[0:H, 0:W]
     valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m <= 5.0)
     z = depth_m[valid]
-    expected = np.stack([(u[valid] - K[0, 2]) / K[0, 0] * z,
-                         (v[valid] - K[1, 2]) / K[1, 1] * z, z], axis=1)
+    expected = np.stack(
+        [(u[valid] - K[0, 2]) / K[0, 0] * z, (v[valid] - K[1, 2]) / K[1, 1] * z, z], axis=1
+    )
     cloud = pred.points
     assert cloud.shape == (valid.sum(),)
     got = np.stack([cloud['x'], cloud['y'], cloud['z']], axis=1)
@@ -91,8 +93,9 @@ def test_organised_strided_cloud_and_confidence_filter(engine):
 
 
 def test_fixed_network_size_returns_camera_size(tmp_path):
-    write_checkpoint(tmp_path / 'f.safetensors',
-                     resolution={'policy': 'fixed', 'height': 12, 'width': 16})
+    write_checkpoint(
+        tmp_path / 'f.safetensors', resolution={'policy': 'fixed', 'height': 12, 'width': 16}
+    )
     engine = Engine.from_checkpoint(tmp_path / 'f.safetensors', device='cpu')
     rgb, depth_m = scene()
     assert engine.network_size(H, W) == (12, 16)
@@ -131,10 +134,12 @@ def test_depth_gating_receives_the_network_input_focal(tmp_path):
 
     torch.manual_seed(0)
     model = build_backend('depth_gating', num_classes=3, encoder='resnet18')
-    meta = CheckpointMeta(backend='depth_gating', config=dict(vars(model.config)),
-                          class_names=['a', 'b', 'c'],
-                          input_spec=InputSpec(resolution={'policy': 'fixed', 'height': 24,
-                                                           'width': 16}))
+    meta = CheckpointMeta(
+        backend='depth_gating',
+        config=dict(vars(model.config)),
+        class_names=['a', 'b', 'c'],
+        input_spec=InputSpec(resolution={'policy': 'fixed', 'height': 24, 'width': 16}),
+    )
     save_checkpoint(tmp_path / 'g.safetensors', model, meta)
     engine = Engine.from_checkpoint(tmp_path / 'g.safetensors', device='cpu')
     rgb, depth_m = scene()

@@ -62,10 +62,15 @@ def expected_labels(depth_m):
 
 def write_checkpoint(path, num_classes: int = 3, resolution=None) -> CheckpointMeta:
     meta = CheckpointMeta(
-        backend=NAME, config={'encoder': 'none', 'depth_channels': 1},
+        backend=NAME,
+        config={'encoder': 'none', 'depth_channels': 1},
         class_names=[f'class_{i}' for i in range(num_classes)],
-        input_spec=InputSpec(depth_encoding='metric', depth_params={'max_depth_m': 10.0},
-                             resolution=resolution or {'policy': 'native'}),
-        provenance={'made_by': 'test'})
+        input_spec=InputSpec(
+            depth_encoding='metric',
+            depth_params={'max_depth_m': 10.0},
+            resolution=resolution or {'policy': 'native'},
+        ),
+        provenance={'made_by': 'test'},
+    )
     save_checkpoint(path, DepthBins(num_classes, DepthBinsConfig()), meta)
     return meta

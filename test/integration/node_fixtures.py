@@ -21,17 +21,24 @@ from rgbd_seg_ros.backends.registry import build_backend
 WIDTH, HEIGHT = 64, 48
 
 
-def small_checkpoint(path: Path, num_classes: int = 5, seed: int = 0,
-                     palette: list[tuple[int, int, int]] | None = None) -> Path:
+def small_checkpoint(
+    path: Path,
+    num_classes: int = 5,
+    seed: int = 0,
+    palette: list[tuple[int, int, int]] | None = None,
+) -> Path:
     """A real registered backend (SSMA, ResNet-18 experts), seeded random weights."""
     torch.manual_seed(seed)
     model = build_backend('ssma', num_classes=num_classes, encoder='resnet18', depth_channels=3)
     config = {k: v for k, v in vars(model.config).items()}
     meta = CheckpointMeta(
-        backend='ssma', config=config,
-        class_names=[f'class_{i}' for i in range(num_classes)], palette=palette or [],
+        backend='ssma',
+        config=config,
+        class_names=[f'class_{i}' for i in range(num_classes)],
+        palette=palette or [],
         input_spec=InputSpec(depth_encoding='jet', depth_params={'max_depth_m': 10.0}),
-        provenance={'made_by': 'integration test', 'seed': seed})
+        provenance={'made_by': 'integration test', 'seed': seed},
+    )
     save_checkpoint(path, model, meta)
     return path
 
@@ -55,14 +62,18 @@ class Streamer:
         node = self.peer.node
         self.pubs = {
             'rgb': node.create_publisher(Image, '/rgb/image_rect_color', 10),
-            'rgb_compressed': node.create_publisher(CompressedImage,
-                                                    '/rgb/image_rect_color/compressed', 10),
+            'rgb_compressed': node.create_publisher(
+                CompressedImage, '/rgb/image_rect_color/compressed', 10
+            ),
             'depth': node.create_publisher(Image, '/depth_registered/image_rect', 10),
             'info': node.create_publisher(CameraInfo, '/rgb/camera_info', 10),
         }
         self.diagnostics = self.peer.subscribe(DiagnosticArray, '/diagnostics')
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            reliability=ReliabilityPolicy.RELIABLE,
+        )
         self.classes = self.peer.subscribe(String, '/segmentation/classes', latched)
 
     def listen(self, name: str, msg_type) -> list:
@@ -86,8 +97,14 @@ class Streamer:
         self.sent += 1
         return frame_triple(self.stamp_ns, WIDTH, HEIGHT, seed=self.sent % 7, **kwargs)
 
-    def stream_until(self, predicate: Callable[[], bool], what: str, timeout: float = 90.0,
-                     period: float = 1 / 30, mutate: Callable | None = None) -> None:
+    def stream_until(
+        self,
+        predicate: Callable[[], bool],
+        what: str,
+        timeout: float = 90.0,
+        period: float = 1 / 30,
+        mutate: Callable | None = None,
+    ) -> None:
         """Publish good triples at ~30 Hz until ``predicate`` holds (deadline, no fixed sleep)."""
         deadline = time.monotonic() + timeout
 

@@ -18,9 +18,25 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 def test_short_demo_produces_outputs_previews_and_scores(tmp_path, ros_env):
     out = tmp_path / 'demo'
     proc = subprocess.run(
-        [console_script('rgbd-seg-demo'), '--out', str(out), '--frames', '12',
-         '--size', '320x240', '--fps', '5', '--device', 'cpu'],
-        env=ros_env, capture_output=True, text=True, timeout=600, check=False)
+        [
+            console_script('rgbd-seg-demo'),
+            '--out',
+            str(out),
+            '--frames',
+            '12',
+            '--size',
+            '320x240',
+            '--fps',
+            '5',
+            '--device',
+            'cpu',
+        ],
+        env=ros_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['frames_in'] == 12
@@ -33,7 +49,12 @@ def test_short_demo_produces_outputs_previews_and_scores(tmp_path, ros_env):
         assert (out / name).stat().st_size > 10_000
     with Recording(out / 'outputs') as recording:
         topics = recording.topics
-    for topic in ('/segmentation/labels', '/segmentation/overlay', '/segmentation/points',
-                  '/segmentation/confidence', '/segmentation/classes'):
+    for topic in (
+        '/segmentation/labels',
+        '/segmentation/overlay',
+        '/segmentation/points',
+        '/segmentation/confidence',
+        '/segmentation/classes',
+    ):
         assert topics[topic].count >= 1, topic
     assert 'mIoU vs ground truth' in proc.stdout

@@ -12,30 +12,45 @@ from sensor_msgs.msg import CameraInfo, Image
 
 pytestmark = pytest.mark.ros
 
-PARAMS = {'slop': 0.05, 'queue_size': 3, 'overlay_alpha': 0.25, 'diagnostics_period': 0.2,
-          'points': {'stride': 4}, 'qos': {'input_reliability': 'reliable'}}
+PARAMS = {
+    'slop': 0.05,
+    'queue_size': 3,
+    'overlay_alpha': 0.25,
+    'diagnostics_period': 0.2,
+    'points': {'stride': 4},
+    'qos': {'input_reliability': 'reliable'},
+}
 
 
 def diag_values(array: DiagnosticArray) -> dict[str, str]:
     return {kv.key: kv.value for kv in array.status[0].values}
 
 
-def test_node_subprocess_exchanges_messages_applies_yaml_and_exits_cleanly(
-        launch_node, ros_peer):
+def test_node_subprocess_exchanges_messages_applies_yaml_and_exits_cleanly(launch_node, ros_peer):
     node = launch_node('segmentation_node', params=PARAMS)
     peer = ros_peer.node
 
     # Parameters from the YAML are the node's values.
     get = peer.create_client(GetParameters, '/segmentation_node/get_parameters')
-    reply = ros_peer.call(get, GetParameters.Request(
-        names=['slop', 'queue_size', 'overlay_alpha', 'points.stride', 'device']), node=node)
+    reply = ros_peer.call(
+        get,
+        GetParameters.Request(
+            names=['slop', 'queue_size', 'overlay_alpha', 'points.stride', 'device']
+        ),
+        node=node,
+    )
     values = [v.double_value or v.integer_value or v.string_value for v in reply.values]
     assert values == [0.05, 3, 0.25, 4, 'auto']
 
     # A bad value is refused with a reason and the old value stays.
     set_ = peer.create_client(SetParameters, '/segmentation_node/set_parameters')
-    refused = ros_peer.call(set_, SetParameters.Request(
-        parameters=[Parameter('overlay_alpha', value=1.5).to_parameter_msg()]), node=node)
+    refused = ros_peer.call(
+        set_,
+        SetParameters.Request(
+            parameters=[Parameter('overlay_alpha', value=1.5).to_parameter_msg()]
+        ),
+        node=node,
+    )
     assert not refused.results[0].successful
     assert 'overlay_alpha' in refused.results[0].reason
 

@@ -21,8 +21,13 @@ from rgbd_seg_ros.ros.conversions import image_msg
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-BASE_PARAMS = {'device': 'cpu', 'diagnostics_period': 0.25, 'slop': 0.01,
-               'qos': {'input_reliability': 'reliable'}, 'queue_size': 5}
+BASE_PARAMS = {
+    'device': 'cpu',
+    'diagnostics_period': 0.25,
+    'slop': 0.01,
+    'qos': {'input_reliability': 'reliable'},
+    'queue_size': 5,
+}
 
 
 @pytest.fixture(scope='module')
@@ -30,8 +35,12 @@ def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp('ckpt')
     return {
         'five': small_checkpoint(folder / 'five.safetensors', num_classes=5, seed=1),
-        'three': small_checkpoint(folder / 'three.safetensors', num_classes=3, seed=2,
-                                  palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255)]),
+        'three': small_checkpoint(
+            folder / 'three.safetensors',
+            num_classes=3,
+            seed=2,
+            palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255)],
+        ),
     }
 
 
@@ -42,6 +51,7 @@ def node_and_stream(launch_node, ros_peer, checkpoints):
         proc = launch_node('segmentation_node', params=merged)
         streamer = Streamer(ros_peer, proc)
         return proc, streamer
+
     return start
 
 
@@ -49,38 +59,58 @@ def image_array(msg: Image) -> np.ndarray:
     dtype = {'mono8': np.uint8, 'rgb8': np.uint8, '32FC1': np.float32, 'mono16': np.uint16}
     channels = 3 if msg.encoding == 'rgb8' else 1
     arr = np.frombuffer(bytes(msg.data), dtype[msg.encoding])
-    return arr.reshape(msg.height, msg.width, channels).squeeze(-1) if channels == 1 else \
-        arr.reshape(msg.height, msg.width, 3)
+    return (
+        arr.reshape(msg.height, msg.width, channels).squeeze(-1)
+        if channels == 1
+        else arr.reshape(msg.height, msg.width, 3)
+    )
 
 
 def test_every_output_matches_the_engine_on_the_same_frame(node_and_stream, checkpoints):
     proc, streamer = node_and_stream(**{'points': {'stride': 1, 'max_range': 10.0}})
-    outs = {name: streamer.listen(name, t) for name, t in (
-        ('labels', Image), ('color', Image), ('overlay', Image), ('confidence', Image),
-        ('points', PointCloud2), ('camera_info', CameraInfo))}
+    outs = {
+        name: streamer.listen(name, t)
+        for name, t in (
+            ('labels', Image),
+            ('color', Image),
+            ('overlay', Image),
+            ('confidence', Image),
+            ('points', PointCloud2),
+            ('camera_info', CameraInfo),
+        )
+    }
     streamer.wait_connected()
     streamer.stream_until(lambda: all(outs.values()), 'one message on every output')
     streamer.peer.spin_for(0.3)  # let in-flight outputs of the last frame arrive
 
     # Find a frame for which every output arrived; all must carry its input header.
-    stamp_sets = [{(m.header.stamp.sec, m.header.stamp.nanosec) for m in msgs}
-                  for msgs in outs.values()]
+    stamp_sets = [
+        {(m.header.stamp.sec, m.header.stamp.nanosec) for m in msgs} for msgs in outs.values()
+    ]
     common = sorted(set.intersection(*stamp_sets))
     assert common, 'no frame produced all outputs'
     sec, nsec = common[-1]
-    pick = {n: next(m for m in msgs if (m.header.stamp.sec, m.header.stamp.nanosec) == (sec, nsec))
-            for n, msgs in outs.items()}
+    pick = {
+        n: next(m for m in msgs if (m.header.stamp.sec, m.header.stamp.nanosec) == (sec, nsec))
+        for n, msgs in outs.items()
+    }
     assert all(m.header.frame_id == 'camera_color_optical_frame' for m in pick.values())
 
     # Recreate that frame and run the engine on it in-process.
     index = round((sec * 1_000_000_000 + nsec - 1_000_000_000) / 33_333_333)
     from ros_frames import gradient_rgb, planar_depth_mm
+
     rgb = gradient_rgb(WIDTH, HEIGHT, seed=index % 7)
     depth = planar_depth_mm(WIDTH, HEIGHT)
     K = intrinsics(WIDTH, HEIGHT)
     engine = Engine.from_checkpoint(checkpoints['five'], device='cpu')
-    expected = engine.predict(rgb, depth, K, outputs=('labels', 'confidence', 'color', 'overlay',
-                                                      'points'), overlay_alpha=0.5)
+    expected = engine.predict(
+        rgb,
+        depth,
+        K,
+        outputs=('labels', 'confidence', 'color', 'overlay', 'points'),
+        overlay_alpha=0.5,
+    )
 
     labels = image_array(pick['labels'])
     assert pick['labels'].encoding == 'mono8' and labels.shape == (HEIGHT, WIDTH)
@@ -100,8 +130,12 @@ def test_every_output_matches_the_engine_on_the_same_frame(node_and_stream, chec
     z = depth.astype(np.float32) / 1000.0
     v, u = np.mgrid[0:HEIGHT, 0:WIDTH]
     xyz = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
-    np.testing.assert_allclose(np.stack([cloud['x'], cloud['y'], cloud['z']], -1),
-                               xyz.reshape(-1, 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack([cloud['x'], cloud['y'], cloud['z']], -1),
+        xyz.reshape(-1, 3),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     np.testing.assert_array_equal(cloud['label'], labels.reshape(-1))
     packed = cloud['rgb'].view(np.uint32)
     rgb_of_point = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], -1)
@@ -125,19 +159,33 @@ def test_pairing_slop_missing_info_and_rate_mismatch(node_and_stream):
             stamp = depth.header.stamp.sec * 1_000_000_000 + depth.header.stamp.nanosec
             depth.header = header(stamp + delay_ns)
             return rgb, depth, info
+
         return mutate
-    streamer.stream_until(lambda: len(labels) >= 3, 'outputs with 5 ms skew',
-                          mutate=skewed(5_000_000))
+
+    streamer.stream_until(
+        lambda: len(labels) >= 3, 'outputs with 5 ms skew', mutate=skewed(5_000_000)
+    )
 
     def outputs_since(stamp_ns: int) -> int:
-        return sum(1 for m in labels
-                   if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec > stamp_ns)
+        return sum(
+            1
+            for m in labels
+            if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec > stamp_ns
+        )
 
     # Once frames were segmented, /diagnostics splits their latency (what node_bench reports).
-    keys = ('latency_p50_ms', 'model_time_p50_ms', 'overhead_p50_ms', 'labels_overhead_p50_ms',
-            'pickup_age_p50_ms', 'prepare_time_p50_ms', 'work_overhead_p50_ms')
-    streamer.stream_until(lambda: all(k in streamer.latest_diag() for k in keys),
-                          'latency breakdown on /diagnostics')
+    keys = (
+        'latency_p50_ms',
+        'model_time_p50_ms',
+        'overhead_p50_ms',
+        'labels_overhead_p50_ms',
+        'pickup_age_p50_ms',
+        'prepare_time_p50_ms',
+        'work_overhead_p50_ms',
+    )
+    streamer.stream_until(
+        lambda: all(k in streamer.latest_diag() for k in keys), 'latency breakdown on /diagnostics'
+    )
     diag = streamer.latest_diag()
     assert float(diag['prepare_time_p50_ms']) > 0
     assert float(diag['latency_p50_ms']) >= float(diag['model_time_p50_ms'])
@@ -146,18 +194,25 @@ def test_pairing_slop_missing_info_and_rate_mismatch(node_and_stream):
     phase_start = streamer.stamp_ns
     start_diag = len(streamer.diagnostics)
     streamer.stream_until(
-        lambda: len(streamer.diagnostics) > start_diag + 2 and
-        int(streamer.latest_diag().get('dropped_unpaired_rgb', 0)) >= 10,
-        'unpaired drops with 16.7 ms skew', mutate=skewed(16_666_666))
+        lambda: (
+            len(streamer.diagnostics) > start_diag + 2
+            and int(streamer.latest_diag().get('dropped_unpaired_rgb', 0)) >= 10
+        ),
+        'unpaired drops with 16.7 ms skew',
+        mutate=skewed(16_666_666),
+    )
     assert outputs_since(phase_start) == 0
 
     # camera_info missing: never pairs.
     def no_info(rgb, depth, info):
         return rgb, depth, None
+
     start = int(streamer.latest_diag()['dropped_unpaired_depth'])
     streamer.stream_until(
         lambda: int(streamer.latest_diag().get('dropped_unpaired_depth', 0)) >= start + 10,
-        'drops while camera_info is missing', mutate=no_info)
+        'drops while camera_info is missing',
+        mutate=no_info,
+    )
     assert outputs_since(phase_start) == 0
 
     # 30 Hz colour and camera_info, 15 Hz depth: every depth frame pairs.
@@ -166,10 +221,13 @@ def test_pairing_slop_missing_info_and_rate_mismatch(node_and_stream):
     def half_rate_depth(rgb, depth, info):
         toggle['n'] += 1
         return rgb, (depth if toggle['n'] % 2 else None), info
+
     paired_before = int(streamer.latest_diag()['paired'])
     streamer.stream_until(
         lambda: int(streamer.latest_diag().get('paired', 0)) >= paired_before + 10,
-        '10 pairs at 15 Hz depth', mutate=half_rate_depth)
+        '10 pairs at 15 Hz depth',
+        mutate=half_rate_depth,
+    )
     diag = streamer.latest_diag()
     assert float(diag['rate_depth_hz']) < float(diag['rate_rgb_hz'])
     assert proc.interrupt() == 0
@@ -177,6 +235,7 @@ def test_pairing_slop_missing_info_and_rate_mismatch(node_and_stream):
 
 def bad_inputs():
     """Each entry replaces part of a good triple with one kind of bad data."""
+
     def wrong_encoding(rgb, depth, info):
         rgb.encoding = 'yuv422_weird'
         return rgb, depth, info
@@ -205,10 +264,15 @@ def bad_inputs():
         depth.encoding = 'rgb8'
         return rgb, depth, info
 
-    return {'wrong_encoding': wrong_encoding, 'truncated': truncated,
-            'size_mismatch': size_mismatch, 'depth_other_aspect': depth_other_aspect,
-            'nan_depth': nan_depth, 'empty_image': empty_image,
-            'bad_depth_encoding': bad_depth_encoding}
+    return {
+        'wrong_encoding': wrong_encoding,
+        'truncated': truncated,
+        'size_mismatch': size_mismatch,
+        'depth_other_aspect': depth_other_aspect,
+        'nan_depth': nan_depth,
+        'empty_image': empty_image,
+        'bad_depth_encoding': bad_depth_encoding,
+    }
 
 
 def _info_like(info: CameraInfo, width: int, height: int) -> CameraInfo:
@@ -235,9 +299,13 @@ def test_bad_input_is_skipped_counted_and_good_frames_keep_flowing(node_and_stre
         return sum(int(v) for k, v in streamer.latest_diag().items() if k.startswith('skipped_'))
 
     good_before = len(labels)
-    streamer.stream_until(lambda: skipped_total() >= 2 * len(breakers) and
-                          len(labels) >= good_before + len(breakers),
-                          'skips counted while good frames are published', mutate=alternate)
+    streamer.stream_until(
+        lambda: (
+            skipped_total() >= 2 * len(breakers) and len(labels) >= good_before + len(breakers)
+        ),
+        'skips counted while good frames are published',
+        mutate=alternate,
+    )
     diag = streamer.latest_diag()
     assert proc.alive()
     assert int(diag.get('skipped_no_valid_depth', 0)) >= 1, diag
@@ -249,8 +317,11 @@ def test_bad_input_is_skipped_counted_and_good_frames_keep_flowing(node_and_stre
     streamer.stamp_ns = 1_000_000_000
     n = len(labels)
     streamer.stream_until(lambda: len(labels) >= n + 3, 'outputs after the stamps jumped back')
-    streamer.peer.wait_for(lambda: int(streamer.latest_diag().get('time_jumps', 0)) >= 1,
-                           what='time_jumps on /diagnostics', node=proc)
+    streamer.peer.wait_for(
+        lambda: int(streamer.latest_diag().get('time_jumps', 0)) >= 1,
+        what='time_jumps on /diagnostics',
+        node=proc,
+    )
     assert proc.interrupt() == 0
 
 
@@ -263,11 +334,14 @@ def test_compressed_colour_input(node_and_stream):
     def compress(rgb, depth, info):
         arr = np.frombuffer(bytes(rgb.data), np.uint8).reshape(HEIGHT, WIDTH, 3)
         _ok, png = cv2.imencode('.png', cv2.cvtColor(arr, cv2.COLOR_RGB2BGR))
-        msg = CompressedImage(header=rgb.header, format='rgb8; png compressed bgr8',
-                              data=png.tobytes())
+        msg = CompressedImage(
+            header=rgb.header, format='rgb8; png compressed bgr8', data=png.tobytes()
+        )
         return msg, depth, info
-    streamer.stream_until(lambda: len(labels) >= 3, 'outputs from CompressedImage input',
-                          mutate=compress)
+
+    streamer.stream_until(
+        lambda: len(labels) >= 3, 'outputs from CompressedImage input', mutate=compress
+    )
     assert proc.interrupt() == 0
 
 
@@ -283,7 +357,8 @@ def test_hot_swap_while_streaming(node_and_stream, checkpoints, tmp_path):
 
     def set_checkpoint(path) -> object:
         request = SetParameters.Request(
-            parameters=[Parameter('checkpoint', value=str(path)).to_parameter_msg()])
+            parameters=[Parameter('checkpoint', value=str(path)).to_parameter_msg()]
+        )
         future = setter.call_async(request)
         streamer.stream_until(future.done, f'reply to setting checkpoint {path}')
         return future.result().results[0]

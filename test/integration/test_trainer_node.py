@@ -17,8 +17,12 @@ from rgbd_seg_ros.data.rosbag_messages import RecordingWriter
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-TOPICS = {'rgb': '/cam/color/image_raw', 'depth': '/cam/depth/image_raw',
-          'info': '/cam/color/camera_info', 'label': '/cam/semantic'}
+TOPICS = {
+    'rgb': '/cam/color/image_raw',
+    'depth': '/cam/depth/image_raw',
+    'info': '/cam/color/camera_info',
+    'label': '/cam/semantic',
+}
 
 
 def write_recording(path, frames: int = 12) -> None:
@@ -47,23 +51,46 @@ def test_trainer_fine_tunes_and_hot_swaps(launch_node, ros_peer, tmp_path):
     base = small_checkpoint(tmp_path / 'base.safetensors', num_classes=5, seed=3)
     recording = tmp_path / 'recording'
     write_recording(recording)
-    seg = launch_node('segmentation_node', params={
-        'checkpoint': str(base), 'device': 'cpu', 'diagnostics_period': 0.5,
-        'qos': {'input_reliability': 'reliable'}})
-    trainer = launch_node('trainer_node', params={
-        'recordings': [str(recording)], 'rgb_topic': TOPICS['rgb'],
-        'depth_topic': TOPICS['depth'], 'info_topic': TOPICS['info'],
-        'label_topic': TOPICS['label'], 'label_source': 'topic', 'base_checkpoint': str(base),
-        'recipe': 'tiny_cpu', 'output_dir': str(tmp_path / 'training'),
-        'overrides': ['stages.0.steps=4', 'stages.0.batch_size=2', 'eval.every_steps=0',
-                      'eval.multiscale_at_end=false', 'augment.crop=null',
-                      'checkpoint_every=2', 'data.num_workers=0', 'data.val_split=train']})
+    seg = launch_node(
+        'segmentation_node',
+        params={
+            'checkpoint': str(base),
+            'device': 'cpu',
+            'diagnostics_period': 0.5,
+            'qos': {'input_reliability': 'reliable'},
+        },
+    )
+    trainer = launch_node(
+        'trainer_node',
+        params={
+            'recordings': [str(recording)],
+            'rgb_topic': TOPICS['rgb'],
+            'depth_topic': TOPICS['depth'],
+            'info_topic': TOPICS['info'],
+            'label_topic': TOPICS['label'],
+            'label_source': 'topic',
+            'base_checkpoint': str(base),
+            'recipe': 'tiny_cpu',
+            'output_dir': str(tmp_path / 'training'),
+            'overrides': [
+                'stages.0.steps=4',
+                'stages.0.batch_size=2',
+                'eval.every_steps=0',
+                'eval.multiscale_at_end=false',
+                'augment.crop=null',
+                'checkpoint_every=2',
+                'data.num_workers=0',
+                'data.val_split=train',
+            ],
+        },
+    )
     progress = ros_peer.subscribe(String, '/trainer_node/progress')
     streamer = Streamer(ros_peer, seg)
     labels = streamer.listen('labels', Image)
     streamer.wait_connected()
-    streamer.stream_until(lambda: len(labels) >= 2 and len(streamer.class_names()) == 5,
-                          'outputs of the base model')
+    streamer.stream_until(
+        lambda: len(labels) >= 2 and len(streamer.class_names()) == 5, 'outputs of the base model'
+    )
 
     start = ros_peer.node.create_client(Trigger, '/trainer_node/start')
     reply = ros_peer.call(start, Trigger.Request(), node=trainer)
@@ -72,10 +99,15 @@ def test_trainer_fine_tunes_and_hot_swaps(launch_node, ros_peer, tmp_path):
     assert not ros_peer.call(start, Trigger.Request(), node=trainer).success
 
     events = lambda: [json.loads(m.data) for m in progress]  # noqa: E731
-    streamer.stream_until(lambda: any(e['event'] == 'swapped' for e in events()) or
-                          any(e['event'] == 'failed' for e in events()),
-                          'training to finish and the model to be swapped', timeout=240,
-                          period=0.2)
+    streamer.stream_until(
+        lambda: (
+            any(e['event'] == 'swapped' for e in events())
+            or any(e['event'] == 'failed' for e in events())
+        ),
+        'training to finish and the model to be swapped',
+        timeout=240,
+        period=0.2,
+    )
     kinds = [e['event'] for e in events()]
     assert 'failed' not in kinds, events()[-1]
     assert 'train' in kinds and 'finished' in kinds

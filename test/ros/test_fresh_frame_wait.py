@@ -20,8 +20,9 @@ def make_worker(rate_hz: float | None, wait: bool = True) -> SegmentWorker:
         now = time.monotonic()
         meter.tick(now - 1.0 / rate_hz)
         meter.tick(now)
-    node = SimpleNamespace(params={'wait_for_fresh_frame': wait}, rates={'paired': meter},
-                           counters=CounterSet())
+    node = SimpleNamespace(
+        params={'wait_for_fresh_frame': wait}, rates={'paired': meter}, counters=CounterSet()
+    )
     return SegmentWorker(node)
 
 

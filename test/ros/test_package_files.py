@@ -37,11 +37,20 @@ def test_segment_yaml_equals_declared_defaults():
         assert node_params.validate(name, value) is None
 
 
-@pytest.mark.parametrize('name,value', [
-    ('device', 'gpu'), ('precision', 'fp8'), ('slop', -0.1), ('queue_size', 0),
-    ('overlay_alpha', 2.0), ('points.max_range', 0.0), ('publish.points', 'yes'),
-    ('points.min_confidence', float('nan')), ('resolution_policy', 'any'),
-])
+@pytest.mark.parametrize(
+    'name,value',
+    [
+        ('device', 'gpu'),
+        ('precision', 'fp8'),
+        ('slop', -0.1),
+        ('queue_size', 0),
+        ('overlay_alpha', 2.0),
+        ('points.max_range', 0.0),
+        ('publish.points', 'yes'),
+        ('points.min_confidence', float('nan')),
+        ('resolution_policy', 'any'),
+    ],
+)
 def test_bad_parameter_values_have_reasons(name, value):
     reason = node_params.validate(name, value)
     assert reason and name in reason
@@ -63,19 +72,27 @@ def console_scripts() -> set[str]:
 def test_launch_file_names_existing_executables_and_files():
     source = launch_source()
     tree = ast.parse(source)
-    executables = {kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
-                   for kw in node.keywords if kw.arg == 'executable'}
+    executables = {
+        kw.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == 'executable'
+    }
     assert executables == {'segmentation_node'}
     assert executables <= console_scripts()
     assert "'segment.yaml'" in source and (ROOT / 'config' / 'segment.yaml').is_file()
     assert {'trainer_node', 'rgbd-seg', 'segmentation_node'} <= console_scripts()
 
 
-@pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
-                    reason='launch_ros not installed (no ROS 2 distribution here)')
+@pytest.mark.skipif(
+    importlib.util.find_spec('launch_ros') is None,
+    reason='launch_ros not installed (no ROS 2 distribution here)',
+)
 def test_launch_description_loads():
-    spec = importlib.util.spec_from_file_location('segment_launch', ROOT / 'launch' /
-                                                  'segment.launch.py')
+    spec = importlib.util.spec_from_file_location(
+        'segment_launch', ROOT / 'launch' / 'segment.launch.py'
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities
@@ -110,8 +127,21 @@ def test_package_xml_is_format3_ament_python():
 
 @pytest.mark.slow
 def test_wheel_contains_share_files_and_ament_marker(tmp_path):
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
-                    '-q', '-w', str(tmp_path), str(ROOT)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            'wheel',
+            '--no-deps',
+            '--no-build-isolation',
+            '-q',
+            '-w',
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
     wheel = next(tmp_path.glob('rgbd_seg_ros-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
     data = [n.split('.data/data/', 1)[1] for n in names if '.data/data/' in n]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-PARENT = '''
+PARENT = """
 import os, subprocess, sys, time
 from rgbd_seg_ros.ros.process import PARENT_PID_VARIABLE
 code = "from rgbd_seg_ros.ros.process import die_with_parent; import time; "\\
@@ -26,7 +26,7 @@ child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subproces
 assert child.stdout.readline().strip() == "armed"
 print(child.pid, flush=True)
 time.sleep(120)
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -71,7 +71,13 @@ def test_a_starter_that_already_exited_ends_the_node():
     # In a child: arming PR_SET_PDEATHSIG in the test process itself would outlive the test.
     env = {**os.environ, PARENT_PID_VARIABLE: '999999999'}
     code = 'from rgbd_seg_ros.ros.process import die_with_parent; die_with_parent()'
-    done = subprocess.run([sys.executable, '-c', code], check=False, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, '-c', code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert 'already exited' in done.stderr

@@ -20,11 +20,18 @@ HEADER = Header(frame_id='camera_color_optical_frame')
 HEADER.stamp.sec, HEADER.stamp.nanosec = 1_700_000_123, 456_789
 
 
-@pytest.mark.parametrize(('shape', 'dtype', 'encoding'), [
-    ((5, 7), np.uint8, 'mono8'), ((5, 7, 3), np.uint8, 'rgb8'), ((4, 6), np.float32, '32FC1'),
-    ((3, 9), np.uint16, 'mono16'), ((1, 1), np.uint8, 'mono8'), ((0, 4), np.uint8, 'mono8'),
-    ((2, 3, 3), np.uint8, 'rgb8'),
-])
+@pytest.mark.parametrize(
+    ('shape', 'dtype', 'encoding'),
+    [
+        ((5, 7), np.uint8, 'mono8'),
+        ((5, 7, 3), np.uint8, 'rgb8'),
+        ((4, 6), np.float32, '32FC1'),
+        ((3, 9), np.uint16, 'mono16'),
+        ((1, 1), np.uint8, 'mono8'),
+        ((0, 4), np.uint8, 'mono8'),
+        ((2, 3, 3), np.uint8, 'rgb8'),
+    ],
+)
 def test_image_bytes_equal_the_serialised_message(shape, dtype, encoding):
     rng = np.random.default_rng(0)
     array = (rng.random(shape) * 200).astype(dtype)

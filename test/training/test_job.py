@@ -15,12 +15,20 @@ from rgbd_seg_ros.training.job import job_entry
 
 
 def job(tmp_path: Path, recording: Path) -> dict:
-    return {'recordings': [str(recording)],
-            'topics': {'rgb': TOPICS['rgb'], 'depth': TOPICS['depth'], 'info': TOPICS['info'],
-                       'label': TOPICS['label']},
-            'label_source': 'topic', 'base_checkpoint': '', 'recipe': 'tiny_cpu',
-            'overrides': ['stages.0.steps=2', 'data.num_workers=0', 'eval.every_steps=0'],
-            'output_dir': str(tmp_path / 'run')}
+    return {
+        'recordings': [str(recording)],
+        'topics': {
+            'rgb': TOPICS['rgb'],
+            'depth': TOPICS['depth'],
+            'info': TOPICS['info'],
+            'label': TOPICS['label'],
+        },
+        'label_source': 'topic',
+        'base_checkpoint': '',
+        'recipe': 'tiny_cpu',
+        'overrides': ['stages.0.steps=2', 'data.num_workers=0', 'eval.every_steps=0'],
+        'output_dir': str(tmp_path / 'run'),
+    }
 
 
 def events_of(spec: dict, stop: threading.Event) -> list[dict]:

@@ -43,8 +43,9 @@ def test_depth_divided_by_zoom(zoom):
 
 def test_depth_unchanged_when_disabled():
     f = _frame()
-    out = augment_frame(f, _cfg(scale_set=[2.0], depth_follows_scale=False),
-                        np.random.default_rng(1), IGNORE)
+    out = augment_frame(
+        f, _cfg(scale_set=[2.0], depth_follows_scale=False), np.random.default_rng(1), IGNORE
+    )
     valid = out.labels != IGNORE
     np.testing.assert_allclose(out.depth_m[valid], (1.0 + out.labels[valid]) * 1.5, rtol=1e-6)
 
@@ -84,8 +85,9 @@ def test_flip_mirrors_all_modalities_and_principal_point():
 def test_photometric_touches_colour_only():
     f = _frame()
     geo = _cfg()
-    jitter = dataclasses.replace(geo, brightness=40.0, contrast=[0.5, 1.5], saturation=0.3,
-                                 noise_std=5.0)
+    jitter = dataclasses.replace(
+        geo, brightness=40.0, contrast=[0.5, 1.5], saturation=0.3, noise_std=5.0
+    )
     a = augment_frame(f, geo, np.random.default_rng(5), IGNORE)
     b = augment_frame(f, jitter, np.random.default_rng(5), IGNORE)
     np.testing.assert_array_equal(a.depth_m, b.depth_m)
@@ -111,6 +113,7 @@ def test_identity_and_resize():
 
 def test_fixed_output_size_without_crop():
     f = _frame()
-    out = augment_frame(f, _cfg(scale=[0.8, 1.2]), np.random.default_rng(0), IGNORE,
-                        out_hw=(24, 32))
+    out = augment_frame(
+        f, _cfg(scale=[0.8, 1.2]), np.random.default_rng(0), IGNORE, out_hw=(24, 32)
+    )
     assert out.labels.shape == (24, 32)

@@ -33,8 +33,9 @@ def trained(tmp_path_factory):
     root = tf.write_dataset(base / 'ds', n_train=12, n_val=4)
     out = base / 'run'
     args = ['train', '--recipe', 'tiny_cpu', '--data', str(root), '--output-dir', str(out)]
-    for item in tf.tiny_overrides(root, out, steps=6, **{'eval.multiscale_at_end': 'true',
-                                                         'eval.scales': '[1.0, 1.25]'}):
+    for item in tf.tiny_overrides(
+        root, out, steps=6, **{'eval.multiscale_at_end': 'true', 'eval.scales': '[1.0, 1.25]'}
+    ):
         if not item.startswith(('data.root=', 'output_dir=')):
             args += ['--set', item]
     assert main(args) == 0
@@ -56,9 +57,20 @@ def test_train_writes_run(trained, capsys):
 
 def test_eval_prints_table(trained, capsys, tmp_path):
     root, out = trained
-    code = main(['eval', str(out / 'train' / 'best.safetensors'), '--data', str(root),
-                 '--scales', '0.75,1.0', '--num-workers', '0', '--json',
-                 str(tmp_path / 'm.json')])
+    code = main(
+        [
+            'eval',
+            str(out / 'train' / 'best.safetensors'),
+            '--data',
+            str(root),
+            '--scales',
+            '0.75,1.0',
+            '--num-workers',
+            '0',
+            '--json',
+            str(tmp_path / 'm.json'),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert 'single-scale' in text and 'MS+flip' in text and 'near_box' in text
@@ -69,8 +81,18 @@ def test_eval_prints_table(trained, capsys, tmp_path):
 def test_export_writes_onnx_and_metadata(trained, tmp_path):
     _, out = trained
     onnx_path = tmp_path / 'm.onnx'
-    code = main(['export', str(out / 'train' / 'best.safetensors'), '-o', str(onnx_path),
-                 '--height', '48', '--width', '64'])
+    code = main(
+        [
+            'export',
+            str(out / 'train' / 'best.safetensors'),
+            '-o',
+            str(onnx_path),
+            '--height',
+            '48',
+            '--width',
+            '64',
+        ]
+    )
     assert code == 0 and onnx_path.stat().st_size > 1000
     meta = json.loads(onnx_path.with_suffix('.json').read_text())
     assert meta['backend'] == tf.TINY and meta['class_names'] == tf.CLASS_NAMES
@@ -85,18 +107,44 @@ def test_bad_config_is_a_clean_error(capsys):
 def test_torchrun_equivalent():
     import argparse
 
-    args = argparse.Namespace(recipe='ssma', overrides=['optim.lr=0.1'], data='/d',
-                              output_dir='/o', resume=True)
+    args = argparse.Namespace(
+        recipe='ssma', overrides=['optim.lr=0.1'], data='/d', output_dir='/o', resume=True
+    )
     cmd = torchrun_command(args, 4)
     assert cmd[1:5] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=4']
     assert cmd[5:7] == ['-m', 'rgbd_seg_ros.training.run']
-    assert cmd[7:] == ['--recipe', 'ssma', '--set', 'optim.lr=0.1', '--data', '/d',
-                       '--output-dir', '/o', '--resume']
+    assert cmd[7:] == [
+        '--recipe',
+        'ssma',
+        '--set',
+        'optim.lr=0.1',
+        '--data',
+        '/d',
+        '--output-dir',
+        '/o',
+        '--resume',
+    ]
 
 
 def test_bench_prints_images_per_second(capsys):
-    code = main(['train', '--bench', '--backends', tf.TINY, '--height', '48', '--width', '64',
-                 '--steps', '1', '--warmup', '1', '--device', 'cpu'])
+    code = main(
+        [
+            'train',
+            '--bench',
+            '--backends',
+            tf.TINY,
+            '--height',
+            '48',
+            '--width',
+            '64',
+            '--steps',
+            '1',
+            '--warmup',
+            '1',
+            '--device',
+            'cpu',
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert 'images/s' in out and tf.TINY in out

@@ -26,22 +26,36 @@ def test_every_shipped_recipe_loads():
 
 def test_ssma_recipe_is_staged():
     cfg = load_config('ssma')
-    assert [s.name for s in cfg.stages] == ['expert_rgb', 'expert_depth', 'fusion',
-                                            'finetune_decoder']
+    assert [s.name for s in cfg.stages] == [
+        'expert_rgb',
+        'expert_depth',
+        'fusion',
+        'finetune_decoder',
+    ]
     fusion = cfg.stages[2]
     assert cfg.stage_optim(fusion).encoder_lr == 1e-4 and cfg.stage_optim(fusion).lr == 1e-3
     assert [i.stage for i in fusion.init_from] == ['expert_rgb', 'expert_depth']
     assert cfg.stages[3].freeze == ['expert_rgb', 'expert_depth']
     assert cfg.stage_optim(cfg.stages[3]).lr == 1e-5
-    assert cfg.stage_backend(cfg.stages[1]) == ('adapnetpp', {**cfg.model.options,
-                                                              'modality': 'depth'})
+    assert cfg.stage_backend(cfg.stages[1]) == (
+        'adapnetpp',
+        {**cfg.model.options, 'modality': 'depth'},
+    )
 
 
 def test_overrides_and_round_trip(tmp_path):
-    cfg = load_config('tiny_cpu', [
-        'optim.lr=2.5e-4', 'stages.0.steps=7', 'augment.crop=[32, 48]', 'data.root=/x/y',
-        'model.options.encoder=resnet34', 'eval.scales=[1.0]', 'precision=bf16',
-    ])
+    cfg = load_config(
+        'tiny_cpu',
+        [
+            'optim.lr=2.5e-4',
+            'stages.0.steps=7',
+            'augment.crop=[32, 48]',
+            'data.root=/x/y',
+            'model.options.encoder=resnet34',
+            'eval.scales=[1.0]',
+            'precision=bf16',
+        ],
+    )
     assert cfg.optim.lr == 2.5e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.stages[0].steps == 7 and cfg.augment.crop == [32, 48]
     assert cfg.model.options['encoder'] == 'resnet34' and cfg.data.root == '/x/y'
@@ -60,13 +74,16 @@ def test_finetune_inherits_from_base():
     assert [s.name for s in ft.stages] == ['finetune']
 
 
-@pytest.mark.parametrize('bad, fragment', [
-    (['optim.lrr=1'], 'lrr'),
-    (['precision=fp8'], 'precision'),
-    (['stages.0.steps=many'], 'stages.0.steps'),
-    (['stages.5.steps=1'], 'out of range'),
-    (['optim.lr'], 'key=value'),
-])
+@pytest.mark.parametrize(
+    'bad, fragment',
+    [
+        (['optim.lrr=1'], 'lrr'),
+        (['precision=fp8'], 'precision'),
+        (['stages.0.steps=many'], 'stages.0.steps'),
+        (['stages.5.steps=1'], 'out of range'),
+        (['optim.lr'], 'key=value'),
+    ],
+)
 def test_bad_overrides_name_the_key(bad, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config('tiny_cpu', bad)

@@ -40,8 +40,10 @@ def test_encoder_prefixes_detection():
     assert encoder_prefixes(nested) == ('body.encoder',)
 
 
-@pytest.mark.parametrize('name, cls', [('sgd', torch.optim.SGD), ('adam', torch.optim.Adam),
-                                       ('adamw', torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    'name, cls',
+    [('sgd', torch.optim.SGD), ('adam', torch.optim.Adam), ('adamw', torch.optim.AdamW)],
+)
 def test_groups_have_encoder_and_decoder_lrs(name, cls):
     net = Net()
     cfg = OptimConfig(name=name, lr=1e-3, encoder_lr=1e-4, weight_decay=1e-4)
@@ -83,7 +85,7 @@ def test_poly_with_warmup():
     assert lr_factor(0, 110, cfg) == pytest.approx(0.1)
     assert lr_factor(5, 110, cfg) == pytest.approx(0.55)
     assert lr_factor(10, 110, cfg) == pytest.approx(1.0)
-    assert lr_factor(60, 110, cfg) == pytest.approx(0.5 ** 0.9)
+    assert lr_factor(60, 110, cfg) == pytest.approx(0.5**0.9)
     assert lr_factor(110, 110, cfg) == 0.0
     floor = ScheduleConfig(name='poly', min_lr_ratio=0.01)
     assert lr_factor(100, 100, floor) == 0.01
@@ -95,8 +97,9 @@ def test_poly_with_warmup():
 
 def test_scheduler_scales_each_group():
     net = Net()
-    opt = build_optimizer(net, OptimConfig(name='sgd', lr=1.0, encoder_lr=0.1),
-                          encoder_prefixes(net))
+    opt = build_optimizer(
+        net, OptimConfig(name='sgd', lr=1.0, encoder_lr=0.1), encoder_prefixes(net)
+    )
     sched = build_scheduler(opt, 4, ScheduleConfig(name='poly', power=1.0))
     for _ in range(2):
         opt.step()

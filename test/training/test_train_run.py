@@ -31,10 +31,20 @@ def _initial_miou(cfg) -> float:
 
 @pytest.mark.slow
 def test_training_learns(dataset, tmp_path):
-    cfg = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'run', steps=60, **{
-        'eval.every_steps': 30, 'eval.multiscale_at_end': 'true', 'eval.scales': '[0.75, 1.0]',
-        'log_every': 10,
-    }))
+    cfg = load_config(
+        'tiny_cpu',
+        tf.tiny_overrides(
+            dataset,
+            tmp_path / 'run',
+            steps=60,
+            **{
+                'eval.every_steps': 30,
+                'eval.multiscale_at_end': 'true',
+                'eval.scales': '[0.75, 1.0]',
+                'log_every': 10,
+            },
+        ),
+    )
     start = _initial_miou(cfg)
     events = []
     path = run_training(cfg, progress=events.append)
@@ -70,13 +80,15 @@ def test_training_learns(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_resume_is_exact(dataset, tmp_path):
-    extra = {'model.options': '{dropout: 0.2}', 'augment.rotation_deg': 10.0,
-             'augment.brightness': 20.0, 'data.class_weighting': 'median_frequency'}
-    full = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'full', steps=8,
-                                                     **extra))
+    extra = {
+        'model.options': '{dropout: 0.2}',
+        'augment.rotation_deg': 10.0,
+        'augment.brightness': 20.0,
+        'data.class_weighting': 'median_frequency',
+    }
+    full = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'full', steps=8, **extra))
     run_training(full)
-    half = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'half', steps=8,
-                                                     **extra))
+    half = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'half', steps=8, **extra))
     calls = []
 
     def stop_after_four() -> bool:
@@ -94,27 +106,30 @@ def test_resume_is_exact(dataset, tmp_path):
     _, b = load_checkpoint(tmp_path / 'half' / 'train' / 'last.safetensors', check_backend=False)
     assert tf.state_allclose(a, b, atol=1e-6)
     # and the resumed run differs from an unrelated seed (the comparison is meaningful)
-    other = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'other', steps=8,
-                                                      seed=1, **extra))
+    other = load_config(
+        'tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'other', steps=8, seed=1, **extra)
+    )
     run_training(other)
-    _, c = load_checkpoint(tmp_path / 'other' / 'train' / 'last.safetensors',
-                           check_backend=False)
+    _, c = load_checkpoint(tmp_path / 'other' / 'train' / 'last.safetensors', check_backend=False)
     assert not tf.state_allclose(a, c, atol=1e-6)
 
 
 @pytest.mark.slow
 def test_stages_init_from_freeze_and_continue(dataset, tmp_path, capsys):
-    stages = ('[{name: a, steps: 3, batch_size: 2}, '
-              '{name: b, steps: 3, batch_size: 2, freeze: [encoder_rgb], optim: {lr: 0.01}}, '
-              '{name: c, steps: 2, batch_size: 2, freeze: [encoder_depth], '
-              "init_from: [{stage: b, map: {'encoder_depth.': 'encoder_depth.'}}]}, "
-              '{name: d, steps: 1, batch_size: 2, backend_options: {dropout: 0.0}}]')
+    stages = (
+        '[{name: a, steps: 3, batch_size: 2}, '
+        '{name: b, steps: 3, batch_size: 2, freeze: [encoder_rgb], optim: {lr: 0.01}}, '
+        '{name: c, steps: 2, batch_size: 2, freeze: [encoder_depth], '
+        "init_from: [{stage: b, map: {'encoder_depth.': 'encoder_depth.'}}]}, "
+        '{name: d, steps: 1, batch_size: 2, backend_options: {dropout: 0.0}}]'
+    )
     cfg = load_config('tiny_cpu', tf.tiny_overrides(dataset, tmp_path / 'st', stages=stages))
     run_training(cfg)
     w = {}
     for name in 'abcd':
-        _, w[name] = load_checkpoint(tmp_path / 'st' / name / 'last.safetensors',
-                                     check_backend=False)
+        _, w[name] = load_checkpoint(
+            tmp_path / 'st' / name / 'last.safetensors', check_backend=False
+        )
     rgb = [k for k in w['a'] if k.startswith('encoder_rgb.')]
     depth = [k for k in w['a'] if k.startswith('encoder_depth.')]
     # b continued from a with encoder_rgb frozen: parameters and BN statistics unchanged

@@ -32,8 +32,9 @@ class TinyConfig:
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class TinyNet(SegBackend):
@@ -57,8 +58,9 @@ class TinyNet(SegBackend):
     def forward_padded(self, rgb, depth):
         x = self.encoder_rgb(rgb) + self.encoder_depth(depth)
         y = self.decoder(x)
-        logits = F.interpolate(self.classifier(y), scale_factor=2, mode='bilinear',
-                               align_corners=False)
+        logits = F.interpolate(
+            self.classifier(y), scale_factor=2, mode='bilinear', align_corners=False
+        )
         return logits, (self.aux_head(x),)
 
 
@@ -79,8 +81,8 @@ def make_frame(rng: np.random.Generator, h: int = 48, w: int = 64):
     for cls, d in ((2, 2500.0), (1, 1000.0)):  # far box first, near box may occlude it
         bh, bw = rng.integers(10, 20), rng.integers(12, 24)
         y0, x0 = rng.integers(0, h - bh), rng.integers(0, w - bw)
-        labels[y0:y0 + bh, x0:x0 + bw] = cls
-        depth[y0:y0 + bh, x0:x0 + bw] = d
+        labels[y0 : y0 + bh, x0 : x0 + bw] = cls
+        depth[y0 : y0 + bh, x0 : x0 + bw] = d
     r = rng.integers(5, 10)
     cy, cx = rng.integers(r, h - r), rng.integers(r, w - r)
     disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
@@ -91,26 +93,43 @@ def make_frame(rng: np.random.Generator, h: int = 48, w: int = 64):
     depth += rng.normal(0, 30, depth.shape)
     depth[rng.random((h, w)) < 0.02] = 0  # a few invalid pixels
     labels[rng.random((h, w)) < 0.01] = 255  # a few unlabelled pixels
-    return (np.clip(rgb, 0, 255).astype(np.uint8), np.clip(depth, 0, 65535).astype(np.uint16),
-            labels)
+    return (
+        np.clip(rgb, 0, 255).astype(np.uint8),
+        np.clip(depth, 0, 65535).astype(np.uint16),
+        labels,
+    )
 
 
-def write_dataset(root: Path, n_train: int = 24, n_val: int = 8, seed: int = 0,
-                  h: int = 48, w: int = 64) -> Path:
+def write_dataset(
+    root: Path, n_train: int = 24, n_val: int = 8, seed: int = 0, h: int = 48, w: int = 64
+) -> Path:
     from rgbd_seg_ros.data.layout import ClassInfo, DatasetMeta, DatasetWriter, FrameRecord
 
     meta = DatasetMeta(
-        classes=[ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(CLASS_NAMES, COLOURS,
-                                                                   strict=True))],
-        ignore_index=255, provenance={'generator': 'test/training/train_fixtures.py'},
+        classes=[
+            ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(CLASS_NAMES, COLOURS, strict=True))
+        ],
+        ignore_index=255,
+        provenance={'generator': 'test/training/train_fixtures.py'},
     )
     rng = np.random.default_rng(seed)
     with DatasetWriter(root, meta, resume=False, fsync=False) as writer:
         for i in range(n_train + n_val):
             split = 'train' if i < n_train else 'val'
             rgb, depth, labels = make_frame(rng, h, w)
-            record = FrameRecord(f'f{i:04d}', 1000 * i, split, 'synthetic', '', w, h,
-                                 50.0, 50.0, w / 2 - 0.5, h / 2 - 0.5)
+            record = FrameRecord(
+                f'f{i:04d}',
+                1000 * i,
+                split,
+                'synthetic',
+                '',
+                w,
+                h,
+                50.0,
+                50.0,
+                w / 2 - 0.5,
+                h / 2 - 0.5,
+            )
             writer.write_frame(record, rgb, depth, labels)
     return root
 
@@ -137,8 +156,9 @@ def tiny_overrides(root: Path, out: Path, steps: int = 40, **extra) -> list[str]
     return [f'{k}={v}' for k, v in values.items()]
 
 
-def state_allclose(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
-                   atol: float = 1e-6) -> bool:
+def state_allclose(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6
+) -> bool:
     return set(a) == set(b) and all(
         torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=1e-5) for k in a
     )

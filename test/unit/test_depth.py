@@ -43,8 +43,9 @@ def test_32fc1_metres_with_holes_nan_inf_negative() -> None:
 def test_other_dtypes_and_shapes() -> None:
     np.testing.assert_allclose(depth_to_metres(np.array([[1.5, np.nan]])), [[1.5, 0]])
     np.testing.assert_allclose(depth_to_metres(np.array([[-3, 2000]], np.int32)), [[0, 2]])
-    np.testing.assert_allclose(depth_to_metres(np.array([[7, 8]], np.uint16), scale=0.1),
-                               [[0.7, 0.8]], rtol=1e-6)
+    np.testing.assert_allclose(
+        depth_to_metres(np.array([[7, 8]], np.uint16), scale=0.1), [[0.7, 0.8]], rtol=1e-6
+    )
     assert depth_to_metres(np.ones((4, 5, 1), np.uint16)).shape == (4, 5)
     with pytest.raises(FrameError):
         depth_to_metres(np.ones((2, 2, 3), np.float32))
@@ -91,8 +92,11 @@ def test_jet_matches_matplotlib() -> None:
     theirs = matplotlib.colormaps['jet'](t)[:, :3]
     # matplotlib quantises to a 256-entry table; the segment data's largest slope is ~4.5.
     assert np.abs(ours - theirs).max() < 4.5 / 255 + 1e-6
-    np.testing.assert_allclose(jet_colormap(np.array([0.0, 0.5, 1.0])),
-                               matplotlib.colormaps['jet']([0.0, 0.5, 1.0])[:, :3], atol=0.02)
+    np.testing.assert_allclose(
+        jet_colormap(np.array([0.0, 0.5, 1.0])),
+        matplotlib.colormaps['jet']([0.0, 0.5, 1.0])[:, :3],
+        atol=0.02,
+    )
 
 
 def test_jet_encoding_fixed_range_and_holes() -> None:

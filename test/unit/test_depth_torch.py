@@ -23,8 +23,9 @@ HHA_OUTLIER_FRACTION = 1e-3
 HHA_MAX = 2 / 255
 
 
-def noisy_room(seed: int, height: int = 120, width: int = 160, pitch: float = 20.0,
-               roll: float = 3.0):
+def noisy_room(
+    seed: int, height: int = 120, width: int = 160, pitch: float = 20.0, roll: float = 3.0
+):
     depth, K, _ = synthetic_room(height, width, pitch_deg=pitch, roll_deg=roll)
     rng = np.random.default_rng(seed)
     depth = depth * (1 + 0.003 * rng.standard_normal(depth.shape)).astype(np.float32)
@@ -100,8 +101,9 @@ def test_hha_gravity_as_device_tensor() -> None:
 
 def test_input_shapes_and_sanitising() -> None:
     raw = np.array([[np.nan, np.inf, -np.inf, -1.0, 0.0, 2.0]], np.float32)
-    np.testing.assert_array_equal(sanitise_depth(torch.from_numpy(raw)).numpy(),
-                                  depth_to_metres(raw))
+    np.testing.assert_array_equal(
+        sanitise_depth(torch.from_numpy(raw)).numpy(), depth_to_metres(raw)
+    )
     d = torch.full((4, 6), 2.0)
     assert encode_depth_torch(d, None, 'metric').shape == (1, 1, 4, 6)
     assert encode_depth_torch(d[None], None, 'jet').shape == (1, 3, 4, 6)
@@ -145,11 +147,16 @@ def test_cuda_matches_numpy_without_host_syncs() -> None:
     finally:
         torch.cuda.set_sync_debug_mode('default')
     for i in range(2):
-        np.testing.assert_allclose(outs['metric'][i].cpu().numpy(),
-                                   encode_depth_numpy(depths[i], Ks[i], 'metric'), atol=1e-6)
-        np.testing.assert_allclose(outs['jet'][i].cpu().numpy(),
-                                   encode_depth_numpy(depths[i], Ks[i], 'jet'), atol=1e-6)
-        assert_hha_close(outs['hha'][i].cpu().numpy(),
-                         encode_depth_numpy(depths[i], Ks[i], 'hha'))
-        assert_hha_close(outs['hha_pct'][i].cpu().numpy(),
-                         encode_depth_numpy(depths[i], Ks[i], 'hha', {'floor_percentile': 1.0}))
+        np.testing.assert_allclose(
+            outs['metric'][i].cpu().numpy(),
+            encode_depth_numpy(depths[i], Ks[i], 'metric'),
+            atol=1e-6,
+        )
+        np.testing.assert_allclose(
+            outs['jet'][i].cpu().numpy(), encode_depth_numpy(depths[i], Ks[i], 'jet'), atol=1e-6
+        )
+        assert_hha_close(outs['hha'][i].cpu().numpy(), encode_depth_numpy(depths[i], Ks[i], 'hha'))
+        assert_hha_close(
+            outs['hha_pct'][i].cpu().numpy(),
+            encode_depth_numpy(depths[i], Ks[i], 'hha', {'floor_percentile': 1.0}),
+        )

@@ -22,8 +22,11 @@ PLANES = (
     ((0.0, 0.0, 1.0), 0.0, 0.0),  # floor
     ((-1.0, 0.0, 0.0), -4.0, 90.0),  # front wall, x <= 4
     ((0.0, -1.0, 0.0), -2.5, 90.0),  # left wall, y <= 2.5
-    ((-math.sin(math.radians(RAMP_DEG)), 0.0, math.cos(math.radians(RAMP_DEG))),
-     -3.0 * math.sin(math.radians(RAMP_DEG)), RAMP_DEG),  # ramp from x = 3 up the front wall
+    (
+        (-math.sin(math.radians(RAMP_DEG)), 0.0, math.cos(math.radians(RAMP_DEG))),
+        -3.0 * math.sin(math.radians(RAMP_DEG)),
+        RAMP_DEG,
+    ),  # ramp from x = 3 up the front wall
 )
 
 
@@ -33,8 +36,10 @@ def camera_to_world(yaw: float, pitch: float, roll: float) -> np.ndarray:
     fwd = np.array([math.cos(p) * math.cos(y), math.cos(p) * math.sin(y), -math.sin(p)])
     right = np.array([math.sin(y), -math.cos(y), 0.0])
     down = np.cross(fwd, right)
-    right, down = (math.cos(r) * right + math.sin(r) * down,
-                   -math.sin(r) * right + math.cos(r) * down)
+    right, down = (
+        math.cos(r) * right + math.sin(r) * down,
+        -math.sin(r) * right + math.cos(r) * down,
+    )
     return np.stack([right, down, fwd], axis=1)
 
 
@@ -74,7 +79,7 @@ def interior(plane: np.ndarray, margin: int) -> np.ndarray:
     padded = np.pad(plane, margin, constant_values=-2)
     for dy in range(2 * margin + 1):
         for dx in range(2 * margin + 1):
-            keep &= padded[dy: dy + h, dx: dx + w] == plane
+            keep &= padded[dy : dy + h, dx : dx + w] == plane
     return keep
 
 
@@ -204,8 +209,9 @@ def test_floor_fallback_when_looking_at_a_wall() -> None:
     geo = hha_geometry(depth, K, {'gravity': [0, 1, 0]})
     assert geo.floor_level_m == pytest.approx(-1.3)
     np.testing.assert_allclose(geo.height_m[24, 32], 1.3 - 2.0 * (24 - 23.5) / 500, atol=1e-5)
-    geo = hha_geometry(depth, K, {'gravity': [0, 1, 0], 'fallback_camera_height_m': 0.5,
-                                  'min_floor_drop_m': 0.01})
+    geo = hha_geometry(
+        depth, K, {'gravity': [0, 1, 0], 'fallback_camera_height_m': 0.5, 'min_floor_drop_m': 0.01}
+    )
     assert geo.floor_level_m == pytest.approx(-2.0 * (47 - 23.5) / 500, abs=1e-5)
 
 
@@ -215,8 +221,9 @@ def test_floor_percentile(scene) -> None:
     high = hha_geometry(depth, K, {'gravity': list(-truth['up']), 'floor_percentile': 50.0})
     assert high.floor_level_m > low.floor_level_m
     rel = low.height_m + low.floor_level_m
-    assert high.floor_level_m == pytest.approx(float(np.percentile(rel, 50, method='lower')),
-                                               abs=1e-6)
+    assert high.floor_level_m == pytest.approx(
+        float(np.percentile(rel, 50, method='lower')), abs=1e-6
+    )
 
 
 def test_box_sums_without_opencv(scene, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,7 +234,7 @@ def test_box_sums_without_opencv(scene, monkeypatch: pytest.MonkeyPatch) -> None
         padded = np.pad(x, radius)
         for dy in range(2 * radius + 1):
             for dx in range(2 * radius + 1):
-                naive += padded[dy: dy + 37, dx: dx + 53]
+                naive += padded[dy : dy + 37, dx : dx + 53]
         np.testing.assert_allclose(hha._box_sum_numpy(x, radius), naive, rtol=1e-10)
         np.testing.assert_allclose(hha.box_sum(x, radius), naive, rtol=1e-10)
     with_cv2 = hha_encode(depth, K)

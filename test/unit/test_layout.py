@@ -23,9 +23,18 @@ def _meta() -> L.DatasetMeta:
 
 def _record(i: int, split: str = 'train') -> L.FrameRecord:
     return L.FrameRecord(
-        frame_id=f'rec_{i:06d}', stamp_ns=1_000_000_000 + i, split=split, source='rec.mcap',
-        topics='rgb=/c;depth=/d', width=W, height=H, fx=525.5, fy=525.25, cx=31.5, cy=23.5,
-    )  # fmt: skip
+        frame_id=f'rec_{i:06d}',
+        stamp_ns=1_000_000_000 + i,
+        split=split,
+        source='rec.mcap',
+        topics='rgb=/c;depth=/d',
+        width=W,
+        height=H,
+        fx=525.5,
+        fy=525.25,
+        cx=31.5,
+        cy=23.5,
+    )
 
 
 def _arrays(i: int):
@@ -160,9 +169,14 @@ def test_unsafe_frame_ids_rejected(tmp_path, bad):
 
 @pytest.mark.parametrize(
     ('text', 'expected'),
-    [('/camera/color/image_raw', 'camera_color_image_raw'), ('../../x', 'x'),
-     ('ok-name_1.2', 'ok-name_1.2'), ('...', 'x'), ('a b', 'a_b')],
-)  # fmt: skip
+    [
+        ('/camera/color/image_raw', 'camera_color_image_raw'),
+        ('../../x', 'x'),
+        ('ok-name_1.2', 'ok-name_1.2'),
+        ('...', 'x'),
+        ('a b', 'a_b'),
+    ],
+)
 def test_safe_frame_id(text, expected):
     assert L.safe_frame_id(text) == expected
     assert L.is_valid_frame_id(L.safe_frame_id(text))

@@ -18,7 +18,10 @@ def test_exact_stamps_pair_immediately():
     triple = feed(pairer, 'info', 100)
     assert triple is not None
     assert (triple.rgb.payload, triple.depth.payload, triple.info.payload) == (
-        'rgb@100', 'depth@100', 'info@100')
+        'rgb@100',
+        'depth@100',
+        'info@100',
+    )
     assert triple.skew_ns == 0
 
 

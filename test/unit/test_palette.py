@@ -81,8 +81,9 @@ def test_overlay_integer_blend() -> None:
 
 
 def test_pack_rgb_float_is_pcl_layout() -> None:
-    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3], [255, 255, 255]],
-                       dtype=np.uint8)
+    colours = np.array(
+        [[255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3], [255, 255, 255]], dtype=np.uint8
+    )
     packed = pack_rgb_float(colours)
     assert packed.dtype == np.float32 and packed.shape == (5,)
     bits = packed.view(np.uint32)

@@ -69,17 +69,29 @@ class SynthSequence:
     when asked for, so writers can skip frames that already exist.
     """
 
-    def __init__(self, seed: int, num_frames: int, width: int = 640, height: int = 480,
-                 fps: float = 15.0, scene: int = 0, *, nthreads: int = 0,
-                 sensor: StructuredLightModel | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        num_frames: int,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 15.0,
+        scene: int = 0,
+        *,
+        nthreads: int = 0,
+        sensor: StructuredLightModel | None = None,
+    ) -> None:
         _check_size(width, height, num_frames, fps)
         self.seed, self.scene = int(seed), int(scene)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.sensor = sensor
         self.room = make_scene(self.seed, self.scene)
         self.poses = make_trajectory(
-            self.room, np.random.default_rng([self.seed, self.scene, _TRAJECTORY]),
-            int(num_frames), self.fps)
+            self.room,
+            np.random.default_rng([self.seed, self.scene, _TRAJECTORY]),
+            int(num_frames),
+            self.fps,
+        )
         self.K = intrinsics(self.width, self.height)
         self._renderer = Renderer(self.room, nthreads=nthreads)
 
@@ -114,9 +126,17 @@ class SynthSequence:
             yield self.frame(i)
 
 
-def generate_sequence(seed: int, num_frames: int, width: int = 640, height: int = 480,
-                      fps: float = 15.0, scene: int = 0, *, nthreads: int = 0,
-                      sensor: StructuredLightModel | None = None) -> Iterator[SynthFrame]:
+def generate_sequence(
+    seed: int,
+    num_frames: int,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 15.0,
+    scene: int = 0,
+    *,
+    nthreads: int = 0,
+    sensor: StructuredLightModel | None = None,
+) -> Iterator[SynthFrame]:
     """Frames of one recording: a robot walking through room ``scene`` of ``seed``.
 
     Args:
@@ -128,5 +148,8 @@ def generate_sequence(seed: int, num_frames: int, width: int = 640, height: int 
         nthreads: ray-casting threads (0 = all cores).
         sensor: depth-sensor parameters (default: a Kinect-like structured-light device).
     """
-    return iter(SynthSequence(seed, num_frames, width, height, fps, scene, nthreads=nthreads,
-                              sensor=sensor))
+    return iter(
+        SynthSequence(
+            seed, num_frames, width, height, fps, scene, nthreads=nthreads, sensor=sensor
+        )
+    )

@@ -28,8 +28,9 @@ def _smooth_noise(rng: np.random.Generator, size: int, cycles: float) -> np.ndar
     return (out - out.mean()) / (out.std() + 1e-9)
 
 
-def random_colour(rng: np.random.Generator, hue=(0.0, 1.0), sat=(0.0, 1.0),
-                  val=(0.0, 1.0)) -> np.ndarray:
+def random_colour(
+    rng: np.random.Generator, hue=(0.0, 1.0), sat=(0.0, 1.0), val=(0.0, 1.0)
+) -> np.ndarray:
     """An RGB colour in [0, 1] drawn uniformly in the given HSV box (hue wraps)."""
     h = rng.uniform(*hue) % 1.0
     return np.array(colorsys.hsv_to_rgb(h, rng.uniform(*sat), rng.uniform(*val)))
@@ -61,7 +62,7 @@ def _texture(kind: str, base: np.ndarray, rng: np.random.Generator, n: int) -> n
         planks = rng.integers(2, 5)
         plank_id = np.floor(x * planks)
         plank_shade = rng.uniform(0.88, 1.08, planks)[plank_id.astype(int) % planks]
-        seam = (np.abs(x * planks - np.round(x * planks)) < 0.02)
+        seam = np.abs(x * planks - np.round(x * planks)) < 0.02
         shade = plank_shade * (1.0 + 0.12 * rings + grain) * np.where(seam, 0.6, 1.0)
     elif kind == 'tiles':
         count = rng.integers(2, 5)
@@ -99,8 +100,15 @@ class MaterialBank:
         self.ir_dropout: list[float] = []  # extra chance the depth sensor misses it
         self.kinds: list[str] = []
 
-    def add(self, kind: str, colour, scale: float = 1.0, specular: float = 0.0,
-            emissive: float = 0.0, ir_dropout: float = 0.0) -> int:
+    def add(
+        self,
+        kind: str,
+        colour,
+        scale: float = 1.0,
+        specular: float = 0.0,
+        emissive: float = 0.0,
+        ir_dropout: float = 0.0,
+    ) -> int:
         """Create a material and return its id."""
         self._textures.append(_texture(kind, colour, self.rng, self.size).astype(np.float32))
         self.scale.append(float(scale))
@@ -164,8 +172,9 @@ class MaterialBank:
 
     def glass(self) -> int:
         col = random_colour(self.rng, hue=(0.15, 0.4), sat=(0.2, 0.6), val=(0.3, 0.7))
-        return self.add('sky', col, scale=self.rng.uniform(1.5, 3.0), emissive=1.0,
-                        ir_dropout=0.85)
+        return self.add(
+            'sky', col, scale=self.rng.uniform(1.5, 3.0), emissive=1.0, ir_dropout=0.85
+        )
 
     def light(self) -> int:
         return self.add('plain', np.array([1.0, 0.97, 0.9]), emissive=1.4)

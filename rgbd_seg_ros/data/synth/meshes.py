@@ -76,8 +76,16 @@ class MeshBuilder:
         self._inst.append(np.full(m, instance, np.int32))
         self._count += len(verts)
 
-    def box(self, center, size, yaw: float, cls: int, material: int, instance: int,
-            skip_bottom: bool = False) -> None:
+    def box(
+        self,
+        center,
+        size,
+        yaw: float,
+        cls: int,
+        material: int,
+        instance: int,
+        skip_bottom: bool = False,
+    ) -> None:
         """Axis-aligned box of ``size`` (sx, sy, sz) rotated by ``yaw`` about z."""
         rot = _rot_z(yaw)
         size = np.asarray(size, np.float64)
@@ -90,18 +98,35 @@ class MeshBuilder:
             verts.append(corners * size @ rot.T + center)
             norms.append(np.repeat((rot @ n)[None], 4, axis=0))
             tris.append(np.array([[0, 1, 2], [0, 2, 3]]) + base)
-        self.add(np.concatenate(verts), np.concatenate(norms), np.concatenate(tris), cls,
-                 material, instance)
+        self.add(
+            np.concatenate(verts),
+            np.concatenate(norms),
+            np.concatenate(tris),
+            cls,
+            material,
+            instance,
+        )
 
     def quad(self, corners, cls: int, material: int, instance: int) -> None:
         """A planar quad from four corners in order (either winding)."""
         corners = np.asarray(corners, np.float64)
         n = np.cross(corners[1] - corners[0], corners[2] - corners[0])
-        self.add(corners, np.repeat(n[None], 4, axis=0), [[0, 1, 2], [0, 2, 3]], cls,
-                 material, instance)
+        self.add(
+            corners, np.repeat(n[None], 4, axis=0), [[0, 1, 2], [0, 2, 3]], cls, material, instance
+        )
 
-    def frustum(self, center_bottom, r_bottom: float, r_top: float, height: float, cls: int,
-                material: int, instance: int, segments: int = 20, caps: bool = True) -> None:
+    def frustum(
+        self,
+        center_bottom,
+        r_bottom: float,
+        r_top: float,
+        height: float,
+        cls: int,
+        material: int,
+        instance: int,
+        segments: int = 20,
+        caps: bool = True,
+    ) -> None:
         """Vertical cylinder (r_bottom == r_top) or cone frustum standing on ``center_bottom``."""
         c = np.asarray(center_bottom, np.float64)
         ang = np.linspace(0.0, 2 * np.pi, segments, endpoint=False)
@@ -112,10 +137,17 @@ class MeshBuilder:
         top = np.stack([c[0] + r_top * ca, c[1] + r_top * sa, np.full_like(ca, c[2] + height)], 1)
         i = np.arange(segments)
         j = (i + 1) % segments
-        side = np.concatenate([np.stack([i, j, segments + j], 1),
-                               np.stack([i, segments + j, segments + i], 1)])
-        self.add(np.concatenate([bot, top]), np.concatenate([ring_n, ring_n]), side, cls,
-                 material, instance)
+        side = np.concatenate(
+            [np.stack([i, j, segments + j], 1), np.stack([i, segments + j, segments + i], 1)]
+        )
+        self.add(
+            np.concatenate([bot, top]),
+            np.concatenate([ring_n, ring_n]),
+            side,
+            cls,
+            material,
+            instance,
+        )
         if caps:
             ends = ((bot, c[2], -1.0, r_bottom), (top, c[2] + height, 1.0, r_top))
             for ring, z, sign, r in ends:
@@ -126,23 +158,38 @@ class MeshBuilder:
                 fan = np.stack([i, j, np.full(segments, segments)], 1)
                 self.add(verts, norms, fan, cls, material, instance)
 
-    def sphere(self, center, radius: float, cls: int, material: int, instance: int,
-               segments: int = 24, rings: int = 12) -> None:
+    def sphere(
+        self,
+        center,
+        radius: float,
+        cls: int,
+        material: int,
+        instance: int,
+        segments: int = 24,
+        rings: int = 12,
+    ) -> None:
         """UV sphere with smooth normals."""
         c = np.asarray(center, np.float64)
         theta = np.linspace(0.0, np.pi, rings + 1)
         phi = np.linspace(0.0, 2 * np.pi, segments, endpoint=False)
         st, ct = np.sin(theta)[:, None], np.cos(theta)[:, None]
-        n = np.stack([st * np.cos(phi)[None], st * np.sin(phi)[None],
-                      np.broadcast_to(ct, (rings + 1, segments))], -1).reshape(-1, 3)
+        n = np.stack(
+            [
+                st * np.cos(phi)[None],
+                st * np.sin(phi)[None],
+                np.broadcast_to(ct, (rings + 1, segments)),
+            ],
+            -1,
+        ).reshape(-1, 3)
         verts = c + radius * n
         r = np.arange(rings)[:, None]
         s = np.arange(segments)[None]
         a = r * segments + s
         b = r * segments + (s + 1) % segments
         a2, b2 = a + segments, b + segments
-        tris = np.concatenate([np.stack([a, a2, b2], -1).reshape(-1, 3),
-                               np.stack([a, b2, b], -1).reshape(-1, 3)])
+        tris = np.concatenate(
+            [np.stack([a, a2, b2], -1).reshape(-1, 3), np.stack([a, b2, b], -1).reshape(-1, 3)]
+        )
         self.add(verts, n, tris, cls, material, instance)
 
     def build(self) -> Mesh:

@@ -23,8 +23,7 @@ def intrinsics(width: int, height: int) -> np.ndarray:
     other sizes scale it with the width, principal point at the image centre.
     """
     f = 580.0 * width / 640.0
-    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0],
-                     [0.0, 0.0, 1.0]])
+    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
 @dataclass
@@ -52,15 +51,16 @@ class Renderer:
         self.nthreads = int(nthreads)
         mesh = scene.mesh
         self._rs = o3d.t.geometry.RaycastingScene(nthreads=self.nthreads)
-        self._rs.add_triangles(o3d.core.Tensor(mesh.vertices),
-                               o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
+        self._rs.add_triangles(
+            o3d.core.Tensor(mesh.vertices), o3d.core.Tensor(mesh.triangles.astype(np.uint32))
+        )
         tex = scene.atlas.shape[1]
         if tex & (tex - 1):
             raise ValueError('texture size must be a power of two')
         self._tex = tex
         self._atlas = np.ascontiguousarray(scene.atlas.reshape(-1, 3), np.float32)
         self._tex_per_m = (tex / scene.mat_scale).astype(np.float32)
-        self._tri_mat_base = (mesh.tri_material.astype(np.int64) * tex * tex)
+        self._tri_mat_base = mesh.tri_material.astype(np.int64) * tex * tex
         # triangles whose vertex normals differ from their face normal are shaded smoothly
         v = mesh.vertices[mesh.triangles].astype(np.float64)
         face = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
@@ -74,10 +74,12 @@ class Renderer:
         key = (width, height, *np.asarray(K, np.float64).ravel().tolist())
         cached = self._dirs_cache.get(key)
         if cached is None:
-            u, v = np.meshgrid(np.arange(width, dtype=np.float64),
-                               np.arange(height, dtype=np.float64))
-            dirs = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1],
-                             np.ones_like(u)], -1)
+            u, v = np.meshgrid(
+                np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+            )
+            dirs = np.stack(
+                [(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1
+            )
             inv_len = (1.0 / np.linalg.norm(dirs, axis=-1)).astype(np.float32)
             cached = (dirs.astype(np.float32), inv_len)
             self._dirs_cache = {key: cached}
@@ -92,8 +94,9 @@ class Renderer:
         rays = np.empty((len(d), 6), np.float32)
         rays[:, :3] = origin
         rays[:, 3:] = d
-        occ = self._rs.test_occlusions(self._o3d.core.Tensor(rays), tnear=0.0, tfar=1.0,
-                                       nthreads=self.nthreads)
+        occ = self._rs.test_occlusions(
+            self._o3d.core.Tensor(rays), tnear=0.0, tfar=1.0, nthreads=self.nthreads
+        )
         return occ.numpy().astype(bool)
 
     def _shadow(self, px, py, pz, light: np.ndarray) -> np.ndarray:
@@ -101,8 +104,9 @@ class Renderer:
         rays = np.empty((len(px), 6), np.float32)
         rays[:, 0], rays[:, 1], rays[:, 2] = px, py, pz
         rays[:, 3], rays[:, 4], rays[:, 5] = light[0] - px, light[1] - py, light[2] - pz
-        occ = self._rs.test_occlusions(self._o3d.core.Tensor(rays), tnear=0.0, tfar=0.999,
-                                       nthreads=self.nthreads)
+        occ = self._rs.test_occlusions(
+            self._o3d.core.Tensor(rays), tnear=0.0, tfar=0.999, nthreads=self.nthreads
+        )
         return occ.numpy().astype(bool)
 
     def render(self, pose: np.ndarray, K: np.ndarray, width: int, height: int) -> RenderOutput:
@@ -114,8 +118,12 @@ class Renderer:
         rays = np.empty((H, W, 6), np.float32)
         rays[..., :3] = origin
         rays[..., 3:] = dirs_cam @ rot.T.astype(np.float32)  # camera z = 1 -> t_hit = depth
-        res = {k: v.numpy() for k, v in
-               self._rs.cast_rays(self._o3d.core.Tensor(rays), nthreads=self.nthreads).items()}
+        res = {
+            k: v.numpy()
+            for k, v in self._rs.cast_rays(
+                self._o3d.core.Tensor(rays), nthreads=self.nthreads
+            ).items()
+        }
         t_all = res['t_hit'].reshape(-1)
         hit = np.isfinite(t_all)
         if hit.all():
@@ -166,8 +174,11 @@ class Renderer:
         light = np.full(count, sc.ambient, f32) * (f32(0.8) + f32(0.2) * nz)
         spec = None
         for k, lt in enumerate(sc.lights):
-            lx, ly, lz = (f32(lt.position[0]) - px, f32(lt.position[1]) - py,
-                          f32(lt.position[2]) - pz)
+            lx, ly, lz = (
+                f32(lt.position[0]) - px,
+                f32(lt.position[1]) - py,
+                f32(lt.position[2]) - pz,
+            )
             dist2 = lx * lx + ly * ly + lz * lz
             inv = 1.0 / np.sqrt(dist2)
             ndl = np.maximum((nx * lx + ny * ly + nz * lz) * inv, f32(0.0))
@@ -176,8 +187,12 @@ class Renderer:
                 lit = np.flatnonzero(ndl > 0)
                 if len(lit):
                     off = f32(2e-3)
-                    blocked = self._shadow(px[lit] + gx[lit] * off, py[lit] + gy[lit] * off,
-                                           pz[lit] + gz[lit] * off, lt.position)
+                    blocked = self._shadow(
+                        px[lit] + gx[lit] * off,
+                        py[lit] + gy[lit] * off,
+                        pz[lit] + gz[lit] * off,
+                        lt.position,
+                    )
                     irr[lit[blocked]] = 0.0
             light += irr
             if k == 0:
@@ -187,8 +202,13 @@ class Renderer:
                 nh2 = nh * nh
                 nh4 = nh2 * nh2
                 nh8 = nh4 * nh4
-                spec = (sc.mat_specular[mat] * f32(lt.intensity) / (dist2 + f32(0.25))
-                        * (nh8 * nh8 * nh8) * (ndl > 0))
+                spec = (
+                    sc.mat_specular[mat]
+                    * f32(lt.intensity)
+                    / (dist2 + f32(0.25))
+                    * (nh8 * nh8 * nh8)
+                    * (ndl > 0)
+                )
         rad = alb * light[:, None]
         if spec is not None:
             rad += spec[:, None]

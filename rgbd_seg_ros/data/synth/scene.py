@@ -114,16 +114,28 @@ class _RoomBuilder:
     def wall_box(self, b: MeshBuilder, w: int, u0, u1, s0, s1, z0, z1, cls, mat, inst) -> None:
         """Box aligned with wall ``w``: along-wall [u0,u1], inward [s0,s1], height [z0,z1]."""
         cxy = self.wall_xy(w, (u0 + u1) / 2, (s0 + s1) / 2)
-        b.box([cxy[0], cxy[1], (z0 + z1) / 2], [u1 - u0, s1 - s0, z1 - z0], self.wall_yaw(w),
-              cls, mat, inst)
+        b.box(
+            [cxy[0], cxy[1], (z0 + z1) / 2],
+            [u1 - u0, s1 - s0, z1 - z0],
+            self.wall_yaw(w),
+            cls,
+            mat,
+            inst,
+        )
 
     def wall_quad(self, b: MeshBuilder, w: int, pts, cls, mat, inst) -> None:
         """Quad from (u, s, z) triples in wall coordinates."""
         corners = [[*self.wall_xy(w, u, s), z] for u, s, z in pts]
         b.quad(corners, cls, mat, inst)
 
-    def fits(self, poly: np.ndarray, z0: float, z1: float, margin: float = 0.03,
-             ignore: int | None = None) -> bool:
+    def fits(
+        self,
+        poly: np.ndarray,
+        z0: float,
+        z1: float,
+        margin: float = 0.03,
+        ignore: int | None = None,
+    ) -> bool:
         """Free floor-plan spot: inside the room, clear of objects and door/window keep-outs."""
         if poly[:, 0].min() < 0.0 or poly[:, 1].min() < 0.0:
             return False
@@ -191,15 +203,33 @@ class _RoomBuilder:
             # A shell just outside the room: rays that slip through a seam (floor/wall edges,
             # door thresholds) hit the same class behind it instead of escaping unlabelled.
             e, lo, hi = 1.0, -0.002, H + 0.002
-            b.quad([[-e, -e, lo], [X + e, -e, lo], [X + e, Y + e, lo], [-e, Y + e, lo]],
-                   C.FLOOR, floor_mat, floor_inst)
-            b.quad([[-e, -e, hi], [X + e, -e, hi], [X + e, Y + e, hi], [-e, Y + e, hi]],
-                   C.CEILING, ceil_mat, ceil_inst)
+            b.quad(
+                [[-e, -e, lo], [X + e, -e, lo], [X + e, Y + e, lo], [-e, Y + e, lo]],
+                C.FLOOR,
+                floor_mat,
+                floor_inst,
+            )
+            b.quad(
+                [[-e, -e, hi], [X + e, -e, hi], [X + e, Y + e, hi], [-e, Y + e, hi]],
+                C.CEILING,
+                ceil_mat,
+                ceil_inst,
+            )
             for w in range(4):
                 length = self.wall_len(w)
-                self.wall_quad(b, w, [(-e, -0.4, lo), (length + e, -0.4, lo),
-                                      (length + e, -0.4, hi), (-e, -0.4, hi)],
-                               C.WALL, wall_mat, wall_insts[w])
+                self.wall_quad(
+                    b,
+                    w,
+                    [
+                        (-e, -0.4, lo),
+                        (length + e, -0.4, lo),
+                        (length + e, -0.4, hi),
+                        (-e, -0.4, hi),
+                    ],
+                    C.WALL,
+                    wall_mat,
+                    wall_insts[w],
+                )
 
         self.structure.append(floor_and_ceiling)
 
@@ -216,16 +246,29 @@ class _RoomBuilder:
                 cuts.append(length)
                 for i in range(0, len(cuts), 2):  # solid strips between openings
                     a, c = cuts[i], cuts[i + 1]
-                    self.wall_quad(b, w, [(a, 0, 0), (c, 0, 0), (c, 0, H), (a, 0, H)],
-                                   C.WALL, wall_mat, inst)
+                    self.wall_quad(
+                        b, w, [(a, 0, 0), (c, 0, 0), (c, 0, H), (a, 0, H)], C.WALL, wall_mat, inst
+                    )
                     self.wall_box(b, w, a, c, 0.0, bb_t, 0.0, bb_h, C.WALL, base_mat, inst)
                 for p in ops:  # above (and below) each opening
                     u0, u1, z0, z1 = p['u0'], p['u1'], p['z0'], p['z1']
-                    self.wall_quad(b, w, [(u0, 0, z1), (u1, 0, z1), (u1, 0, H), (u0, 0, H)],
-                                   C.WALL, wall_mat, inst)
+                    self.wall_quad(
+                        b,
+                        w,
+                        [(u0, 0, z1), (u1, 0, z1), (u1, 0, H), (u0, 0, H)],
+                        C.WALL,
+                        wall_mat,
+                        inst,
+                    )
                     if z0 > 0:
-                        self.wall_quad(b, w, [(u0, 0, 0), (u1, 0, 0), (u1, 0, z0), (u0, 0, z0)],
-                                       C.WALL, wall_mat, inst)
+                        self.wall_quad(
+                            b,
+                            w,
+                            [(u0, 0, 0), (u1, 0, 0), (u1, 0, z0), (u0, 0, z0)],
+                            C.WALL,
+                            wall_mat,
+                            inst,
+                        )
                         self.wall_box(b, w, u0, u1, 0.0, bb_t, 0.0, bb_h, C.WALL, base_mat, inst)
 
             self.structure.append(wall)
@@ -249,26 +292,48 @@ class _RoomBuilder:
 
         def door(b: MeshBuilder) -> None:
             r = -recess
-            self.wall_quad(b, w, [(u0, r, 0), (u1, r, 0), (u1, r, z1), (u0, r, z1)],
-                           C.DOOR, slab_mat, inst)
+            self.wall_quad(
+                b, w, [(u0, r, 0), (u1, r, 0), (u1, r, z1), (u0, r, z1)], C.DOOR, slab_mat, inst
+            )
             for u in (u0, u1):  # jambs
-                self.wall_quad(b, w, [(u, 0, 0), (u, r, 0), (u, r, z1), (u, 0, z1)],
-                               C.DOOR, frame_mat, inst)
-            self.wall_quad(b, w, [(u0, 0, z1), (u1, 0, z1), (u1, r, z1), (u0, r, z1)],
-                           C.DOOR, frame_mat, inst)
-            self.wall_quad(b, w, [(u0, 0, 0.001), (u1, 0, 0.001), (u1, r, 0.001),
-                                  (u0, r, 0.001)], C.DOOR, frame_mat, inst)
-            self.wall_box(b, w, u0 - trim_w, u0, 0, trim_t, 0, z1 + trim_w, C.DOOR, frame_mat,
-                          inst)
-            self.wall_box(b, w, u1, u1 + trim_w, 0, trim_t, 0, z1 + trim_w, C.DOOR, frame_mat,
-                          inst)
+                self.wall_quad(
+                    b, w, [(u, 0, 0), (u, r, 0), (u, r, z1), (u, 0, z1)], C.DOOR, frame_mat, inst
+                )
+            self.wall_quad(
+                b, w, [(u0, 0, z1), (u1, 0, z1), (u1, r, z1), (u0, r, z1)], C.DOOR, frame_mat, inst
+            )
+            self.wall_quad(
+                b,
+                w,
+                [(u0, 0, 0.001), (u1, 0, 0.001), (u1, r, 0.001), (u0, r, 0.001)],
+                C.DOOR,
+                frame_mat,
+                inst,
+            )
+            self.wall_box(
+                b, w, u0 - trim_w, u0, 0, trim_t, 0, z1 + trim_w, C.DOOR, frame_mat, inst
+            )
+            self.wall_box(
+                b, w, u1, u1 + trim_w, 0, trim_t, 0, z1 + trim_w, C.DOOR, frame_mat, inst
+            )
             self.wall_box(b, w, u0, u1, 0, trim_t, z1, z1 + trim_w, C.DOOR, frame_mat, inst)
             hu = u1 - 0.09 if hinge_left else u0 + 0.09
-            self.wall_box(b, w, hu - 0.015, hu + 0.015, r, r + 0.06, 0.98, 1.02, C.DOOR,
-                          handle_mat, inst)
-            self.wall_box(b, w, hu - 0.06 if hinge_left else hu - 0.015,
-                          hu + 0.015 if hinge_left else hu + 0.06, r + 0.045, r + 0.065,
-                          0.985, 1.015, C.DOOR, handle_mat, inst)
+            self.wall_box(
+                b, w, hu - 0.015, hu + 0.015, r, r + 0.06, 0.98, 1.02, C.DOOR, handle_mat, inst
+            )
+            self.wall_box(
+                b,
+                w,
+                hu - 0.06 if hinge_left else hu - 0.015,
+                hu + 0.015 if hinge_left else hu + 0.06,
+                r + 0.045,
+                r + 0.065,
+                0.985,
+                1.015,
+                C.DOOR,
+                handle_mat,
+                inst,
+            )
 
         poly = self.wall_rect(w, u0 - trim_w, u1 + trim_w, 0.0, trim_t)
         self.add(C.DOOR, inst, poly, 0.0, z1 + trim_w, -2, door)
@@ -279,8 +344,11 @@ class _RoomBuilder:
         u0, u1, z0, z1 = p['u0'], p['u1'], p['z0'], p['z1']
         recess = rng.uniform(0.1, 0.22)
         glass = self.mats.glass()
-        frame_mat = self.mats.add('plain', np.full(3, rng.uniform(0.7, 0.95)), specular=0.2) \
-            if rng.random() < 0.6 else self.mats.wood()
+        frame_mat = (
+            self.mats.add('plain', np.full(3, rng.uniform(0.7, 0.95)), specular=0.2)
+            if rng.random() < 0.6
+            else self.mats.wood()
+        )
         sill_mat = frame_mat if rng.random() < 0.5 else self.mats.furniture()
         sill_out, sill_t = rng.uniform(0.03, 0.07), rng.uniform(0.025, 0.045)
         bar = rng.uniform(0.035, 0.06)
@@ -292,13 +360,26 @@ class _RoomBuilder:
 
         def window(b: MeshBuilder) -> None:
             r = -recess
-            self.wall_quad(b, w, [(u0, r, z0), (u1, r, z0), (u1, r, z1), (u0, r, z1)],
-                           C.WINDOW, glass, inst)
+            self.wall_quad(
+                b, w, [(u0, r, z0), (u1, r, z0), (u1, r, z1), (u0, r, z1)], C.WINDOW, glass, inst
+            )
             for u in (u0, u1):  # reveals: plaster
-                self.wall_quad(b, w, [(u, 0, z0), (u, r, z0), (u, r, z1), (u, 0, z1)],
-                               C.WALL, wall_mat, wall_inst)
-            self.wall_quad(b, w, [(u0, 0, z1), (u1, 0, z1), (u1, r, z1), (u0, r, z1)],
-                           C.WALL, wall_mat, wall_inst)
+                self.wall_quad(
+                    b,
+                    w,
+                    [(u, 0, z0), (u, r, z0), (u, r, z1), (u, 0, z1)],
+                    C.WALL,
+                    wall_mat,
+                    wall_inst,
+                )
+            self.wall_quad(
+                b,
+                w,
+                [(u0, 0, z1), (u1, 0, z1), (u1, r, z1), (u0, r, z1)],
+                C.WALL,
+                wall_mat,
+                wall_inst,
+            )
             # frame on the glass
             f0, f1 = r, r + 0.05
             self.wall_box(b, w, u0, u1, f0, f1, z1 - bar, z1, C.WINDOW, frame_mat, inst)
@@ -307,15 +388,28 @@ class _RoomBuilder:
             self.wall_box(b, w, u1 - bar, u1, f0, f1, z0, z1, C.WINDOW, frame_mat, inst)
             for k in range(1, n_panes):
                 uc = u0 + (u1 - u0) * k / n_panes
-                self.wall_box(b, w, uc - bar / 2, uc + bar / 2, f0, f1, z0, z1, C.WINDOW,
-                              frame_mat, inst)
+                self.wall_box(
+                    b, w, uc - bar / 2, uc + bar / 2, f0, f1, z0, z1, C.WINDOW, frame_mat, inst
+                )
             if cross:
                 zc = z0 + 0.6 * (z1 - z0)
-                self.wall_box(b, w, u0, u1, f0, f1 - 0.01, zc - bar / 3, zc + bar / 3,
-                              C.WINDOW, frame_mat, inst)
+                self.wall_box(
+                    b,
+                    w,
+                    u0,
+                    u1,
+                    f0,
+                    f1 - 0.01,
+                    zc - bar / 3,
+                    zc + bar / 3,
+                    C.WINDOW,
+                    frame_mat,
+                    inst,
+                )
             # sill: from the glass to a little into the room
-            self.wall_box(b, w, u0 - 0.04, u1 + 0.04, r, sill_out, z0 - sill_t, z0, C.WINDOW,
-                          sill_mat, inst)
+            self.wall_box(
+                b, w, u0 - 0.04, u1 + 0.04, r, sill_out, z0 - sill_t, z0, C.WINDOW, sill_mat, inst
+            )
 
         poly = self.wall_rect(w, u0 - 0.04, u1 + 0.04, 0.0, sill_out)
         self.add(C.WINDOW, inst, poly, z0 - sill_t, z1, -2, window)
@@ -341,8 +435,16 @@ class _RoomBuilder:
                 return self.wall_xy(w, u, gap + depth / 2), self.wall_yaw(w), poly
         return None
 
-    def try_floor_spot(self, half_x: float, half_y: float, height: float, wall_margin: float,
-                       yaw=None, tries: int = 40, margin: float = 0.06):
+    def try_floor_spot(
+        self,
+        half_x: float,
+        half_y: float,
+        height: float,
+        wall_margin: float,
+        yaw=None,
+        tries: int = 40,
+        margin: float = 0.06,
+    ):
         for _ in range(tries):
             lo = wall_margin + max(half_x, half_y)
             if self.X - 2 * lo < 0 or self.Y - 2 * lo < 0:
@@ -383,8 +485,9 @@ class _RoomBuilder:
         for k in range(len(levels) - 1):
             z = float(levels[k] + t)
             clear = float(levels[k + 1] - levels[k] - t)
-            board = rect(c + _rot(yaw) @ [0, 0.005 if back else 0],
-                         width / 2 - t, depth / 2 - 0.01, yaw)
+            board = rect(
+                c + _rot(yaw) @ [0, 0.005 if back else 0], width / 2 - t, depth / 2 - 0.01, yaw
+            )
             self.surfaces.append(_Surface(board, z, inst, clear - 0.02))
 
     def cabinet(self) -> None:
@@ -407,8 +510,7 @@ class _RoomBuilder:
             put = _Local(c, yaw, b, C.CABINET, body_mat, inst)
             if plinth > 0.01:
                 put.box(0, -0.03, plinth / 2, width - 0.04, depth - 0.06, plinth)
-            put.box(0, -0.01, plinth + (height - plinth) / 2, width, depth - 0.02,
-                    height - plinth)
+            put.box(0, -0.01, plinth + (height - plinth) / 2, width, depth - 0.02, height - plinth)
             dw = width / n_doors
             rows = 3 if drawers else 1
             dh = (height - plinth) / rows
@@ -419,8 +521,15 @@ class _RoomBuilder:
                     put.box(x, depth / 2 - 0.01, z, dw - 0.006, 0.02, dh - 0.006, door_mat)
                     hx = x + (0 if drawers else (dw / 2 - 0.05) * (1 if i % 2 == 0 else -1))
                     hz = z + (0 if drawers else dh * 0.25 if height < 1.2 else 0)
-                    put.box(hx, depth / 2 + 0.015, hz, 0.12 if drawers else 0.02, 0.03,
-                            0.02 if drawers else 0.12, handle_mat)
+                    put.box(
+                        hx,
+                        depth / 2 + 0.015,
+                        hz,
+                        0.12 if drawers else 0.02,
+                        0.03,
+                        0.02 if drawers else 0.12,
+                        handle_mat,
+                    )
 
         self.add(C.CABINET, inst, poly, 0.0, height, -1, build)
         if height < 1.3:
@@ -456,10 +565,18 @@ class _RoomBuilder:
             cw = inner / n_cush
             for i in range(n_cush):
                 x = -inner / 2 + cw * (i + 0.5)
-                put.box(x, back_t / 2, 0.04 + base_h + 0.06, cw - 0.012, depth - back_t - 0.01,
-                        0.12, cushion)
-                put.box(x, -depth / 2 + back_t + 0.06, seat_h + 0.2, cw - 0.012, 0.12, 0.3,
-                        cushion)
+                put.box(
+                    x,
+                    back_t / 2,
+                    0.04 + base_h + 0.06,
+                    cw - 0.012,
+                    depth - back_t - 0.01,
+                    0.12,
+                    cushion,
+                )
+                put.box(
+                    x, -depth / 2 + back_t + 0.06, seat_h + 0.2, cw - 0.012, 0.12, 0.3, cushion
+                )
 
         self.add(C.SOFA, inst, poly, 0.0, back_h, -1, build)
 
@@ -493,14 +610,29 @@ class _RoomBuilder:
                         put.box(x, y, lh / 2, leg, leg, lh, leg_mat)
             if apron:
                 ah = 0.08
-                put.box(0, depth / 2 - inset - leg / 2, lh - ah / 2, width - 2 * inset - leg,
-                        0.02, ah, leg_mat)
-                put.box(0, -(depth / 2 - inset - leg / 2), lh - ah / 2,
-                        width - 2 * inset - leg, 0.02, ah, leg_mat)
+                put.box(
+                    0,
+                    depth / 2 - inset - leg / 2,
+                    lh - ah / 2,
+                    width - 2 * inset - leg,
+                    0.02,
+                    ah,
+                    leg_mat,
+                )
+                put.box(
+                    0,
+                    -(depth / 2 - inset - leg / 2),
+                    lh - ah / 2,
+                    width - 2 * inset - leg,
+                    0.02,
+                    ah,
+                    leg_mat,
+                )
 
         self.add(C.TABLE, inst, poly, 0.0, height, -1, build)
-        self.surfaces.append(_Surface(rect(c, width / 2 - 0.04, depth / 2 - 0.04, yaw), height,
-                                      inst, 0.7))
+        self.surfaces.append(
+            _Surface(rect(c, width / 2 - 0.04, depth / 2 - 0.04, yaw), height, inst, 0.7)
+        )
         return np.array([c[0], c[1], yaw, width, depth])
 
     def chair(self, center=None, yaw=None) -> None:
@@ -531,16 +663,36 @@ class _RoomBuilder:
             lh = seat_h - seat_t
             for sx in (-1, 1):
                 for sy in (-1, 1):
-                    put.box(sx * (seat / 2 - leg / 2), sy * (seat / 2 - leg / 2), lh / 2, leg, leg,
-                            lh, leg_mat)
+                    put.box(
+                        sx * (seat / 2 - leg / 2),
+                        sy * (seat / 2 - leg / 2),
+                        lh / 2,
+                        leg,
+                        leg,
+                        lh,
+                        leg_mat,
+                    )
             yb = -seat / 2 + back_t / 2  # the back is at local -y, the front faces +y
             if slats:
                 for sx in (-1, 1):
-                    put.box(sx * (seat / 2 - leg / 2), yb, seat_h + back_h / 2, leg, back_t,
-                            back_h, leg_mat)
+                    put.box(
+                        sx * (seat / 2 - leg / 2),
+                        yb,
+                        seat_h + back_h / 2,
+                        leg,
+                        back_t,
+                        back_h,
+                        leg_mat,
+                    )
                 for k in range(3):
-                    put.box(0, yb, seat_h + back_h * (0.4 + 0.25 * k), seat - 2 * leg,
-                            back_t * 0.8, 0.05)
+                    put.box(
+                        0,
+                        yb,
+                        seat_h + back_h * (0.4 + 0.25 * k),
+                        seat - 2 * leg,
+                        back_t * 0.8,
+                        0.05,
+                    )
             else:
                 put.box(0, yb, seat_h + back_h / 2, seat, back_t, back_h)
 
@@ -549,8 +701,12 @@ class _RoomBuilder:
     def chairs_around(self, table: np.ndarray) -> None:
         cx, cy, yaw, width, depth = table
         rot = _rot(yaw)
-        sides = [(np.array([0.0, 1.0]), width), (np.array([0.0, -1.0]), width),
-                 (np.array([1.0, 0.0]), depth), (np.array([-1.0, 0.0]), depth)]
+        sides = [
+            (np.array([0.0, 1.0]), width),
+            (np.array([0.0, -1.0]), width),
+            (np.array([1.0, 0.0]), depth),
+            (np.array([-1.0, 0.0]), depth),
+        ]
         for normal, length in sides:
             n_here = 2 if length > 1.4 and self.rng.random() < 0.6 else 1
             for k in range(n_here):
@@ -577,8 +733,9 @@ class _RoomBuilder:
                 return
             c, yaw, poly = spot
             inst = self.instance()
-            self.add(C.BOX, inst, poly, 0.0, sz, -1, _box_builder(c, 0.0, yaw, sx, sy, sz, mat,
-                                                                  inst))
+            self.add(
+                C.BOX, inst, poly, 0.0, sz, -1, _box_builder(c, 0.0, yaw, sx, sy, sz, mat, inst)
+            )
             if rng.random() < 0.35:  # stack a smaller one on top
                 top = rect(c, sx / 2, sy / 2, yaw)
                 self.surfaces.append(_Surface(top, sz, inst, 0.6))
@@ -651,8 +808,15 @@ class _RoomBuilder:
             return
         c = spot[0]
         inst = self.instance()
-        self.add(C.BALL, inst, rect(c, r, r, 0.0), 0.0, 2 * r, -1,
-                 _ball_builder(c, 0.0, r, self.mats.bright(), inst))
+        self.add(
+            C.BALL,
+            inst,
+            rect(c, r, r, 0.0),
+            0.0,
+            2 * r,
+            -1,
+            _ball_builder(c, 0.0, r, self.mats.bright(), inst),
+        )
 
     def column(self) -> None:
         """A person-sized column: a cylinder with a rounded top."""
@@ -662,20 +826,23 @@ class _RoomBuilder:
         if spot is None:
             return
         c, _, _ = spot
-        mat = self.wall_mat if rng.random() < 0.3 else (
-            self.mats.fabric() if rng.random() < 0.5 else self.mats.furniture())
+        mat = (
+            self.wall_mat
+            if rng.random() < 0.3
+            else (self.mats.fabric() if rng.random() < 0.5 else self.mats.furniture())
+        )
         inst = self.instance()
 
         def build(b: MeshBuilder) -> None:
-            b.frustum([c[0], c[1], 0.0], r, r, h - r, C.COLUMN, mat, inst, segments=24,
-                      caps=False)
+            b.frustum([c[0], c[1], 0.0], r, r, h - r, C.COLUMN, mat, inst, segments=24, caps=False)
             b.sphere([c[0], c[1], h - r], r, C.COLUMN, mat, inst, segments=24, rings=12)
 
         self.add(C.COLUMN, inst, rect(c, r, r, 0.0), 0.0, h, -1, build)
 
     def lamp_builder(self, c, z, r, h, inst, table: bool):
-        pole_mat = self.mats.add('metal', np.full(3, self.rng.uniform(0.1, 0.8)), 0.3,
-                                 specular=0.5)
+        pole_mat = self.mats.add(
+            'metal', np.full(3, self.rng.uniform(0.1, 0.8)), 0.3, specular=0.5
+        )
         shade_col = np.clip(np.array([1.0, 0.93, 0.8]) * self.rng.uniform(0.7, 1.0), 0, 1)
         shade_mat = self.mats.add('fabric', shade_col, 0.5, emissive=0.0)
         shade_h = h * (0.3 if table else 0.18)
@@ -683,10 +850,26 @@ class _RoomBuilder:
 
         def build(b: MeshBuilder) -> None:
             b.frustum([c[0], c[1], z], r * 0.7, r * 0.7, 0.025, C.LAMP, pole_mat, inst)
-            b.frustum([c[0], c[1], z + 0.025], 0.012, 0.012, h - shade_h - 0.025, C.LAMP,
-                      pole_mat, inst, segments=10, caps=False)
-            b.frustum([c[0], c[1], z + h - shade_h], shade_r, shade_r * 0.65, shade_h, C.LAMP,
-                      shade_mat, inst)
+            b.frustum(
+                [c[0], c[1], z + 0.025],
+                0.012,
+                0.012,
+                h - shade_h - 0.025,
+                C.LAMP,
+                pole_mat,
+                inst,
+                segments=10,
+                caps=False,
+            )
+            b.frustum(
+                [c[0], c[1], z + h - shade_h],
+                shade_r,
+                shade_r * 0.65,
+                shade_h,
+                C.LAMP,
+                shade_mat,
+                inst,
+            )
 
         return build
 
@@ -697,8 +880,15 @@ class _RoomBuilder:
             return
         c, _, _ = spot
         inst = self.instance()
-        self.add(C.LAMP, inst, rect(c, r, r, 0.0), 0.0, h, -1,
-                 self.lamp_builder(c, 0.0, r, h, inst, table=False))
+        self.add(
+            C.LAMP,
+            inst,
+            rect(c, r, r, 0.0),
+            0.0,
+            h,
+            -1,
+            self.lamp_builder(c, 0.0, r, h, inst, table=False),
+        )
 
     def ceiling_lights(self) -> list[Light]:
         rng = self.rng
@@ -718,8 +908,7 @@ class _RoomBuilder:
             inst = self.instance()
             H = self.H
 
-            def build(b: MeshBuilder, x=x, y=y, size=size, round_=round_, inst=inst,
-                      H=H) -> None:
+            def build(b: MeshBuilder, x=x, y=y, size=size, round_=round_, inst=inst, H=H) -> None:
                 if round_:
                     b.frustum([x, y, H - 0.04], size / 2, size / 2, 0.04, C.LAMP, mat, inst)
                 else:
@@ -825,13 +1014,27 @@ class _Local:
 
     def box(self, x, y, z, sx, sy, sz, mat: int | None = None) -> None:
         xy = self._xy(x, y)
-        self.b.box([xy[0], xy[1], z], [sx, sy, sz], self.yaw, self.cls,
-                   self.mat if mat is None else mat, self.inst)
+        self.b.box(
+            [xy[0], xy[1], z],
+            [sx, sy, sz],
+            self.yaw,
+            self.cls,
+            self.mat if mat is None else mat,
+            self.inst,
+        )
 
     def cylinder(self, x, y, z, r0, r1, h, mat: int | None = None) -> None:
         xy = self._xy(x, y)
-        self.b.frustum([xy[0], xy[1], z], r0, r1, h, self.cls, self.mat if mat is None else mat,
-                       self.inst, segments=12)
+        self.b.frustum(
+            [xy[0], xy[1], z],
+            r0,
+            r1,
+            h,
+            self.cls,
+            self.mat if mat is None else mat,
+            self.inst,
+            segments=12,
+        )
 
 
 def _box_builder(c, z, yaw, sx, sy, sz, mat, inst):

@@ -27,7 +27,7 @@ def _gauss_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     xp = np.pad(x, pad, mode='edge')
     out = np.zeros_like(x, dtype=np.float64)
     for i, w in enumerate(k):
-        out += w * xp[i:i + len(x)]
+        out += w * xp[i : i + len(x)]
     return out
 
 
@@ -56,8 +56,12 @@ def _walk_back(dist: np.ndarray, goal: tuple[int, int]) -> list[tuple[int, int]]
         for dr, dc in _NEIGHBOURS:
             rr, cc = r + dr, c + dc
             # a neighbour one step closer; prefer straight moves for straighter paths
-            if (0 <= rr < h and 0 <= cc < w and dist[rr, cc] == dist[r, c] - 1
-                    and (best is None or dr == 0 or dc == 0)):
+            if (
+                0 <= rr < h
+                and 0 <= cc < w
+                and dist[rr, cc] == dist[r, c] - 1
+                and (best is None or dr == 0 or dc == 0)
+            ):
                 best = (rr, cc)
         r, c = best
         path.append(best)
@@ -73,8 +77,9 @@ def plan_path(scene: Scene, rng: np.random.Generator, length: float) -> np.ndarr
     for clearance in (1.1, 0.9, 0.75, CAMERA_CLEARANCE, 0.4, 0.3):
         cand = scene.clearance >= clearance
         n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), 8)
-        if n > 1 and (stats[1:, cv2.CC_STAT_AREA].max() * res * res >= need
-                      or clearance <= CAMERA_CLEARANCE):
+        if n > 1 and (
+            stats[1:, cv2.CC_STAT_AREA].max() * res * res >= need or clearance <= CAMERA_CLEARANCE
+        ):
             free = cand
             break
     if free is None:
@@ -124,8 +129,9 @@ def plan_path(scene: Scene, rng: np.random.Generator, length: float) -> np.ndarr
     return _gauss_smooth(xy, 0.35 / 0.05)
 
 
-def _wall_distance(yaw: np.ndarray, x: np.ndarray, y: np.ndarray, size_x: float,
-                   size_y: float) -> np.ndarray:
+def _wall_distance(
+    yaw: np.ndarray, x: np.ndarray, y: np.ndarray, size_x: float, size_y: float
+) -> np.ndarray:
     """Distance from (x, y) to the room's rectangle boundary along heading ``yaw``."""
     c, s = np.cos(yaw), np.sin(yaw)
     with np.errstate(divide='ignore'):
@@ -134,8 +140,9 @@ def _wall_distance(yaw: np.ndarray, x: np.ndarray, y: np.ndarray, size_x: float,
     return np.minimum(tx, ty)
 
 
-def _turn_from_walls(yaw: np.ndarray, x: np.ndarray, y: np.ndarray, size_x: float,
-                     size_y: float) -> np.ndarray:
+def _turn_from_walls(
+    yaw: np.ndarray, x: np.ndarray, y: np.ndarray, size_x: float, size_y: float
+) -> np.ndarray:
     """Turn the view towards the room centre when it would stare at a nearby wall."""
     ahead = _wall_distance(yaw, x, y, size_x, size_y)
     weight = np.clip((2.2 - ahead) / 1.6, 0.0, 1.0)
@@ -144,12 +151,22 @@ def _turn_from_walls(yaw: np.ndarray, x: np.ndarray, y: np.ndarray, size_x: floa
     return yaw + 0.8 * weight * delta
 
 
-def _look_targets(scene: Scene, rng: np.random.Generator, t: np.ndarray, x: np.ndarray,
-                  y: np.ndarray, z: np.ndarray, heading: np.ndarray):
+def _look_targets(
+    scene: Scene,
+    rng: np.random.Generator,
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    heading: np.ndarray,
+):
     """Where a curious camera operator looks: a new object of interest every 2.5-6 s, chosen
     among those ahead and not too close; the heading when there is none."""
-    centres = [(o.footprint.mean(0)[0], o.footprint.mean(0)[1], 0.5 * (o.z0 + o.z1))
-               for o in scene.objects if o.z0 < 2.0]
+    centres = [
+        (o.footprint.mean(0)[0], o.footprint.mean(0)[1], 0.5 * (o.z0 + o.z1))
+        for o in scene.objects
+        if o.z0 < 2.0
+    ]
     centres.append((scene.size[0] / 2, scene.size[1] / 2, 0.6))
     targets = np.array(centres, np.float64)
     yaw = heading.copy()
@@ -188,8 +205,9 @@ def camera_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return np.stack([r2, d2, f], 1)
 
 
-def make_trajectory(scene: Scene, rng: np.random.Generator, num_frames: int,
-                    fps: float) -> np.ndarray:
+def make_trajectory(
+    scene: Scene, rng: np.random.Generator, num_frames: int, fps: float
+) -> np.ndarray:
     """(num_frames, 4, 4) world-from-camera poses sampled at ``fps``."""
     if num_frames <= 0:
         return np.zeros((0, 4, 4))

@@ -111,14 +111,18 @@ class _Recording:
         rec, stamp = self.rec, f.stamp_ns
         h, w = f.labels.shape
         rec.write(COLOR_TOPIC, stamp + COLOR_LATENCY_NS, rec.image(f.rgb, 'rgb8', stamp, FRAME_ID))
-        rec.write(INFO_TOPIC, stamp + COLOR_LATENCY_NS,
-                  rec.camera_info(f.K, w, h, stamp, FRAME_ID))
-        rec.write(DEPTH_TOPIC, stamp + DEPTH_LATENCY_NS,
-                  rec.image(f.depth_mm, '16UC1', stamp, FRAME_ID))
-        rec.write(DEPTH_INFO_TOPIC, stamp + DEPTH_LATENCY_NS,
-                  rec.camera_info(f.K, w, h, stamp, FRAME_ID))
-        rec.write(LABEL_TOPIC, stamp + DEPTH_LATENCY_NS,
-                  rec.image(f.labels, 'mono8', stamp, FRAME_ID))
+        rec.write(
+            INFO_TOPIC, stamp + COLOR_LATENCY_NS, rec.camera_info(f.K, w, h, stamp, FRAME_ID)
+        )
+        rec.write(
+            DEPTH_TOPIC, stamp + DEPTH_LATENCY_NS, rec.image(f.depth_mm, '16UC1', stamp, FRAME_ID)
+        )
+        rec.write(
+            DEPTH_INFO_TOPIC, stamp + DEPTH_LATENCY_NS, rec.camera_info(f.K, w, h, stamp, FRAME_ID)
+        )
+        rec.write(
+            LABEL_TOPIC, stamp + DEPTH_LATENCY_NS, rec.image(f.labels, 'mono8', stamp, FRAME_ID)
+        )
 
     def close(self) -> None:
         self.rec.close()
@@ -138,8 +142,9 @@ def contact_sheet(frames: list[SynthFrame], max_depth_m: float = 7.0):
     return np.concatenate(rows, 0)
 
 
-def provenance(seed: int, num_frames: int, scenes: int, width: int, height: int,
-               fps: float) -> dict:
+def provenance(
+    seed: int, num_frames: int, scenes: int, width: int, height: int, fps: float
+) -> dict:
     from rgbd_seg_ros import __version__
 
     return {
@@ -154,13 +159,23 @@ def provenance(seed: int, num_frames: int, scenes: int, width: int, height: int,
     }
 
 
-def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
-               height: int = 480, fps: float = 15.0, dataset_root: str | os.PathLike | None = None,
-               recordings_dir: str | os.PathLike | None = None, storage: str = 'mcap',
-               resume: bool = True, nthreads: int = 0,
-               progress: Callable[[int, int, SynthSummary], None] | None = None,
-               preview: str | os.PathLike | None = None,
-               preview_frames: int = 6) -> SynthSummary:
+def synthesize(
+    seed: int,
+    num_frames: int,
+    *,
+    scenes: int = 1,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 15.0,
+    dataset_root: str | os.PathLike | None = None,
+    recordings_dir: str | os.PathLike | None = None,
+    storage: str = 'mcap',
+    resume: bool = True,
+    nthreads: int = 0,
+    progress: Callable[[int, int, SynthSummary], None] | None = None,
+    preview: str | os.PathLike | None = None,
+    preview_frames: int = 6,
+) -> SynthSummary:
     """Render ``num_frames`` over ``scenes`` rooms once, writing a dataset, recordings or both.
 
     The dataset goes to ``dataset_root`` (resumable: frames already there are not rendered
@@ -179,8 +194,11 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
     if dataset_root is not None:
         from rgbd_seg_ros.data.layout import DatasetMeta, DatasetWriter, FrameRecord
 
-        meta = DatasetMeta(classes=list(SYNTH_CLASSES), ignore_index=IGNORE_INDEX,
-                           provenance=provenance(seed, num_frames, scenes, width, height, fps))
+        meta = DatasetMeta(
+            classes=list(SYNTH_CLASSES),
+            ignore_index=IGNORE_INDEX,
+            provenance=provenance(seed, num_frames, scenes, width, height, fps),
+        )
         writer = DatasetWriter(dataset_root, meta, resume=resume)
     start = time.perf_counter()
     done = 0
@@ -207,8 +225,9 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
                         done += 1
                         continue
                     if seq is None:
-                        seq = SynthSequence(seed, count, width, height, fps, scene,
-                                            nthreads=nthreads)
+                        seq = SynthSequence(
+                            seed, count, width, height, fps, scene, nthreads=nthreads
+                        )
                     f = seq.frame(i)
                     summary.frames_rendered += 1
                     if preview is not None and done % every == 0 and len(shown) < preview_frames:
@@ -216,10 +235,18 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
                     if need_dataset:
                         K = f.K
                         record = FrameRecord(
-                            frame_id=fid, stamp_ns=f.stamp_ns, split=split,
+                            frame_id=fid,
+                            stamp_ns=f.stamp_ns,
+                            split=split,
                             source=f'synth:seed={seed}:scene={scene}',
-                            topics=TOPICS_DESCRIPTION, width=width, height=height,
-                            fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2])
+                            topics=TOPICS_DESCRIPTION,
+                            width=width,
+                            height=height,
+                            fx=K[0, 0],
+                            fy=K[1, 1],
+                            cx=K[0, 2],
+                            cy=K[1, 2],
+                        )
                         writer.write_frame(record, f.rgb, f.depth_mm, f.labels)
                     if rec is not None:
                         rec.write(f)
@@ -243,17 +270,46 @@ def synthesize(seed: int, num_frames: int, *, scenes: int = 1, width: int = 640,
     return summary
 
 
-def write_dataset(root: str | os.PathLike, seed: int, num_frames: int = 300, *, scenes: int = 1,
-                  width: int = 640, height: int = 480, fps: float = 15.0, resume: bool = True,
-                  nthreads: int = 0, progress=None) -> SynthSummary:
+def write_dataset(
+    root: str | os.PathLike,
+    seed: int,
+    num_frames: int = 300,
+    *,
+    scenes: int = 1,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 15.0,
+    resume: bool = True,
+    nthreads: int = 0,
+    progress=None,
+) -> SynthSummary:
     """Render and write a dataset in the layout (``dataset.yaml``, ``index.csv``, PNGs)."""
-    return synthesize(seed, num_frames, scenes=scenes, width=width, height=height, fps=fps,
-                      dataset_root=root, resume=resume, nthreads=nthreads, progress=progress)
+    return synthesize(
+        seed,
+        num_frames,
+        scenes=scenes,
+        width=width,
+        height=height,
+        fps=fps,
+        dataset_root=root,
+        resume=resume,
+        nthreads=nthreads,
+        progress=progress,
+    )
 
 
-def write_recording(path: str | os.PathLike, seed: int, num_frames: int = 300, *,
-                    scene: int = 0, width: int = 640, height: int = 480, fps: float = 15.0,
-                    storage: str = 'mcap', nthreads: int = 0) -> Path:
+def write_recording(
+    path: str | os.PathLike,
+    seed: int,
+    num_frames: int = 300,
+    *,
+    scene: int = 0,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 15.0,
+    storage: str = 'mcap',
+    nthreads: int = 0,
+) -> Path:
     """Render one scene into a rosbag2 recording at ``path`` (a folder that must not exist).
 
     Topics: colour (rgb8), aligned depth (16UC1 mm), their camera_info, and ground-truth labels
