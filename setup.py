@@ -57,7 +57,7 @@ setup(
             'segmentation_node = rgbd_seg_ros.ros.segmentation_node:main',
             'trainer_node = rgbd_seg_ros.ros.trainer_node:main',
             'rgbd-seg = rgbd_seg_ros.cli.main:main',
-            'rgbd-seg-demo = rgbd_seg_ros.ros.demo:main',
+            'rgbd-seg-demo = rgbd_seg_ros.tools.demo:main',
         ],
     },
 )

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from rgbd_seg_ros.errors import ConfigError
 
     if args.bench:
-        from rgbd_seg_ros.data.bench import run_bench
+        from rgbd_seg_ros.tools.convert_bench import run_bench
 
         return run_bench(
             frames=args.bench_frames,

@@ -6,7 +6,7 @@ encoder x size (``--sizes``, default 480x640 and 720x1280) x precision (fp32 on 
 fp32, fp16 and bf16 autocast with channels_last tensors on CUDA) x execution mode
 (``--modes``, default every mode the device has: ``eager``, ``compile`` (torch.compile),
 ``cudagraph`` (CUDA only), ``onnxruntime`` (the fp32 ONNX export on the CPU or CUDA
-provider); see ``rgbd_seg_ros.inference.runners``). Each row gives latency p50/p95 and
+provider); see ``rgbd_seg_ros.tools.runners``). Each row gives latency p50/p95 and
 throughput, the FLOPs of one forward (torch's FlopCounterMode: matmul/conv as 2 x MACs), the
 TFLOP/s that latency implies and its fraction of the device's matmul peak (measured once per
 device and precision with square GEMMs and printed in the header), the peak memory of the
@@ -17,7 +17,7 @@ encoder, size, device, precision and mode. A mode that cannot run is a ``skipped
 mode that raises a ``failed`` row, with the reason; the sweep goes on.
 
 ``--node`` also replays frames through the running segmentation node
-(``rgbd_seg_ros.ros.node_bench``, in-process; ``--no-forward`` runs only that), and the HHA
+(``rgbd_seg_ros.tools.node_bench``, in-process; ``--no-forward`` runs only that), and the HHA
 encoding is timed on a synthetic 480x640 depth image unless ``--no-hha``. ``--json`` writes
 one document: ``machine``, ``matmul_peak``, ``forward`` rows, ``hha``, ``node``.
 """
@@ -140,7 +140,7 @@ def sweep_config(args: argparse.Namespace) -> Any:
 
     from rgbd_seg_ros.backends.registry import get_entry
     from rgbd_seg_ros.errors import ConfigError
-    from rgbd_seg_ros.inference.bench_sweep import SweepConfig
+    from rgbd_seg_ros.tools.bench_sweep import SweepConfig
 
     if args.iters < 1:
         raise ConfigError(f'--iters must be at least 1, got {args.iters}')
@@ -176,7 +176,7 @@ def bench_hha(iters: int, warmup: int = 1) -> dict[str, Any] | None:
 
     import numpy as np
 
-    from rgbd_seg_ros.inference.benchmark import time_callable
+    from rgbd_seg_ros.tools.measure import time_callable
 
     try:
         hha = importlib.import_module('rgbd_seg_ros.core.hha')
@@ -201,7 +201,7 @@ def bench_hha(iters: int, warmup: int = 1) -> dict[str, Any] | None:
 
 def bench_node(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``node_bench`` in-process (it starts the node as a child process); prints its report."""
-    from rgbd_seg_ros.ros import node_bench
+    from rgbd_seg_ros.tools import node_bench
 
     h, w = args.node_size
     argv = [
@@ -243,7 +243,7 @@ def _header(machine: dict[str, Any], peaks: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print/write the figures."""
-    from rgbd_seg_ros.inference.bench_sweep import (
+    from rgbd_seg_ros.tools.bench_sweep import (
         FLOPS_NOTE,
         MEMORY_NOTE,
         machine_info,

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     """Measure and print the table."""
     import torch
 
-    from rgbd_seg_ros.backends.nonlocal_blocks import bench_nonlocal, format_bench_table
     from rgbd_seg_ros.errors import ConfigError
+    from rgbd_seg_ros.tools.nonlocal_bench import bench_nonlocal, format_bench_table
 
     device = args.device
     if device == 'auto':

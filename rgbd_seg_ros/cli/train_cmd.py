@@ -120,7 +120,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import torch
 
     from rgbd_seg_ros.backends.registry import list_backends
-    from rgbd_seg_ros.training.bench import bench_training, format_results
+    from rgbd_seg_ros.tools.train_bench import bench_training, format_results
     from rgbd_seg_ros.training.distributed import pick_device
 
     names = args.backends.split(',') if args.backends else list_backends()

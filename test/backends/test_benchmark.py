@@ -14,16 +14,16 @@ import torch
 
 from rgbd_seg_ros.backends.registry import build_backend
 from rgbd_seg_ros.cli.main import main
-from rgbd_seg_ros.inference import bench_sweep
-from rgbd_seg_ros.inference.bench_sweep import SweepConfig, add_baseline_ratios, run_one
-from rgbd_seg_ros.inference.benchmark import (
+from rgbd_seg_ros.tools import bench_sweep
+from rgbd_seg_ros.tools.bench_sweep import SweepConfig, add_baseline_ratios, run_one
+from rgbd_seg_ros.tools.measure import (
     PeakMemory,
     count_flops,
     measure_matmul_peak,
     percentile,
     time_forward,
 )
-from rgbd_seg_ros.inference.runners import available_modes, make_runner
+from rgbd_seg_ros.tools.runners import available_modes, make_runner
 
 
 def test_percentile() -> None:
@@ -251,7 +251,7 @@ def test_bench_size_alias_without_baseline(tmp_path: Path) -> None:
 
 
 def test_bench_node_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from rgbd_seg_ros.ros import node_bench
+    from rgbd_seg_ros.tools import node_bench
 
     seen = {}
 

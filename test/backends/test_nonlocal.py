@@ -14,13 +14,11 @@ from rgbd_seg_ros.backends.nonlocal_blocks import (
     ANNContextHead,
     CrossModalAFNB,
     NonLocalBlock,
-    analytic_gmacs,
-    bench_nonlocal,
-    format_bench_table,
     pyramid_pool,
     pyramid_pool_matrix,
     pyramid_pool_reference,
 )
+from rgbd_seg_ros.tools.nonlocal_bench import analytic_gmacs, bench_nonlocal, format_bench_table
 
 
 def _randomise(module: torch.nn.Module) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rgbd_seg_ros.errors import RgbdSegError
-from rgbd_seg_ros.ros.demo import fresh_outputs_dir
+from rgbd_seg_ros.tools.demo import fresh_outputs_dir
 
 
 def test_previous_recording_is_cleared(tmp_path):

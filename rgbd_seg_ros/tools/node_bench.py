@@ -3,7 +3,7 @@
 Reports, from the subscriber's side, the latency from input stamp to each output's arrival,
 and from the node's /diagnostics its model forward time, its overhead (latency to the last
 publish minus the forward pass) and the point-cloud build time. Prints a table and writes
-JSON. Run ``python -m rgbd_seg_ros.ros.node_bench --help`` (``rgbd-seg bench --node``).
+JSON. Run ``python -m rgbd_seg_ros.tools.node_bench --help`` (``rgbd-seg bench --node``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def synthetic_frames(width: int, height: int, count: int) -> list[Any]:
     from std_msgs.msg import Header
 
     from rgbd_seg_ros.ros.conversions import image_msg
-    from rgbd_seg_ros.ros.replay import Frame
+    from rgbd_seg_ros.tools.replay import Frame
 
     frames = []
     K = [0.8 * width, 0.0, width / 2, 0.0, 0.8 * width, height / 2, 0.0, 0.0, 1.0]
@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     from rgbd_seg_ros.ros.conversions import cdr_stamp_ns
-    from rgbd_seg_ros.ros.replay import RecordingPlayer
+    from rgbd_seg_ros.tools.replay import RecordingPlayer
 
     width, height = (int(v) for v in args.size.lower().split('x'))
     checkpoint = args.checkpoint or str(default_checkpoint(workdir))

@@ -94,7 +94,7 @@ class Session:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
-        from rgbd_seg_ros.ros.replay import OutputRecorder, RecordingPlayer
+        from rgbd_seg_ros.tools.replay import OutputRecorder, RecordingPlayer
 
         rclpy.init()
         self.node = rclpy.create_node('rgbd_seg_demo')
@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     domain = apply_loopback_environment(out / 'ros_log')
     recording = make_recording(out, args)
-    from rgbd_seg_ros.ros.replay import load_frames
+    from rgbd_seg_ros.tools.replay import load_frames
 
     frames = load_frames(recording, INPUTS)
     node = start_node(out, args, loopback_environment(out / 'ros_log', domain))

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from rgbd_seg_ros.inference.benchmark import (
+from rgbd_seg_ros.inference.threads import available_cores
+from rgbd_seg_ros.tools.measure import (
     PeakMemory,
     count_flops,
     default_gemm_sizes,
@@ -28,13 +29,12 @@ from rgbd_seg_ros.inference.benchmark import (
     measure_matmul_peak,
     time_callable,
 )
-from rgbd_seg_ros.inference.runners import (
+from rgbd_seg_ros.tools.runners import (
     PRECISIONS,
     ModeUnavailableError,
     available_modes,
     make_runner,
 )
-from rgbd_seg_ros.inference.threads import available_cores
 
 FLOPS_NOTE = (
     'gflops: FLOPs of one forward counted by torch.utils.flop_counter.FlopCounterMode '
