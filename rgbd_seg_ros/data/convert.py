@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rgbd_seg_ros.core import image_codec
+from rgbd_seg_ros.core import messages
 from rgbd_seg_ros.data import layout
 from rgbd_seg_ros.data.layout import ClassInfo, DatasetMeta, FrameRecord
 from rgbd_seg_ros.data.pairing_offline import pair_streams
@@ -284,84 +284,6 @@ def _topic_list(choice: TopicChoice) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Decoding
-# --------------------------------------------------------------------------------------------
-
-
-def decode_colour(msg: Any) -> np.ndarray:
-    """Image or CompressedImage -> RGB uint8 HxWx3."""
-    if hasattr(msg, 'format'):
-        image = image_codec.decode_compressed(msg.format, msg.data)
-    else:
-        image = image_codec.decode_image(
-            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
-        )
-    if image.ndim != 3 or image.dtype != np.uint8:
-        raise FrameError(f'colour topic carries {image.dtype} {image.shape} images, not colour')
-    return image
-
-
-def decode_depth_mm(msg: Any) -> np.ndarray:
-    """Image (16UC1 mm, 32FC1 m), compressedDepth or a 16-bit PNG -> uint16 mm HxW."""
-    if hasattr(msg, 'format'):
-        if 'compresseddepth' in msg.format.lower():
-            depth = image_codec.decode_compressed_depth(msg.format, msg.data)
-        else:
-            depth = image_codec.decode_compressed(msg.format, msg.data, mono_as_rgb=False)
-            if depth.dtype != np.uint16 or depth.ndim != 2:
-                raise FrameError(
-                    f'depth CompressedImage ({msg.format}) is not a 16-bit single-channel image'
-                )
-    else:
-        if msg.encoding not in image_codec.DEPTH_ENCODINGS:
-            raise FrameError(
-                f'depth image encoding {msg.encoding!r} is not a depth encoding '
-                f'({", ".join(image_codec.DEPTH_ENCODINGS)})'
-            )
-        depth = image_codec.decode_image(
-            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
-        )
-    return image_codec.depth_to_millimetres(depth)
-
-
-def decode_labels(msg: Any) -> np.ndarray:
-    """Image (mono8/8UC1/mono16/16UC1) or lossless CompressedImage (png) -> ids HxW."""
-    if hasattr(msg, 'format'):
-        if 'png' not in msg.format.lower():
-            raise FrameError(f'label images must be lossless (png), got {msg.format!r}')
-        labels = image_codec.decode_compressed(msg.format, msg.data, mono_as_rgb=False)
-    else:
-        if msg.encoding not in image_codec.LABEL_ENCODINGS:
-            raise FrameError(
-                f'label image encoding {msg.encoding!r} is not one of '
-                + ', '.join(image_codec.LABEL_ENCODINGS)
-            )
-        labels = image_codec.decode_image(
-            msg.encoding,
-            msg.height,
-            msg.width,
-            msg.step,
-            msg.is_bigendian,
-            msg.data,
-            mono_as_rgb=False,
-        )
-    if labels.ndim != 2:
-        raise FrameError(f'label image must be single-channel, got shape {labels.shape}')
-    return labels
-
-
-def camera_matrix(msg: Any) -> np.ndarray:
-    """3x3 K of a CameraInfo (ROS 2 ``k`` or ROS 1 ``K``); FrameError when unusable."""
-    k = getattr(msg, 'k', None)
-    if k is None:
-        k = getattr(msg, 'K', None)
-    K = np.array(k, np.float64).reshape(3, 3)  # a copy: k may view a read-only buffer
-    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
-        raise FrameError('camera_info has no valid intrinsics (fx, fy must be positive)')
-    return K
-
-
-# --------------------------------------------------------------------------------------------
 # Chunk conversion (runs in worker processes)
 # --------------------------------------------------------------------------------------------
 
@@ -445,7 +367,7 @@ class _FrameProcessor:
         exists = self.writer.has_frame(frame.frame_id)
         try:
             colour_msg = self.rec.deserialize(msgs[frame.colour])
-            rgb = decode_colour(colour_msg)
+            rgb = messages.decode_colour(colour_msg)
         except _DECODE_ERRORS as err:
             self.fail('colour_undecodable', frame, str(err))
             return
@@ -456,13 +378,12 @@ class _FrameProcessor:
             self.result.skipped_existing += 1
             return
         try:
-            depth = decode_depth_mm(self.rec.deserialize(msgs[frame.depth]))
+            depth = messages.decode_depth_mm(self.rec.deserialize(msgs[frame.depth]))
         except _DECODE_ERRORS as err:
             self.fail('depth_undecodable', frame, str(err))
             return
         try:
-            info = self.rec.deserialize(msgs[frame.info])
-            K = camera_matrix(info)
+            intrinsics = messages.camera_intrinsics(self.rec.deserialize(msgs[frame.info]))
         except _DECODE_ERRORS as err:
             self.fail('camera_info_invalid', frame, str(err))
             return
@@ -472,15 +393,15 @@ class _FrameProcessor:
                 'size_mismatch', frame, f'colour {w}x{h}, depth {depth.shape[1]}x{depth.shape[0]}'
             )
             return
-        if info.width and info.height and (info.width, info.height) != (w, h):
-            self.fail(
-                'size_mismatch', frame, f'colour {w}x{h}, camera_info {info.width}x{info.height}'
-            )
+        if (intrinsics.width, intrinsics.height) != (w, h):
+            got = f'{intrinsics.width}x{intrinsics.height}'
+            self.fail('size_mismatch', frame, f'colour {w}x{h}, camera_info {got}')
             return
+        K = intrinsics.K
         labels = confidence = None
         if frame.label is not None:
             try:
-                labels = decode_labels(self.rec.deserialize(msgs[frame.label]))
+                labels = messages.decode_labels(self.rec.deserialize(msgs[frame.label]))
             except _DECODE_ERRORS as err:
                 self.fail('labels_undecodable', frame, str(err))
                 return

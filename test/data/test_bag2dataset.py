@@ -177,6 +177,17 @@ def test_bad_frames_are_counted_not_fatal(tmp_path, recording):
     _check_dataset(tmp_path / 'ds', recorded, labels=False, count=7)
 
 
+def test_unusable_camera_info_is_counted(tmp_path, recording):
+    """The node's camera_info rule: a zero size (accepted here before) or a NaN focal."""
+    recorded = recording(frames=6, labels=False, bad_info={1: 'zero_size', 4: 'nan_focal'})
+    report = convert([recorded.path], tmp_path / 'ds', _options())
+    frames = report['recordings'][0]['frames']
+    assert frames['errors'] == {'camera_info_invalid': 2}
+    assert frames['written'] == 4
+    examples = ' '.join(frames['error_examples'])
+    assert 'no image size' in examples and 'NaN' in examples
+
+
 def test_unknown_colour_encoding_is_reported(tmp_path, recording):
     recorded = recording(frames=3, colour='yuv422', labels=False)
     report = convert([recorded.path], tmp_path / 'ds', _options())
