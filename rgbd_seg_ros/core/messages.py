@@ -22,7 +22,7 @@ Checks that must happen before a compressed payload is decoded (its declared siz
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeGuard
+from typing import Protocol, TypeGuard, cast
 
 import numpy as np
 
@@ -127,7 +127,7 @@ def decode_colour(msg: AnyImage) -> np.ndarray:
     if is_compressed(msg):
         image = _decode_compressed(msg, depth=False, mono_as_rgb=True)
     else:
-        image = _decode_raw(msg, COLOUR_ENCODINGS, 'colour')
+        image = _decode_raw(cast(ImageFields, msg), COLOUR_ENCODINGS, 'colour')
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise FrameError(f'colour image decoded to {image.dtype} {image.shape}; need 8-bit colour')
     return image
@@ -146,7 +146,7 @@ def decode_depth(msg: AnyImage) -> np.ndarray:
                 f'depth CompressedImage ({msg.format}) is not a 16-bit single-channel image'
             )
         return depth
-    return _decode_raw(msg, DEPTH_ENCODINGS, 'depth')
+    return _decode_raw(cast(ImageFields, msg), DEPTH_ENCODINGS, 'depth')
 
 
 def decode_depth_mm(msg: AnyImage) -> np.ndarray:
@@ -161,7 +161,7 @@ def decode_labels(msg: AnyImage) -> np.ndarray:
             raise FrameError(f'label images must be lossless (png), got {msg.format!r}')
         labels = _decode_compressed(msg, depth=False, mono_as_rgb=False)
     else:
-        labels = _decode_raw(msg, LABEL_ENCODINGS, 'label', mono_as_rgb=False)
+        labels = _decode_raw(cast(ImageFields, msg), LABEL_ENCODINGS, 'label', mono_as_rgb=False)
     if labels.ndim != 2:
         raise FrameError(f'label image must be single-channel, got shape {labels.shape}')
     return labels
