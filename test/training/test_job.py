@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'integration'))
 
 from test_trainer_node import TOPICS, write_recording
 
+from rgbd_seg_ros.data.layout import DatasetReader
 from rgbd_seg_ros.training.job import job_entry
 
 
@@ -54,3 +55,16 @@ def test_failure_is_reported_not_raised(tmp_path):
     events = events_of(job(tmp_path, tmp_path / 'missing'), threading.Event())
     assert events[-1]['event'] == 'failed'
     assert 'missing' in events[-1]['error']
+
+
+def test_conversion_progress_counts_the_frames_written(tmp_path):
+    """The 'converted' event carries the number of frames the conversion wrote (was None)."""
+    recording = tmp_path / 'rec'
+    write_recording(recording, frames=5)
+    stop = threading.Event()
+    stop.set()
+    events = events_of(job(tmp_path, recording), stop)
+    converted = [e for e in events if e['event'] == 'converted']
+    dataset = DatasetReader(tmp_path / 'run' / 'dataset')
+    assert converted == [{'event': 'converted', 'stage': 'convert', 'frames': 5}]
+    assert len(dataset.frames()) == 5
