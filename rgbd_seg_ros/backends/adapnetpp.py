@@ -27,7 +27,9 @@ from torch import Tensor, nn
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import ConvBNReLU, DeconvBN, SkipAttention, upsample_layer
 from rgbd_seg_ros.backends.easpp import EASPP
-from rgbd_seg_ros.backends.encoders import build_encoder, resolve_multiscale
+from rgbd_seg_ros.backends.encoder_base import resolve_multiscale
+from rgbd_seg_ros.backends.encoders import build_encoder
+from rgbd_seg_ros.backends.pretrained import load_pretrained
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
 
@@ -208,6 +210,4 @@ class AdapNetpp(SegBackend):
 
     def load_encoder_weights(self, path: str | Path) -> Any:
         """Load local ImageNet weights into the encoder; returns the LoadReport."""
-        from rgbd_seg_ros.backends.pretrained import load_pretrained
-
         return load_pretrained(self.expert.encoder, path)

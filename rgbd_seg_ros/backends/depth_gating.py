@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend, SegOutput, crop_aux, pad_to_multiple
+from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
 
@@ -228,8 +229,6 @@ class DepthGatingNet(SegBackend):
 
     def __init__(self, num_classes: int, config: DepthGatingConfig) -> None:
         super().__init__()
-        from rgbd_seg_ros.backends.encoders import build_encoder
-
         if config.gating_source not in GATING_SOURCES:
             raise ConfigError(
                 f'gating_source must be one of {GATING_SOURCES}, got {config.gating_source!r}'

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend
-from rgbd_seg_ros.backends.encoders import Encoder, FeatureInfo
+from rgbd_seg_ros.backends.encoder_base import Encoder, FeatureInfo
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
 

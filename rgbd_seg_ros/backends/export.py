@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -111,7 +112,6 @@ def onnx_input_names(path: str | Path) -> list[str]:
 
 def run_onnx(path: str | Path, rgb: Any, depth: Any) -> Any:
     """Run an exported model with ONNX Runtime (CPU) on numpy/torch inputs; returns logits."""
-    import numpy as np
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])

@@ -36,8 +36,10 @@ from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend, init_weights
 from rgbd_seg_ros.backends.deeplabv3plus import DeepLabV3PlusHead
+from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.mnam import MNAM
 from rgbd_seg_ros.backends.registry import register_backend
+from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.errors import ConfigError
 
 
@@ -89,9 +91,6 @@ class NANet(SegBackend):
 
     def __init__(self, num_classes: int, config: NANetConfig) -> None:
         super().__init__()
-        from rgbd_seg_ros.backends.encoders import build_encoder
-        from rgbd_seg_ros.backends.resnet import ResNet
-
         self.num_classes = num_classes
         self.config = config
         self.output_stride = config.output_stride

@@ -49,9 +49,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rgbd_seg_ros.backends.adapnetpp import check_adapnetpp_fields
+from rgbd_seg_ros.backends.adapnetpp import (
+    AdapNetppDecoder,
+    AdapNetppExpert,
+    check_adapnetpp_fields,
+)
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
+from rgbd_seg_ros.backends.blocks import SSMABlock
+from rgbd_seg_ros.backends.checkpoint import state_dict_from
+from rgbd_seg_ros.backends.erfnet import ERFNetEncoder
+from rgbd_seg_ros.backends.preact_resnet import PreActResNet
 from rgbd_seg_ros.backends.registry import register_backend
+from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.backends.rfb import POINTS, ResidualFusionBlock
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
@@ -120,9 +129,6 @@ class RFBNetConfig:
 
 def _stages(encoder: nn.Module) -> tuple[Callable[[Tensor], Tensor], list[tuple[list, Callable]]]:
     """(stem function, [(units, exit function)]) of a package ResNet / pre-activation ResNet."""
-    from rgbd_seg_ros.backends.preact_resnet import PreActResNet
-    from rgbd_seg_ros.backends.resnet import ResNet
-
     if isinstance(encoder, PreActResNet):
 
         def stem_pre(x: Tensor) -> Tensor:
@@ -156,8 +162,6 @@ class RFBNet(SegBackend):
         point, gates = config.rfb_point, config.rfb_gates
         shrink = 2 if config.depth_shrink else 1
         if config.base == 'erfnet':
-            from rgbd_seg_ros.backends.erfnet import ERFNetEncoder
-
             self.output_stride = 8
             self.encoder_rgb = ERFNetEncoder(3)
             self.encoder_depth = ERFNetEncoder(config.depth_channels)
@@ -176,9 +180,6 @@ class RFBNet(SegBackend):
             self.pad_multiple = 8 * shrink
             init_weights(self.merge, bias=0.01)
         else:
-            from rgbd_seg_ros.backends.adapnetpp import AdapNetppDecoder, AdapNetppExpert
-            from rgbd_seg_ros.backends.blocks import SSMABlock
-
             self.output_stride = config.output_stride
             self.expert_rgb = AdapNetppExpert(3, config)
             self.expert_depth = AdapNetppExpert(config.depth_channels, config)
@@ -319,8 +320,6 @@ class RFBNet(SegBackend):
         models (their ``encoder.*``) or bare :class:`ERFNetEncoder` state dicts. Returns the
         missing / mismatched keys per modality; ``strict`` raises on any.
         """
-        from rgbd_seg_ros.backends.checkpoint import state_dict_from
-
         report: dict[str, list[str]] = {}
         for name, source, target in zip(
             ('rgb', 'depth'), (rgb_source, depth_source), self.unimodal_modules(), strict=True

@@ -34,6 +34,7 @@ from rgbd_seg_ros.backends.adapnetpp import (
 )
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import SSMABlock
+from rgbd_seg_ros.backends.checkpoint import state_dict_from
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
@@ -184,8 +185,6 @@ class SSMA(SegBackend):
         ``strict`` every expert tensor must be present with the right shape; otherwise the
         returned dict lists per expert the ``missing``, ``mismatched`` and ``unexpected`` keys.
         """
-        from rgbd_seg_ros.backends.checkpoint import state_dict_from
-
         report: dict[str, list[str]] = {}
         for name, source, expert in (
             ('rgb', rgb_source, self.expert_rgb),

@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend, init_weights
 from rgbd_seg_ros.backends.blocks import ConvBNReLU
-from rgbd_seg_ros.backends.encoders import Encoder, build_encoder
+from rgbd_seg_ros.backends.encoder_base import Encoder
+from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.preact_resnet import PreActResNet
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.backends.resnet import ResNet
