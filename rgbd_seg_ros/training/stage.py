@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rgbd_seg_ros.backends.base import needs_intrinsics
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.training import checkpointing as ck
 from rgbd_seg_ros.training import distributed as dd
@@ -369,8 +370,11 @@ class StageRun:
         rgb = batch['rgb'].to(dev, non_blocking=True).contiguous(memory_format=fmt)
         depth = batch['depth'].to(dev, non_blocking=True).contiguous(memory_format=fmt)
         labels = batch['labels'].to(dev, non_blocking=True)
+        # K of the network input, for backends that bin on it, when the dataset provides it;
+        # without it they use their configured focal length.
+        K = (batch['K'].to(dev),) if 'K' in batch and needs_intrinsics(self.module) else ()
         with autocast(dev, self.t.precision):
-            output = self.model(rgb, depth)
+            output = self.model(rgb, depth, *K)
         loss, parts = loss_fn(output, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
