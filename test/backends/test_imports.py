@@ -1,5 +1,6 @@
 """Import structure of ``rgbd_seg_ros.backends``: modules import each other at module level
-only, and those imports form no cycle.
+only, those imports form no cycle, and the registry's module list names exactly the modules
+that register backends.
 
 A function-level import between backend modules is how a cycle used to be hidden (encoders
 built resnet/preact_resnet, which imported encoders back); the shared pieces now live lower
@@ -13,6 +14,7 @@ import ast
 from pathlib import Path
 
 import rgbd_seg_ros.backends
+from rgbd_seg_ros.backends.registry import BACKEND_MODULES
 
 PACKAGE = 'rgbd_seg_ros.backends'
 ROOT = Path(rgbd_seg_ros.backends.__file__).parent
@@ -78,3 +80,19 @@ def test_no_import_cycle_inside_backends() -> None:
     assert not cycles, cycles
     # The pieces the encoders share sit below them.
     assert 'encoders' not in graph['resnet'] | graph['preact_resnet'] | graph['pretrained']
+
+
+def test_registry_module_list_matches_the_registering_modules() -> None:
+    """BACKEND_MODULES is the one list of backend modules; it cannot drift from the code."""
+    registering = {
+        name
+        for name, tree in _modules().items()
+        if any(
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == 'register_backend'
+            for node in ast.walk(tree)
+        )
+    }
+    assert registering == set(BACKEND_MODULES)
+    assert len(BACKEND_MODULES) == len(set(BACKEND_MODULES))
