@@ -189,25 +189,48 @@ class DepthGatingOutputs(NamedTuple):
 
 @dataclass
 class DepthGatingConfig:
-    """Options of the ``depth_gating`` backend (defaults: the paper's ResNet-50 NYU model)."""
+    """Options of the ``depth_gating`` backend, depth-aware gating and recurrent refinement
+    (Kong & Fowlkes, CVPR 2018). The defaults are the paper's ResNet-50 NYUv2 model: 63.1 M
+    parameters with 40 classes (the paper's weight file is 221 MB)."""
 
     encoder: str = 'resnet50'
+    """Dilated ResNet trunk: resnet50 | resnet101 (the paper); resnet18 | resnet34 for CPU
+    use."""
     depth_channels: int = 1
+    """Sensor and hybrid gating read the 'metric' depth encoding, 1 channel."""
     output_stride: int = 8
+    """Output stride of the trunk (the gating runs at 1/8 in the paper)."""
     width: int = 512
+    """Width of res6 and of the gating branches."""
     depth_head_width: int = 128
+    """First width of the depth head, 3x3 -> width -> width/4 (the paper's 128 -> 32)."""
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
-    gating_source: str = 'predicted'  # predicted | sensor | hybrid
+    """One gating branch per depth bin, far to near."""
+    gating_source: str = 'predicted'
+    """predicted (the model's own depth bins; reads no depth) | sensor (bins of the measured
+    depth) | hybrid (sensor bins, predicted ones in holes and for frames without depth)."""
     num_loops: int = 2
+    """Recurrent unrolls, 0..2 in the paper; also settable at run time (set_num_loops)."""
     bin_edges_m: tuple[float, ...] = NYU_BIN_EDGES_M
+    """The paper's NYUv2 bin edges in metres, as seen by the reference camera ..."""
     reference_focal_px: float = NYU_KINECT_FOCAL_PX
+    """... whose focal length turns them into f/Z edges, so the bins hold for any camera."""
     bin_edges_fz: tuple[float, ...] | None = None
+    """Or the f/Z edges (pixels per metre) directly."""
     focal_px: float | None = None
+    """Focal length of the network input used when forward gets no K; None is the reference
+    camera's."""
     depth_max_m: float = 10.0
+    """Clip of the 'metric' depth encoding; must equal the checkpoint's
+    depth_params.max_depth_m."""
     dropout: float = 0.1
+    """Dropout of the depth heads and after each gating module."""
     ff_aux_weight: float = 0.2
+    """Loss weight of the feed-forward prediction (the code's 1 against 5 for the loops)."""
     loop_aux_weight: float = 1.0
+    """Loss weight of the intermediate unrolls."""
     pretrained: str | None = None
+    """Local ImageNet ResNet weight file (nothing is downloaded)."""
 
     def __post_init__(self) -> None:
         self.dilations = tuple(int(d) for d in self.dilations)

@@ -86,34 +86,65 @@ class MultiSSMABlock(nn.Module):
 
 @dataclass
 class RFBNetConfig:
-    """Options of the ``rfbnet`` backend (defaults: RFBNet(AdapNet++), spec 2)."""
+    """Options of the ``rfbnet`` backend, residual fusion blocks and an interaction stream on
+    SSMA (Deng et al., 2019). The defaults are RFBNet(AdapNet++): 74.7 M parameters with 20
+    classes and 3-channel depth (the paper gives no count). ``encoder='erfnet'`` gives
+    RFBNet(ERFNetEnc), the paper's fast variant (5.8 M). The options from ``output_stride`` on
+    mean what they mean in ``ssma`` and apply to the AdapNet++ base only."""
 
-    encoder: str = 'preact_resnet50'  # 'erfnet' for RFBNet(ERFNetEnc); any package ResNet
-    depth_channels: int = 1  # 1 metric, 3 jet/HHA (the paper uses HHA)
-    rfb_gates: bool = True  # ablation switch "G"
-    rfb_point: str = 'R'  # 'R' (paper) | 'T' | 'none' (interaction stream aggregates only)
-    rfb_stages: str = 'all'  # 'all': every unit from the first at 1/8 on | 'res3': block2 only
-    rfb_zero_init: bool = True  # zero BN scale on the complement projections (unimodal start)
-    depth_shrink: bool = True  # feed depth at half resolution
+    encoder: str = 'preact_resnet50'
+    """erfnet for RFBNet(ERFNetEnc), or any name of ``encoders.list_encoders()`` for the
+    AdapNet++ base."""
+    depth_channels: int = 1
+    """Channels of the depth tensor: 1 for metric depth, 3 for jet or HHA (the paper's)."""
+    rfb_gates: bool = True
+    """The gates of the gated fusion units; False fixes every gate to 1 (ablation "G")."""
+    rfb_point: str = 'R'
+    """Where the complement enters each unit: R (its residual branch, the paper) | T (the
+    trunk) | none (the interaction stream only aggregates)."""
+    rfb_stages: str = 'all'
+    """all: every unit from the first at 1/8 on | res3: block2 only."""
+    rfb_zero_init: bool = True
+    """Zero BN scale on the complement projections, so a fresh RFBNet starts as the two
+    unimodal networks."""
+    depth_shrink: bool = True
+    """Run the depth stream at half resolution (the paper)."""
     merge_eta: int = 16
-    # AdapNet++ base (same meaning as in the adapnetpp / ssma backends)
+    """Bottleneck (sum / eta) of the SSMA block merging the three streams."""
     output_stride: int = 16
+    """8 | 16 | 32."""
     multiscale: Any = 'paper'
+    """Rates of the multiscale residual units: paper | code | none | 4 per-stage lists."""
     input_norm: bool = True
+    """Learnable BatchNorm on each expert's raw input."""
     easpp_channels: int = 256
+    """Output width of each expert's eASPP."""
     easpp_bottleneck: int = 64
+    """Bottleneck width inside each of the eASPP's atrous branches."""
     easpp_rates: tuple[int, ...] = (3, 6, 12)
+    """Dilation rate of each eASPP atrous branch."""
     skip_channels: int = 24
+    """Width of the two skip refinements (OS8 and OS4) of each expert."""
     decoder_channels: int = 256
+    """Width of the decoder's convolutions."""
     ssma_eta_skip: int = 6
+    """Bottleneck of the skip SSMA blocks, 2C / eta."""
     skip_attention: bool = True
+    """The decoder's channel attention on the fused skips."""
     attention_activation: str = 'relu'
+    """Activation of the skip attention: relu | sigmoid."""
     aux_loss: bool = True
+    """Return the two auxiliary heads in training mode."""
     aux_weights: tuple[float, float] = (0.6, 0.5)
+    """Loss weights of the (OS4 head, OS8 head)."""
     classifier_bn_relu: bool = True
+    """The reference code's BN+ReLU after the 1x1 classifier and BN after the final deconv."""
     dropout: float = 0.5
+    """Dropout on the residual branch of each encoder's last unit."""
     pooled_norm: bool = True
+    """BatchNorm on 1x1 pooled maps; needs batch > 1 to train."""
     bn_momentum: float = 0.01
+    """BatchNorm momentum in PyTorch's convention (TensorFlow's decay 0.99)."""
 
     def __post_init__(self) -> None:
         check_adapnetpp_fields(self, resnet_encoder=self.encoder != 'erfnet')
