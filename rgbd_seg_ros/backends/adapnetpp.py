@@ -27,7 +27,9 @@ from torch import Tensor, nn
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import ConvBNReLU, DeconvBN, SkipAttention, upsample_layer
 from rgbd_seg_ros.backends.easpp import EASPP
-from rgbd_seg_ros.backends.encoders import build_encoder, resolve_multiscale
+from rgbd_seg_ros.backends.encoder_base import resolve_multiscale
+from rgbd_seg_ros.backends.encoders import build_encoder
+from rgbd_seg_ros.backends.pretrained import load_pretrained
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
 
@@ -54,26 +56,46 @@ def check_adapnetpp_fields(config: Any, resnet_encoder: bool = True) -> None:
 
 @dataclass
 class AdapNetppConfig:
-    """Options of the ``adapnetpp`` backend (defaults: the paper's network)."""
+    """Options of the ``adapnetpp`` backend, unimodal AdapNet++ (Valada, Mohan, Burgard, IJCV
+    2019). The defaults are the paper's network: 30.2 M parameters with 12 classes."""
 
     encoder: str = 'preact_resnet50'
-    depth_channels: int = 1  # channels of the depth tensor (1 metric, 3 jet/HHA)
-    modality: str = 'rgb'  # which input this unimodal network reads: 'rgb' | 'depth'
-    output_stride: int = 16  # 8 | 16 | 32
-    multiscale: Any = 'paper'  # 'paper' | 'code' | 'none' | 4 per-stage lists of (r1, r2)
-    input_norm: bool = True  # learnable BatchNorm on the raw input (modality-agnostic)
+    """Trunk, any name of ``encoders.list_encoders()``; the paper's is the full pre-activation
+    ResNet-50, resnet18 or resnet34 suit CPU use."""
+    depth_channels: int = 1
+    """Channels of the depth tensor: 1 for metric depth, 3 for jet or HHA."""
+    modality: str = 'rgb'
+    """The one input this unimodal network reads: rgb | depth."""
+    output_stride: int = 16
+    """8 | 16 | 32."""
+    multiscale: Any = 'paper'
+    """Rates of the multiscale residual units: paper | code (the authors' released code) |
+    none | 4 per-stage lists of [r1, r2] pairs."""
+    input_norm: bool = True
+    """Learnable BatchNorm on the raw input (the same for either modality)."""
     easpp_channels: int = 256
+    """Output width of the eASPP context module."""
     easpp_bottleneck: int = 64
+    """Bottleneck width inside each of the eASPP's atrous branches."""
     easpp_rates: tuple[int, ...] = (3, 6, 12)
+    """Dilation rate of each eASPP atrous branch."""
     skip_channels: int = 24
+    """Width of the two skip refinements (OS8 and OS4)."""
     decoder_channels: int = 256
-    aux_loss: bool = True  # return the two auxiliary heads in training mode
-    aux_weights: tuple[float, float] = (0.6, 0.5)  # (OS4 head, OS8 head), spec 2.4
-    classifier_bn_relu: bool = True  # the reference's BN+ReLU after the 1x1 classifier and BN
-    # after the final deconv (spec 9.18); False gives plain logits
-    dropout: float = 0.5  # on the residual branch of the encoder's last unit
-    pooled_norm: bool = True  # BN on 1x1 pooled maps (eASPP pooling); needs batch > 1 to train
-    bn_momentum: float = 0.01  # PyTorch convention (TF 0.99)
+    """Width of the decoder's convolutions."""
+    aux_loss: bool = True
+    """Return the two auxiliary heads in training mode."""
+    aux_weights: tuple[float, float] = (0.6, 0.5)
+    """Loss weights of the (OS4 head, OS8 head), the paper's values."""
+    classifier_bn_relu: bool = True
+    """The reference code's BN+ReLU after the 1x1 classifier and BN after the final deconv;
+    False gives plain logits."""
+    dropout: float = 0.5
+    """Dropout on the residual branch of the encoder's last unit."""
+    pooled_norm: bool = True
+    """BatchNorm on 1x1 pooled maps (eASPP image pooling); needs batch > 1 to train."""
+    bn_momentum: float = 0.01
+    """BatchNorm momentum in PyTorch's convention (TensorFlow's decay 0.99)."""
 
     def __post_init__(self) -> None:
         check_adapnetpp_fields(self)
@@ -208,6 +230,4 @@ class AdapNetpp(SegBackend):
 
     def load_encoder_weights(self, path: str | Path) -> Any:
         """Load local ImageNet weights into the encoder; returns the LoadReport."""
-        from rgbd_seg_ros.backends.pretrained import load_pretrained
-
         return load_pretrained(self.expert.encoder, path)

@@ -32,15 +32,23 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from rgbd_seg_ros.backends.registry import build_backend, get_entry
+from rgbd_seg_ros.core.depth import depth_channels as encoding_channels
+from rgbd_seg_ros.core.depth import resolve_depth_params
+from rgbd_seg_ros.core.palette import default_palette
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
@@ -97,7 +105,6 @@ class InputSpec:
 
     def validate(self) -> None:
         """Raise ``ValueError`` when a field is malformed."""
-        from rgbd_seg_ros.core.depth import resolve_depth_params
 
         for name in ('rgb_mean', 'rgb_std'):
             values = getattr(self, name)
@@ -157,8 +164,6 @@ class CheckpointMeta:
         if isinstance(self.input_spec, Mapping):
             self.input_spec = InputSpec.from_dict(self.input_spec)
         if not self.palette and isinstance(self.class_names, (list, tuple)):
-            from rgbd_seg_ros.core.palette import default_palette
-
             self.palette = [
                 tuple(int(c) for c in row) for row in default_palette(len(self.class_names))
             ]
@@ -169,9 +174,7 @@ class CheckpointMeta:
 
     @property
     def depth_channels(self) -> int:
-        from rgbd_seg_ros.core.depth import depth_channels
-
-        return depth_channels(self.input_spec.depth_encoding)
+        return encoding_channels(self.input_spec.depth_encoding)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (the document stored in the file)."""
@@ -398,9 +401,7 @@ def save_checkpoint(
         else:
             os.close(fd)
             fd = -1
-            from safetensors.torch import save_file
-
-            save_file(
+            safetensors.torch.save_file(
                 tensors, str(tmp), metadata={'format': 'pt', META_KEY: doc, DIGEST_KEY: digest}
             )
             sync_fd = os.open(tmp, os.O_RDONLY)
@@ -467,8 +468,6 @@ def _parse_meta(path: Path, doc: Any) -> CheckpointMeta:
 
 
 def _read_safetensors(path: Path, with_tensors: bool) -> tuple[str, str | None, dict]:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework='pt', device='cpu') as handle:
             header = handle.metadata() or {}
@@ -486,9 +485,6 @@ def _read_safetensors(path: Path, with_tensors: bool) -> tuple[str, str | None, 
 
 
 def _read_torch(path: Path) -> tuple[Any, str | None, dict]:
-    import pickle
-    import zipfile
-
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except (
@@ -557,8 +553,6 @@ def load_checkpoint(
                 f'{path}: checksum mismatch: the weights or metadata were modified or corrupted'
             )
     if check_backend:
-        from rgbd_seg_ros.backends.registry import get_entry
-
         try:
             get_entry(meta.backend)
         except ConfigError as err:
@@ -620,8 +614,6 @@ def build_from_checkpoint(
     path: str | os.PathLike[str], device: str | torch.device = 'cpu'
 ) -> tuple[nn.Module, CheckpointMeta]:
     """Build the model the checkpoint describes, load its weights strictly, eval mode."""
-    from rgbd_seg_ros.backends.registry import build_backend, get_entry
-
     path = Path(path)
     meta, state = load_checkpoint(path)
     try:

@@ -30,11 +30,12 @@ Departures from the paper and its code, and package choices:
   ``reference_focal_px / Z_e`` in pixels per metre, and a camera of focal ``f`` bins a pixel by
   ``f / Z``. With the reference focal this reproduces the paper's bins exactly. Far pixels (bin
   0) select dilation 1, near pixels (bin 4) dilation 16. ``bin_edges_fz`` overrides the edges.
-* **Focal length.** ``forward(rgb, depth, focal=...)`` takes it per call (a float or a ``[B]``
-  tensor, in pixels of the *network input*, i.e. after any resize by s the caller multiplies fx
-  by s); otherwise :meth:`DepthGatingNet.set_intrinsics` (``K`` of the network input) stores a
-  default; otherwise ``config.focal_px``, otherwise ``reference_focal_px``. The node passes K
-  from ``CameraInfo`` through ``set_intrinsics`` when it changes (not in the state dict).
+* **Focal length.** The backend sets ``needs_intrinsics``: ``forward(rgb, depth, K)`` takes
+  the camera matrix of the *network input* per call (``K [B,3,3]``, see
+  :mod:`rgbd_seg_ros.backends.base`; after a resize by s the caller has scaled fx by s) and
+  bins with ``fx = K[:, 0, 0]``. Without K it uses ``config.focal_px``, otherwise
+  ``reference_focal_px``. The engine passes the K of each frame (from ``CameraInfo``); the
+  exported ONNX graph has K as an input. The focal is never part of the state dict.
 * Sensor depth reaches the gate at 1/8 resolution by **min-pooling** (max-pooling f/Z, so holes,
   which are 0, never win): thin near objects survive (spec 5.2 / 7.24).
 * **Depth input** is the package's ``'metric'`` encoding, ``min(Z, max)/max``; ``depth_max_m``
@@ -61,9 +62,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rgbd_seg_ros.backends.base import SegBackend, SegOutput, crop_aux, pad_to_multiple
+from rgbd_seg_ros.backends.base import SegBackend
+from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.registry import register_backend
-from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.errors import ConfigError, FrameError
 
 GATING_SOURCES = ('predicted', 'sensor', 'hybrid')
 NYU_BIN_EDGES_M: tuple[float, ...] = (1.5, 2.1, 3.0, 4.7)
@@ -187,25 +189,48 @@ class DepthGatingOutputs(NamedTuple):
 
 @dataclass
 class DepthGatingConfig:
-    """Options of the ``depth_gating`` backend (defaults: the paper's ResNet-50 NYU model)."""
+    """Options of the ``depth_gating`` backend, depth-aware gating and recurrent refinement
+    (Kong & Fowlkes, CVPR 2018). The defaults are the paper's ResNet-50 NYUv2 model: 63.1 M
+    parameters with 40 classes (the paper's weight file is 221 MB)."""
 
     encoder: str = 'resnet50'
+    """Dilated ResNet trunk: resnet50 | resnet101 (the paper); resnet18 | resnet34 for CPU
+    use."""
     depth_channels: int = 1
+    """Sensor and hybrid gating read the 'metric' depth encoding, 1 channel."""
     output_stride: int = 8
+    """Output stride of the trunk (the gating runs at 1/8 in the paper)."""
     width: int = 512
+    """Width of res6 and of the gating branches."""
     depth_head_width: int = 128
+    """First width of the depth head, 3x3 -> width -> width/4 (the paper's 128 -> 32)."""
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
-    gating_source: str = 'predicted'  # predicted | sensor | hybrid
+    """One gating branch per depth bin, far to near."""
+    gating_source: str = 'predicted'
+    """predicted (the model's own depth bins; reads no depth) | sensor (bins of the measured
+    depth) | hybrid (sensor bins, predicted ones in holes and for frames without depth)."""
     num_loops: int = 2
+    """Recurrent unrolls, 0..2 in the paper; also settable at run time (set_num_loops)."""
     bin_edges_m: tuple[float, ...] = NYU_BIN_EDGES_M
+    """The paper's NYUv2 bin edges in metres, as seen by the reference camera ..."""
     reference_focal_px: float = NYU_KINECT_FOCAL_PX
+    """... whose focal length turns them into f/Z edges, so the bins hold for any camera."""
     bin_edges_fz: tuple[float, ...] | None = None
+    """Or the f/Z edges (pixels per metre) directly."""
     focal_px: float | None = None
+    """Focal length of the network input used when forward gets no K; None is the reference
+    camera's."""
     depth_max_m: float = 10.0
+    """Clip of the 'metric' depth encoding; must equal the checkpoint's
+    depth_params.max_depth_m."""
     dropout: float = 0.1
+    """Dropout of the depth heads and after each gating module."""
     ff_aux_weight: float = 0.2
+    """Loss weight of the feed-forward prediction (the code's 1 against 5 for the loops)."""
     loop_aux_weight: float = 1.0
+    """Loss weight of the intermediate unrolls."""
     pretrained: str | None = None
+    """Local ImageNet ResNet weight file (nothing is downloaded)."""
 
     def __post_init__(self) -> None:
         self.dilations = tuple(int(d) for d in self.dilations)
@@ -226,10 +251,10 @@ class DepthGatingConfig:
 class DepthGatingNet(SegBackend):
     """Depth-aware gating with recurrent refinement (see the module docstring)."""
 
+    needs_intrinsics = True  # sensor/hybrid bins are f/Z: the focal of each frame matters
+
     def __init__(self, num_classes: int, config: DepthGatingConfig) -> None:
         super().__init__()
-        from rgbd_seg_ros.backends.encoders import build_encoder
-
         if config.gating_source not in GATING_SOURCES:
             raise ConfigError(
                 f'gating_source must be one of {GATING_SOURCES}, got {config.gating_source!r}'
@@ -253,7 +278,7 @@ class DepthGatingNet(SegBackend):
                 f'{len(dilations)} dilations need {len(dilations) - 1} bin edges, '
                 f'got {len(self.edges_fz)}'
             )
-        self.focal_px = float(config.focal_px or config.reference_focal_px)
+        self.default_focal_px = float(config.focal_px or config.reference_focal_px)
         self.encoder = build_encoder(
             config.encoder, output_stride=config.output_stride, pretrained=config.pretrained
         )
@@ -271,45 +296,31 @@ class DepthGatingNet(SegBackend):
             raise ConfigError(f'num_loops must be >= 0, got {num_loops}')
         self.num_loops = int(num_loops)
 
-    def set_intrinsics(self, K: object) -> None:
-        """Store fx of the 3x3 camera matrix ``K`` of the network input as the default focal."""
-        import numpy as np
-
-        fx = float(np.asarray(K, dtype=np.float64).reshape(3, 3)[0, 0])
-        if not fx > 0:
-            raise ConfigError(f'focal length must be positive, got {fx}')
-        self.focal_px = fx
-
     def uses_depth(self) -> bool:
         return self.config.gating_source != 'predicted'
 
-    @property
-    def _hybrid(self) -> bool:
-        return self.config.gating_source == 'hybrid'
-
-    def _prepare(
-        self, rgb: Tensor, depth: Tensor | None
-    ) -> tuple[Tensor, Tensor | None, int, int]:
-        """Check and pad the inputs. In ``hybrid`` mode a missing depth frame (None) means
-        "no valid depth anywhere": the predicted gate is used everywhere."""
-        if depth is None and self._hybrid:
-            if rgb is None or rgb.dim() != 4 or rgb.shape[1] != 3:
-                raise ValueError(
-                    f'rgb must be [B,3,H,W], got {None if rgb is None else tuple(rgb.shape)}'
-                )
-            h, w = rgb.shape[-2], rgb.shape[-1]
-        else:
-            _, h, w = self._check(rgb, depth)
-        m = self.pad_multiple
-        depth_p = pad_to_multiple(depth, m) if (self.uses_depth() and depth is not None) else None
-        return pad_to_multiple(rgb, m), depth_p, h, w
+    def requires_depth(self) -> bool:
+        """In ``hybrid`` mode a missing depth frame (None) means "no valid depth anywhere":
+        the predicted gate is used everywhere, so the node keeps publishing."""
+        return self.config.gating_source == 'sensor'
 
     # -- forward -----------------------------------------------------------------------------
-    def _focal(self, focal: float | Tensor | None, batch: int, ref: Tensor) -> Tensor:
-        if focal is None:
-            focal = self.focal_px
-        f = torch.as_tensor(focal, dtype=torch.float32, device=ref.device).reshape(-1)
-        return f.expand(batch) if f.numel() == 1 else f
+    def _focal(self, K: Tensor | None, batch: int, ref: Tensor) -> Tensor:
+        """fx of each batch item's network input ``[B]``; the configured focal without K."""
+        if K is None:
+            default = self.default_focal_px
+            return torch.full((batch,), default, dtype=torch.float32, device=ref.device)
+        focal = K[:, 0, 0].to(device=ref.device, dtype=torch.float32)
+        # A traced, compiled or exported graph cannot raise on data; there a focal that is not
+        # positive (or NaN) makes every pixel a hole, i.e. the uniform gate.
+        tracing = (
+            torch.jit.is_tracing()
+            or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting()
+        )
+        if not tracing and not bool((focal > 0).all()):
+            raise FrameError(f'focal length fx of K must be positive, got {focal.tolist()}')
+        return focal
 
     def _gate(self, bin_logits: Tensor, sensor: tuple[Tensor, Tensor] | None) -> Tensor:
         predicted = torch.softmax(bin_logits, 1)
@@ -331,17 +342,17 @@ class DepthGatingNet(SegBackend):
         self,
         rgb: Tensor,
         depth: Tensor | None = None,
-        focal: float | Tensor | None = None,
+        K: Tensor | None = None,
         num_loops: int | None = None,
     ) -> DepthGatingOutputs:
         """All steps on inputs whose H, W are multiples of the output stride."""
         loops = self.num_loops if num_loops is None else int(num_loops)
         sensor = None
-        if self.uses_depth() and not (depth is None and self._hybrid):
+        if self.uses_depth() and (depth is not None or self.requires_depth()):
             if depth is None:
                 raise ValueError(f'gating_source={self.config.gating_source!r} needs depth')
             depth_m = depth[:, :1].float() * self.config.depth_max_m
-            focal_t = self._focal(focal, rgb.shape[0], rgb)
+            focal_t = self._focal(K, rgb.shape[0], rgb)
             sensor = sensor_bin_probs(depth_m, focal_t, self.edges_fz, self.output_stride)
         size = rgb.shape[-2:]
         res6 = self.res6(self.encoder(rgb)[-1])
@@ -363,8 +374,10 @@ class DepthGatingNet(SegBackend):
             gates=tuple(o[3] for o in outs),
         )
 
-    def forward_padded(self, rgb, depth, focal=None):
-        outs = self.forward_all(rgb, depth, focal)
+    def forward_padded(  # type: ignore[override]
+        self, rgb: Tensor, depth: Tensor | None, K: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        outs = self.forward_all(rgb, depth, K)
         aux = tuple(outs.step_logits[:-1])
         return outs.logits[-1], aux
 
@@ -372,26 +385,14 @@ class DepthGatingNet(SegBackend):
     def aux_weights(self) -> tuple[float, ...]:  # type: ignore[override]
         return (self.config.ff_aux_weight,) + (self.config.loop_aux_weight,) * self.num_loops
 
-    def forward(  # type: ignore[override]
-        self, rgb: Tensor, depth: Tensor | None = None, focal: float | Tensor | None = None
-    ) -> Tensor | SegOutput:
-        rgb_p, depth_p, h, w = self._prepare(rgb, depth)
-        logits, aux = self.forward_padded(rgb_p, depth_p, focal)
-        hp = logits.shape[-2]
-        logits = logits[..., :h, :w]
-        if not self.training:
-            return logits
-        aux = tuple(crop_aux(a, h, w, hp) for a in aux)
-        return SegOutput(logits, aux, tuple(self.aux_weights[: len(aux)]))
-
     @torch.no_grad()
     def predict_depth(
-        self, rgb: Tensor, depth: Tensor | None = None, focal: float | Tensor | None = None
+        self, rgb: Tensor, depth: Tensor | None = None, K: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """(metric depth [B,1,H,W] from the last step's log-depth head, bin index [B,H,W]) at
         input size; for diagnostics topics and depth-dropout fallbacks."""
-        rgb_p, depth_p, h, w = self._prepare(rgb, depth)
-        outs = self.forward_all(rgb_p, depth_p, focal)
+        rgb_p, depth_p, h, w = self.pad_inputs(rgb, depth, K)
+        outs = self.forward_all(rgb_p, depth_p, K)
         size = outs.logits[-1].shape[-2:]
         d = torch.exp(F.interpolate(outs.log_depth[-1], size=size, mode='bilinear'))
         b = F.interpolate(outs.bin_logits[-1], size=size, mode='bilinear').argmax(1)

@@ -1,6 +1,7 @@
-"""Encoder construction and the features API shared by every backend.
+"""Encoder construction by name: the one list of encoder names.
 
-``build_encoder(name, output_stride=16, in_channels=3, **kw)`` returns an :class:`Encoder`:
+``build_encoder(name, output_stride=16, in_channels=3, **kw)`` returns an
+:class:`~rgbd_seg_ros.backends.encoder_base.Encoder`:
 an ``nn.Module`` whose ``forward(x)`` returns the stage outputs shallow to deep and whose
 ``feature_info`` lists ``FeatureInfo(channels, stride, name)`` for each of them. Five features
 are returned for every ResNet: the stem at stride 2, then the four residual stages at strides
@@ -16,174 +17,34 @@ Names:
   are the post-BN-ReLU maps the skips and eASPP read; loads timm ``resnetv2_50`` files.
 
 Both take ``multiscale`` (per-stage lists of ``(r1, r2)`` dilation pairs, see
-:data:`ADAPNETPP_RATES`) to turn the last units of a stage into AdapNet++ multiscale residual
-units, and ``last_dropout`` (dropout on the residual branch of the very last unit).
+:data:`~rgbd_seg_ros.backends.encoder_base.ADAPNETPP_RATES`) to turn the last units of a stage
+into AdapNet++ multiscale residual units, and ``last_dropout`` (dropout on the residual branch
+of the very last unit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Callable
 
-from torch import Tensor, nn
-
+from rgbd_seg_ros.backends.encoder_base import Encoder
+from rgbd_seg_ros.backends.preact_resnet import PreActResNet
+from rgbd_seg_ros.backends.pretrained import load_pretrained
+from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.errors import ConfigError
 
-RatePairs = Sequence[Sequence[int]]
-
-# AdapNet++ paper rates (spec 2.1), for output stride 16, per residual stage res2..res5, aligned
-# to the END of the stage: res3d (1,2); res4c-f (1,2/4/8/16); res5a-c (2,4/8/16).
-ADAPNETPP_RATES: tuple[tuple[tuple[int, int], ...], ...] = (
-    (),
-    ((1, 2),),
-    ((1, 2), (1, 4), (1, 8), (1, 16)),
-    ((2, 4), (2, 8), (2, 16)),
-)
-# The rates hard-coded in the authors' released code (spec 9.1), for fidelity experiments.
-REFERENCE_CODE_RATES: tuple[tuple[tuple[int, int], ...], ...] = (
-    (),
-    ((1, 2),),
-    ((1, 2),) * 4,
-    ((2, 2),) * 3,
-)
-MULTISCALE_PRESETS = {'paper': ADAPNETPP_RATES, 'code': REFERENCE_CODE_RATES, 'none': None}
-
-STAGE_STRIDES = (1, 2, 2, 2)
-VALID_OUTPUT_STRIDES = (8, 16, 32)
-
-
-class FeatureInfo(NamedTuple):
-    """One encoder output: channel count, stride w.r.t. the input, and a name."""
-
-    channels: int
-    stride: int
-    name: str
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """How to build one residual unit."""
-
-    stride: int
-    dilation: int
-    rates: tuple[int, int] | None
-
-
-class Encoder(nn.Module):
-    """Base of every encoder: ``forward(x) -> list[Tensor]`` matching ``feature_info``."""
-
-    feature_info: list[FeatureInfo]
-    output_stride: int
-    in_channels: int
-
-    def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @property
-    def channels(self) -> list[int]:
-        """Channels of each returned feature."""
-        return [f.channels for f in self.feature_info]
-
-    @property
-    def strides(self) -> list[int]:
-        """Stride of each returned feature."""
-        return [f.stride for f in self.feature_info]
-
-
-def resolve_multiscale(multiscale: object) -> tuple[tuple[tuple[int, int], ...], ...] | None:
-    """Accept a preset name ('paper', 'code', 'none'), None/False, True (= paper) or a list."""
-    if multiscale is None or multiscale is False:
-        return None
-    if multiscale is True:
-        return ADAPNETPP_RATES
-    if isinstance(multiscale, str):
-        if multiscale not in MULTISCALE_PRESETS:
-            raise ConfigError(
-                f'unknown multiscale preset {multiscale!r}; valid: {sorted(MULTISCALE_PRESETS)}'
-            )
-        return MULTISCALE_PRESETS[multiscale]
-    stages = list(multiscale)  # type: ignore[call-overload]
-    if len(stages) != 4:
-        raise ConfigError(f'multiscale needs 4 per-stage lists (res2..res5), got {len(stages)}')
-    out = []
-    for stage in stages:
-        pairs = []
-        for raw in stage or ():
-            pair = tuple(int(r) for r in raw)
-            if len(pair) != 2 or min(pair) < 1:
-                raise ConfigError(f'multiscale rates must be pairs of positive ints, got {pair}')
-            pairs.append(pair)
-        out.append(tuple(pairs))
-    return tuple(out)
-
-
-def stage_dilations(output_stride: int) -> list[int]:
-    """Dilation of each residual stage's 3x3 convs at ``output_stride``."""
-    if output_stride not in VALID_OUTPUT_STRIDES:
-        raise ConfigError(
-            f'output_stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride}'
-        )
-    current, dilation, out = 4, 1, []
-    for st in STAGE_STRIDES:
-        if current * st > output_stride:
-            dilation *= st
-        else:
-            current *= st
-        out.append(dilation)
-    return out
-
-
-def plan_stages(
-    layers: Sequence[int], output_stride: int, multiscale: object = None
-) -> tuple[list[list[BlockPlan]], list[int]]:
-    """Per stage, the (stride, dilation, multiscale rates) of every unit, and stage strides.
-
-    Strides above ``output_stride`` become dilations (torchvision's convention: the first
-    unit of a dilated stage keeps the previous dilation). Multiscale rates are the paper's
-    values at output stride 16, scaled by ``stage dilation / dilation at OS16`` otherwise, and
-    aligned to the last units of each stage (a stage with fewer units keeps the last pairs).
-    """
-    rates = resolve_multiscale(multiscale)
-    dil = stage_dilations(output_stride)
-    dil16 = stage_dilations(16)
-    plans: list[list[BlockPlan]] = []
-    strides: list[int] = []
-    current, prev_dilation = 4, 1
-    for s, (n, st) in enumerate(zip(layers, STAGE_STRIDES, strict=True)):
-        stride = st if dil[s] == prev_dilation else 1
-        current *= stride
-        strides.append(current)
-        stage_rates: list[tuple[int, int] | None] = [None] * n
-        if rates is not None:
-            pairs = list(rates[s])[-n:] if n else []
-            factor = dil[s] / dil16[s]
-            for i, pair in enumerate(pairs):
-                scaled = tuple(max(1, round(r * factor)) for r in pair)
-                stage_rates[n - len(pairs) + i] = scaled  # type: ignore[assignment]
-        blocks = []
-        for b in range(n):
-            blocks.append(
-                BlockPlan(
-                    stride=stride if b == 0 else 1,
-                    dilation=prev_dilation if b == 0 else dil[s],
-                    rates=stage_rates[b],
-                )
-            )
-        plans.append(blocks)
-        prev_dilation = dil[s]
-    return plans, strides
-
-
-ENCODER_NAMES = (
-    'resnet18_half',
-    'resnet18',
-    'resnet34',
-    'resnet50',
-    'resnet101',
-    'preact_resnet50',
-    'preact_resnet101',
-)
+# Name -> constructor taking (output_stride, in_channels, multiscale, last_dropout) keywords.
+# The only place encoder names are listed: ENCODER_NAMES, list_encoders() and the error for an
+# unknown name all derive from it.
+_BUILDERS: dict[str, Callable[..., Encoder]] = {
+    'resnet18_half': lambda **k: ResNet('basic', (2, 2, 2, 2), base_width=32, **k),
+    'resnet18': lambda **k: ResNet('basic', (2, 2, 2, 2), **k),
+    'resnet34': lambda **k: ResNet('basic', (3, 4, 6, 3), **k),
+    'resnet50': lambda **k: ResNet('bottleneck', (3, 4, 6, 3), **k),
+    'resnet101': lambda **k: ResNet('bottleneck', (3, 4, 23, 3), **k),
+    'preact_resnet50': lambda **k: PreActResNet((3, 4, 6, 3), **k),
+    'preact_resnet101': lambda **k: PreActResNet((3, 4, 23, 3), **k),
+}
+ENCODER_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def list_encoders() -> list[str]:
@@ -205,22 +66,11 @@ def build_encoder(
     ``pretrained`` is a path to a local weight file (nothing is ever downloaded); the load
     report is attached as ``encoder.pretrained_report``.
     """
-    from rgbd_seg_ros.backends import preact_resnet, resnet
-
-    builders = {
-        'resnet18_half': lambda **k: resnet.ResNet('basic', (2, 2, 2, 2), base_width=32, **k),
-        'resnet18': lambda **k: resnet.ResNet('basic', (2, 2, 2, 2), **k),
-        'resnet34': lambda **k: resnet.ResNet('basic', (3, 4, 6, 3), **k),
-        'resnet50': lambda **k: resnet.ResNet('bottleneck', (3, 4, 6, 3), **k),
-        'resnet101': lambda **k: resnet.ResNet('bottleneck', (3, 4, 23, 3), **k),
-        'preact_resnet50': lambda **k: preact_resnet.PreActResNet((3, 4, 6, 3), **k),
-        'preact_resnet101': lambda **k: preact_resnet.PreActResNet((3, 4, 23, 3), **k),
-    }
-    if name not in builders:
-        raise ConfigError(f'unknown encoder {name!r}; valid encoders: {", ".join(builders)}')
+    if name not in _BUILDERS:
+        raise ConfigError(f'unknown encoder {name!r}; valid encoders: {", ".join(ENCODER_NAMES)}')
     if in_channels < 1:
         raise ConfigError(f'in_channels must be positive, got {in_channels}')
-    encoder = builders[name](
+    encoder = _BUILDERS[name](
         output_stride=output_stride,
         in_channels=in_channels,
         multiscale=multiscale,
@@ -228,14 +78,5 @@ def build_encoder(
     )
     encoder.name = name
     if pretrained:
-        from rgbd_seg_ros.backends.pretrained import load_pretrained
-
         encoder.pretrained_report = load_pretrained(encoder, pretrained)
     return encoder
-
-
-def load_pretrained(encoder: Encoder, path: str) -> object:
-    """Re-export of :func:`rgbd_seg_ros.backends.pretrained.load_pretrained`."""
-    from rgbd_seg_ros.backends.pretrained import load_pretrained as _load
-
-    return _load(encoder, path)

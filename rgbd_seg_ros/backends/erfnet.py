@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend
-from rgbd_seg_ros.backends.encoders import Encoder, FeatureInfo
+from rgbd_seg_ros.backends.encoder_base import Encoder, FeatureInfo
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
 
@@ -130,9 +130,13 @@ class ERFNetEncConfig:
     """Options of the ``erfnet_enc`` backend (the unimodal ERFNetEnc of RFBNet's ablations)."""
 
     encoder: str = 'erfnet'
+    """The only encoder of this backend."""
     depth_channels: int = 1
-    modality: str = 'rgb'  # 'rgb' | 'depth'
-    depth_shrink: bool = False  # True: read depth at half resolution, as inside RFBNet
+    """Channels of the depth tensor: 1 for metric depth, 3 for jet or HHA."""
+    modality: str = 'rgb'
+    """The one input this unimodal network reads: rgb | depth."""
+    depth_shrink: bool = False
+    """Read depth at half resolution, as inside RFBNet."""
 
     def __post_init__(self) -> None:
         if self.encoder != 'erfnet':

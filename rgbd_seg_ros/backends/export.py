@@ -9,9 +9,12 @@ Both match the torch outputs to ~1e-6. So ``dynamo=False`` is used: faster, and 
 ``opset`` (opset 17 runs on older ONNX Runtime / TensorRT builds). Its DeprecationWarning is
 silenced here; pass ``dynamo=True`` to use the new exporter instead.
 
-The graph has inputs ``rgb`` [1,3,H,W] and ``depth`` [1,depth_channels,H,W] and output
-``logits`` [1,K,H,W]. The TorchScript exporter drops inputs a graph never reads (a unimodal
-``adapnetpp`` keeps only ``rgb`` or ``depth``), so feed the session the inputs it lists
+The graph has inputs ``rgb`` [1,3,H,W] and ``depth`` [1,depth_channels,H,W], plus ``K``
+[1,3,3] (the camera matrix of the network input) for a backend that sets ``needs_intrinsics``,
+and output ``logits`` [1,num_classes,H,W]. K is an input rather than a constant so that one
+graph serves every camera, as the torch forward does. The TorchScript exporter drops inputs a
+graph never reads (a unimodal ``adapnetpp`` keeps only ``rgb`` or ``depth``; ``depth_gating``
+with predicted gating reads neither depth nor K), so feed the session the inputs it lists
 (:func:`onnx_input_names`). The backend name, class count and input names are stored in the
 model's metadata.
 """
@@ -22,8 +25,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from rgbd_seg_ros.backends.base import needs_intrinsics
+
+
+def example_intrinsics(
+    batch_size: int, height: int, width: int, device: torch.device | str = 'cpu'
+) -> torch.Tensor:
+    """A plausible ``K [B,3,3]`` for an input of ``height x width`` (fx = fy = width, centred
+    principal point): the example the exporter traces with; the graph reads the real one."""
+    K = torch.tensor(
+        [[float(width), 0.0, width / 2], [0.0, float(width), height / 2], [0.0, 0.0, 1.0]],
+        device=device,
+    )
+    return K.expand(batch_size, 3, 3).contiguous()
 
 
 def export_onnx(
@@ -47,8 +65,14 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
-    rgb = torch.zeros(batch_size, 3, height, width, device=device)
-    depth = torch.zeros(batch_size, depth_channels, height, width, device=device)
+    inputs = [
+        torch.zeros(batch_size, 3, height, width, device=device),
+        torch.zeros(batch_size, depth_channels, height, width, device=device),
+    ]
+    names = ['rgb', 'depth']
+    if needs_intrinsics(model):
+        inputs.append(example_intrinsics(batch_size, height, width, device))
+        names.append('K')
     was_training = model.training
     model.eval()
     tmp = path.with_name(path.name + '.tmp')
@@ -59,14 +83,14 @@ def export_onnx(
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
             with torch.no_grad():
                 kwargs: dict[str, Any] = {
-                    'input_names': ['rgb', 'depth'],
+                    'input_names': names,
                     'output_names': ['logits'],
                     'opset_version': opset,
                     'dynamo': dynamo,
                 }
                 if not dynamo:
                     kwargs['do_constant_folding'] = True
-                torch.onnx.export(model, (rgb, depth), str(tmp), **kwargs)
+                torch.onnx.export(model, tuple(inputs), str(tmp), **kwargs)
         _add_metadata(tmp, model, height, width, metadata)
         tmp.replace(path)
     finally:
@@ -103,22 +127,26 @@ def _add_metadata(
 
 
 def onnx_input_names(path: str | Path) -> list[str]:
-    """Names of the graph inputs of an exported model (a subset of ``rgb``, ``depth``)."""
+    """Names of the graph inputs of an exported model (a subset of ``rgb``, ``depth``, ``K``)."""
     import onnx
 
     return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
 
 
-def run_onnx(path: str | Path, rgb: Any, depth: Any) -> Any:
-    """Run an exported model with ONNX Runtime (CPU) on numpy/torch inputs; returns logits."""
-    import numpy as np
+def run_onnx(path: str | Path, rgb: Any, depth: Any, K: Any = None) -> Any:
+    """Run an exported model with ONNX Runtime (CPU) on numpy/torch inputs; returns logits.
+
+    ``K`` ([1,3,3], see :func:`export_onnx`) is needed only when the graph reads it.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    feeds = {'rgb': rgb, 'depth': depth}
+    feeds = {'rgb': rgb, 'depth': depth, 'K': K}
     inputs = {}
     for node in session.get_inputs():
         value = feeds[node.name]
+        if value is None:
+            raise ValueError(f'{path} reads the input {node.name!r}; pass it')
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
         inputs[node.name] = np.ascontiguousarray(value, dtype=np.float32)

@@ -31,35 +31,59 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend, init_weights
 from rgbd_seg_ros.backends.deeplabv3plus import DeepLabV3PlusHead
+from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.mnam import MNAM
 from rgbd_seg_ros.backends.registry import register_backend
+from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.errors import ConfigError
 
 
 @dataclass
 class NANetConfig:
-    """Options of the ``nanet`` backend (defaults: NANet ResNet-50, literal MNAM, dual heads)."""
+    """Options of the ``nanet`` backend, NANet (Zhang et al., IEEE SPL 2021): two ResNet
+    streams with a multi-modality non-local aggregation module (MNAM) after every stage and
+    DeepLab V3+ heads. The defaults are the literal module with ResNet-50 and dual heads:
+    174.6 M parameters (212.6 M with resnet101); ``variant='lite'`` gives 88.3 M."""
 
     encoder: str = 'resnet50'
-    depth_channels: int = 1  # 1 metric; 3 for HHA (the paper) or jet
+    """ResNet v1 trunk of both streams: resnet50 | resnet101 (the paper); resnet18 | resnet34
+    for CPU use."""
+    depth_channels: int = 1
+    """Channels of the depth tensor: 1 for metric depth, 3 for HHA (the paper) or jet."""
     output_stride: int = 16
-    variant: str = 'full'  # 'full' (literal MNAM) | 'lite' (depthwise SFM, reduced CFM)
-    cfm_reduction: int = 16  # lite CFM bottleneck 2C -> 2C/r
+    """8 | 16 | 32 (the ASPP rates double at 8 unless aspp_rates is set)."""
+    variant: str = 'full'
+    """full (the literal MNAM) | lite (depthwise SFM, reduced CFM; this package's
+    deviation)."""
+    cfm_reduction: int = 16
+    """Bottleneck of the lite CFM, 2C -> 2C/r."""
     mnam_stages: tuple[int, ...] = (1, 2, 3, 4)
-    feedback: str = 'both'  # 'both' | 'rgb' | 'none'
-    head_mode: str = 'dual'  # 'dual' | 'fused'
+    """Stages followed by an MNAM."""
+    feedback: str = 'both'
+    """Streams the MNAM output is added back into: both | rgb | none."""
+    head_mode: str = 'dual'
+    """dual (one DeepLab V3+ head per stream, logits summed) | fused (one head on the MNAM
+    outputs)."""
     aspp_channels: int = 256
-    aspp_rates: tuple[int, ...] | None = None  # default (6,12,18) at OS16, doubled at OS8
+    """Width of the ASPP of each head."""
+    aspp_rates: tuple[int, ...] | None = None
+    """ASPP dilation rates; None is (6, 12, 18) at output stride 16, doubled at 8."""
     low_channels: int = 48
+    """Width of the heads' low-level projection."""
     aux_channels: int = 256
+    """Width of the auxiliary head on the stage-4 MNAM output."""
     aux_weight: float = 0.2
+    """Loss weight of the auxiliary head (0 disables it)."""
     pooled_norm: bool = True
-    pretrained: str | None = None  # local ImageNet file for both trunks
+    """BatchNorm of the ASPP image-pooling branch; needs batch > 1 to train."""
+    pretrained: str | None = None
+    """Local ImageNet weight file for both trunks (nothing is downloaded)."""
 
     def __post_init__(self) -> None:
         self.mnam_stages = tuple(sorted(int(s) for s in self.mnam_stages))
@@ -89,9 +113,6 @@ class NANet(SegBackend):
 
     def __init__(self, num_classes: int, config: NANetConfig) -> None:
         super().__init__()
-        from rgbd_seg_ros.backends.encoders import build_encoder
-        from rgbd_seg_ros.backends.resnet import ResNet
-
         self.num_classes = num_classes
         self.config = config
         self.output_stride = config.output_stride
@@ -193,13 +214,13 @@ class NANet(SegBackend):
 def mnam_parameter_table(
     encoder: str = 'resnet50', variant: str = 'full', stages: Sequence[int] = (1, 2, 3, 4)
 ) -> dict[str, int]:
-    """Parameters of SFM and CFM per stage for a ResNet's stage widths (no trunk built)."""
-    widths = {'resnet18': (64, 128, 256, 512), 'resnet34': (64, 128, 256, 512)}.get(
-        encoder, (256, 512, 1024, 2048)
-    )
+    """Parameters of SFM and CFM per stage for a ResNet's stage widths (the trunk is built on
+    the meta device only to read its widths: no memory, no weights)."""
+    with torch.device('meta'):
+        info = build_encoder(encoder).feature_info  # stem, then the four stages
     table = {}
     for s in stages:
-        m = MNAM(widths[s - 1], lite=variant == 'lite')
+        m = MNAM(info[s].channels, lite=variant == 'lite')
         table[f'stage{s}.sfm'] = sum(p.numel() for p in m.sfm.parameters())
         table[f'stage{s}.cfm'] = sum(p.numel() for p in m.cfm.parameters())
     return table

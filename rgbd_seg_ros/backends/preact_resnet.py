@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.blocks import conv3x3
-from rgbd_seg_ros.backends.encoders import BlockPlan, Encoder, FeatureInfo, plan_stages
+from rgbd_seg_ros.backends.encoder_base import BlockPlan, Encoder, FeatureInfo, plan_stages
 
 
 class Downsample(nn.Module):

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from rgbd_seg_ros.backends.preact_resnet import PreActResNet
 from rgbd_seg_ros.errors import CheckpointError
 
 # Source keys that belong to an ImageNet classifier, never to an encoder.
@@ -72,8 +74,6 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f'pretrained weight file not found: {path}')
     try:
         if path.suffix == '.safetensors':
-            from safetensors.torch import load_file
-
             data: object = load_file(str(path))
         else:
             data = torch.load(str(path), map_location='cpu', weights_only=True)
@@ -122,8 +122,6 @@ def convert_state_dict(
     encoder: nn.Module, state: dict[str, Tensor]
 ) -> tuple[dict[str, Tensor], LoadReport]:
     """Map ``state`` onto ``encoder``'s keys; returns the loadable dict and the report."""
-    from rgbd_seg_ros.backends.preact_resnet import PreActResNet
-
     report = LoadReport()
     if (
         isinstance(encoder, PreActResNet)

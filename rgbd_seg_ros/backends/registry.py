@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rgbd_seg_ros.errors import ConfigError
@@ -93,7 +92,9 @@ def backend_summary(name: str) -> str:
 def make_config(name: str, **overrides: Any) -> Any:
     """Build the backend's config dataclass from defaults plus ``overrides``.
 
-    Unknown keys are an error naming the valid ones, so a typo in YAML never passes silently.
+    The dataclass holds the only copy of the defaults (``rgbd-seg backends --defaults NAME``
+    prints them). Unknown keys are an error naming the valid ones, so a typo in a recipe's
+    ``model.options`` never passes silently.
     """
     config_cls = get_entry(name).config_cls
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -101,18 +102,6 @@ def make_config(name: str, **overrides: Any) -> Any:
     if unknown:
         raise ConfigError(f'backend {name!r} has no option(s) {unknown}; valid: {sorted(fields)}')
     return config_cls(**overrides)
-
-
-def load_config_file(name: str, path: str | Path, **overrides: Any) -> Any:
-    """Read ``config/backends/<name>.yaml`` (or any YAML mapping) into the config dataclass."""
-    import yaml
-
-    with open(path, encoding='utf-8') as stream:
-        data = yaml.safe_load(stream) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f'{path}: expected a mapping of backend options')
-    data.update(overrides)
-    return make_config(name, **data)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.blocks import conv3x3
-from rgbd_seg_ros.backends.encoders import BlockPlan, Encoder, FeatureInfo, plan_stages
+from rgbd_seg_ros.backends.encoder_base import BlockPlan, Encoder, FeatureInfo, plan_stages
 
 
 def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:

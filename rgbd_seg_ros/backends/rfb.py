@@ -48,6 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rgbd_seg_ros.backends.erfnet import NonBottleneck1D
+from rgbd_seg_ros.backends.preact_resnet import PreActBottleneck
+from rgbd_seg_ros.backends.resnet import BasicBlock, Bottleneck
+
 POINTS = ('R', 'T', 'none')
 
 
@@ -162,10 +166,6 @@ Finish = Callable[[Tensor | None, str], Tensor]
 
 def unit_widths(unit: nn.Module) -> tuple[int, int]:
     """(width the GFU reads, output width of the unit) for a supported residual unit."""
-    from rgbd_seg_ros.backends.erfnet import NonBottleneck1D
-    from rgbd_seg_ros.backends.preact_resnet import PreActBottleneck
-    from rgbd_seg_ros.backends.resnet import BasicBlock, Bottleneck
-
     if isinstance(unit, NonBottleneck1D):
         return unit.channels, unit.channels
     if isinstance(unit, (Bottleneck, PreActBottleneck)):
@@ -180,10 +180,6 @@ def split_unit(unit: nn.Module, x: Tensor) -> tuple[Tensor, Finish]:
 
     ``finish(None, ...)`` equals ``unit(x)`` exactly.
     """
-    from rgbd_seg_ros.backends.erfnet import NonBottleneck1D
-    from rgbd_seg_ros.backends.preact_resnet import PreActBottleneck
-    from rgbd_seg_ros.backends.resnet import BasicBlock, Bottleneck
-
     if isinstance(unit, NonBottleneck1D):
 
         def finish_nb(com: Tensor | None, point: str) -> Tensor:

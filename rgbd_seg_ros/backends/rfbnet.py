@@ -49,9 +49,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rgbd_seg_ros.backends.adapnetpp import check_adapnetpp_fields
+from rgbd_seg_ros.backends.adapnetpp import (
+    AdapNetppDecoder,
+    AdapNetppExpert,
+    check_adapnetpp_fields,
+)
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
+from rgbd_seg_ros.backends.blocks import SSMABlock
+from rgbd_seg_ros.backends.checkpoint import state_dict_from
+from rgbd_seg_ros.backends.erfnet import ERFNetEncoder
+from rgbd_seg_ros.backends.preact_resnet import PreActResNet
 from rgbd_seg_ros.backends.registry import register_backend
+from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.backends.rfb import POINTS, ResidualFusionBlock
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
@@ -77,34 +86,65 @@ class MultiSSMABlock(nn.Module):
 
 @dataclass
 class RFBNetConfig:
-    """Options of the ``rfbnet`` backend (defaults: RFBNet(AdapNet++), spec 2)."""
+    """Options of the ``rfbnet`` backend, residual fusion blocks and an interaction stream on
+    SSMA (Deng et al., 2019). The defaults are RFBNet(AdapNet++): 74.7 M parameters with 20
+    classes and 3-channel depth (the paper gives no count). ``encoder='erfnet'`` gives
+    RFBNet(ERFNetEnc), the paper's fast variant (5.8 M). The options from ``output_stride`` on
+    mean what they mean in ``ssma`` and apply to the AdapNet++ base only."""
 
-    encoder: str = 'preact_resnet50'  # 'erfnet' for RFBNet(ERFNetEnc); any package ResNet
-    depth_channels: int = 1  # 1 metric, 3 jet/HHA (the paper uses HHA)
-    rfb_gates: bool = True  # ablation switch "G"
-    rfb_point: str = 'R'  # 'R' (paper) | 'T' | 'none' (interaction stream aggregates only)
-    rfb_stages: str = 'all'  # 'all': every unit from the first at 1/8 on | 'res3': block2 only
-    rfb_zero_init: bool = True  # zero BN scale on the complement projections (unimodal start)
-    depth_shrink: bool = True  # feed depth at half resolution
+    encoder: str = 'preact_resnet50'
+    """erfnet for RFBNet(ERFNetEnc), or any name of ``encoders.list_encoders()`` for the
+    AdapNet++ base."""
+    depth_channels: int = 1
+    """Channels of the depth tensor: 1 for metric depth, 3 for jet or HHA (the paper's)."""
+    rfb_gates: bool = True
+    """The gates of the gated fusion units; False fixes every gate to 1 (ablation "G")."""
+    rfb_point: str = 'R'
+    """Where the complement enters each unit: R (its residual branch, the paper) | T (the
+    trunk) | none (the interaction stream only aggregates)."""
+    rfb_stages: str = 'all'
+    """all: every unit from the first at 1/8 on | res3: block2 only."""
+    rfb_zero_init: bool = True
+    """Zero BN scale on the complement projections, so a fresh RFBNet starts as the two
+    unimodal networks."""
+    depth_shrink: bool = True
+    """Run the depth stream at half resolution (the paper)."""
     merge_eta: int = 16
-    # AdapNet++ base (same meaning as in the adapnetpp / ssma backends)
+    """Bottleneck (sum / eta) of the SSMA block merging the three streams."""
     output_stride: int = 16
+    """8 | 16 | 32."""
     multiscale: Any = 'paper'
+    """Rates of the multiscale residual units: paper | code | none | 4 per-stage lists."""
     input_norm: bool = True
+    """Learnable BatchNorm on each expert's raw input."""
     easpp_channels: int = 256
+    """Output width of each expert's eASPP."""
     easpp_bottleneck: int = 64
+    """Bottleneck width inside each of the eASPP's atrous branches."""
     easpp_rates: tuple[int, ...] = (3, 6, 12)
+    """Dilation rate of each eASPP atrous branch."""
     skip_channels: int = 24
+    """Width of the two skip refinements (OS8 and OS4) of each expert."""
     decoder_channels: int = 256
+    """Width of the decoder's convolutions."""
     ssma_eta_skip: int = 6
+    """Bottleneck of the skip SSMA blocks, 2C / eta."""
     skip_attention: bool = True
+    """The decoder's channel attention on the fused skips."""
     attention_activation: str = 'relu'
+    """Activation of the skip attention: relu | sigmoid."""
     aux_loss: bool = True
+    """Return the two auxiliary heads in training mode."""
     aux_weights: tuple[float, float] = (0.6, 0.5)
+    """Loss weights of the (OS4 head, OS8 head)."""
     classifier_bn_relu: bool = True
+    """The reference code's BN+ReLU after the 1x1 classifier and BN after the final deconv."""
     dropout: float = 0.5
+    """Dropout on the residual branch of each encoder's last unit."""
     pooled_norm: bool = True
+    """BatchNorm on 1x1 pooled maps; needs batch > 1 to train."""
     bn_momentum: float = 0.01
+    """BatchNorm momentum in PyTorch's convention (TensorFlow's decay 0.99)."""
 
     def __post_init__(self) -> None:
         check_adapnetpp_fields(self, resnet_encoder=self.encoder != 'erfnet')
@@ -120,9 +160,6 @@ class RFBNetConfig:
 
 def _stages(encoder: nn.Module) -> tuple[Callable[[Tensor], Tensor], list[tuple[list, Callable]]]:
     """(stem function, [(units, exit function)]) of a package ResNet / pre-activation ResNet."""
-    from rgbd_seg_ros.backends.preact_resnet import PreActResNet
-    from rgbd_seg_ros.backends.resnet import ResNet
-
     if isinstance(encoder, PreActResNet):
 
         def stem_pre(x: Tensor) -> Tensor:
@@ -156,8 +193,6 @@ class RFBNet(SegBackend):
         point, gates = config.rfb_point, config.rfb_gates
         shrink = 2 if config.depth_shrink else 1
         if config.base == 'erfnet':
-            from rgbd_seg_ros.backends.erfnet import ERFNetEncoder
-
             self.output_stride = 8
             self.encoder_rgb = ERFNetEncoder(3)
             self.encoder_depth = ERFNetEncoder(config.depth_channels)
@@ -176,9 +211,6 @@ class RFBNet(SegBackend):
             self.pad_multiple = 8 * shrink
             init_weights(self.merge, bias=0.01)
         else:
-            from rgbd_seg_ros.backends.adapnetpp import AdapNetppDecoder, AdapNetppExpert
-            from rgbd_seg_ros.backends.blocks import SSMABlock
-
             self.output_stride = config.output_stride
             self.expert_rgb = AdapNetppExpert(3, config)
             self.expert_depth = AdapNetppExpert(config.depth_channels, config)
@@ -319,8 +351,6 @@ class RFBNet(SegBackend):
         models (their ``encoder.*``) or bare :class:`ERFNetEncoder` state dicts. Returns the
         missing / mismatched keys per modality; ``strict`` raises on any.
         """
-        from rgbd_seg_ros.backends.checkpoint import state_dict_from
-
         report: dict[str, list[str]] = {}
         for name, source, target in zip(
             ('rgb', 'depth'), (rgb_source, depth_source), self.unimodal_modules(), strict=True

@@ -34,38 +34,70 @@ from rgbd_seg_ros.backends.adapnetpp import (
 )
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import SSMABlock
+from rgbd_seg_ros.backends.checkpoint import state_dict_from
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
 
 @dataclass
 class SSMAConfig:
-    """Options of the ``ssma`` backend (defaults: the paper's RGB-D network, spec 9)."""
+    """Options of the ``ssma`` backend, SSMA fusion of two AdapNet++ experts (Valada, Mohan,
+    Burgard, IJCV 2019). The defaults are the recommended reading of the paper's RGB-D
+    network: 56.44 M parameters with 12 classes, as the paper gives."""
 
     encoder: str = 'preact_resnet50'
-    depth_channels: int = 1  # channels of the depth tensor (1 metric, 3 jet/HHA)
+    """Trunk of both experts, any name of ``encoders.list_encoders()``; the paper's is the full
+    pre-activation ResNet-50, resnet18 or resnet34 suit CPU use."""
+    depth_channels: int = 1
+    """Channels of the depth tensor: 1 for metric depth, 3 for jet or HHA."""
     output_stride: int = 16
-    multiscale: Any = 'paper'  # 'paper' | 'code' | 'none' | 4 per-stage lists of (r1, r2)
+    """8 | 16 | 32."""
+    multiscale: Any = 'paper'
+    """Rates of the multiscale residual units: paper | code (the authors' released code) |
+    none | 4 per-stage lists of [r1, r2] pairs."""
     input_norm: bool = True
+    """Learnable BatchNorm on each expert's raw input."""
     easpp_channels: int = 256
+    """Output width of each expert's eASPP (C of the SSMA blocks' 2C concatenation)."""
     easpp_bottleneck: int = 64
+    """Bottleneck width inside each of the eASPP's atrous branches."""
     easpp_rates: tuple[int, ...] = (3, 6, 12)
+    """Dilation rate of each eASPP atrous branch."""
     skip_channels: int = 24
+    """Width of the two skip refinements (OS8 and OS4) of each expert."""
     decoder_channels: int = 256
-    ssma_eta_latent: int = 16  # bottleneck = 2C / eta
+    """Width of the decoder's convolutions."""
+    ssma_eta_latent: int = 16
+    """Bottleneck of the latent SSMA block, 2C / eta (512 -> 32)."""
     ssma_eta_skip: int = 6
-    ssma_latent_kernel: int = 1  # fusion conv W3 of the latent block: 1 (fits 56.44 M) or 3
+    """Bottleneck of the skip SSMA blocks, 2C / eta (48 -> 8)."""
+    ssma_latent_kernel: int = 1
+    """Fusion conv of the latent block: 1 (+BN; fits the paper's 56.44 M) or 3."""
     ssma_skip_kernel: int = 3
-    ssma_skip_bn: bool = True  # False: the reference code's bias-only skip fusion conv
-    ssma_gating: str = 'sigmoid'  # 'sigmoid' (independent, paper) | 'softmax' (dependent)
+    """Fusion conv of the skip blocks: 1 or 3 (the paper's Eq. 12)."""
+    ssma_skip_bn: bool = True
+    """BN after the skip fusion conv; False is the reference code's bias-only conv."""
+    ssma_gating: str = 'sigmoid'
+    """sigmoid (independent gates per channel and pixel, the paper) | softmax (the paper's
+    dependent variant)."""
     skip_attention: bool = True
-    attention_activation: str = 'relu'  # 'relu' (paper and code) | 'sigmoid'
-    aux_loss: bool = True  # auxiliary heads during fusion training (spec 9.5)
-    aux_weights: tuple[float, float] = (0.6, 0.5)  # (OS4 head, OS8 head)
+    """The decoder's channel attention on the fused skips."""
+    attention_activation: str = 'relu'
+    """Activation of the skip attention: relu (the paper and its code) | sigmoid."""
+    aux_loss: bool = True
+    """Return the two auxiliary heads in training mode (used when training the fusion)."""
+    aux_weights: tuple[float, float] = (0.6, 0.5)
+    """Loss weights of the (OS4 head, OS8 head)."""
     classifier_bn_relu: bool = True
+    """The reference code's BN+ReLU after the 1x1 classifier and BN after the final deconv;
+    False gives plain logits."""
     dropout: float = 0.5
+    """Dropout on the residual branch of each encoder's last unit."""
     pooled_norm: bool = True
+    """BatchNorm on 1x1 pooled maps (eASPP image pooling, skip attention); needs batch > 1 to
+    train."""
     bn_momentum: float = 0.01
+    """BatchNorm momentum in PyTorch's convention (TensorFlow's decay 0.99)."""
 
     def __post_init__(self) -> None:
         check_adapnetpp_fields(self)
@@ -184,8 +216,6 @@ class SSMA(SegBackend):
         ``strict`` every expert tensor must be present with the right shape; otherwise the
         returned dict lists per expert the ``missing``, ``mismatched`` and ``unexpected`` keys.
         """
-        from rgbd_seg_ros.backends.checkpoint import state_dict_from
-
         report: dict[str, list[str]] = {}
         for name, source, expert in (
             ('rgb', rgb_source, self.expert_rgb),

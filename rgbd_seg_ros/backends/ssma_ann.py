@@ -28,13 +28,21 @@ from rgbd_seg_ros.errors import ConfigError
 
 @dataclass
 class SSMAANNConfig(SSMAConfig):
-    """``ssma`` options plus the non-local replacements."""
+    """Options of the ``ssma_ann`` backend: every ``ssma`` option (same defaults) plus the
+    non-local replacements of ANN (Zhu et al., ICCV 2019): APNB context heads in place of eASPP
+    and a cross-modal AFNB (RGB queries, depth keys and values) in place of the latent SSMA
+    block."""
 
-    context_head: str = 'apnb'  # 'apnb' | 'easpp'
-    latent_fusion: str = 'afnb'  # 'afnb' | 'ssma'
+    context_head: str = 'apnb'
+    """Context module of each expert: apnb (ANN's context head) | easpp (AdapNet++'s)."""
+    latent_fusion: str = 'afnb'
+    """Fusion of the two context outputs: afnb (cross-modal AFNB) | ssma (the SSMA block)."""
     ann_key_channels: int = 256
+    """Key/query width of the APNB and AFNB blocks."""
     ann_value_channels: int = 256
-    ann_zero_init: bool = True  # ANN's zero-initialised W_o (blocks start as no-ops)
+    """Value width of the APNB and AFNB blocks."""
+    ann_zero_init: bool = True
+    """ANN's zero-initialised output projection W_o: the blocks start as no-ops."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

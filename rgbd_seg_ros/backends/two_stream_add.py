@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend, init_weights
 from rgbd_seg_ros.backends.blocks import ConvBNReLU
-from rgbd_seg_ros.backends.encoders import Encoder, build_encoder
+from rgbd_seg_ros.backends.encoder_base import Encoder
+from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.preact_resnet import PreActResNet
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.backends.resnet import ResNet
@@ -46,15 +47,25 @@ NUM_STAGES = 5  # stem + four residual stages: the five fusion points
 
 @dataclass
 class TwoStreamAddConfig:
-    """Options of the ``esanet_add`` backend (defaults: ESANet-R34's encoder layout)."""
+    """Options of the ``esanet_add`` backend, the plain two-stream baseline with addition
+    fusion in the shape of ESANet (Seichter et al., ICRA 2021; not a reproduction), which
+    ``rgbd-seg bench`` states the fusion backends against. The defaults are ESANet-R34's
+    encoder layout."""
 
     encoder: str = 'resnet34'
-    depth_channels: int = 1  # channels of the depth tensor (1 metric, 3 jet/HHA)
-    output_stride: int = 32  # 8 | 16 | 32 (ESANet: 32)
+    """Trunk of both streams, any name of ``encoders.list_encoders()``."""
+    depth_channels: int = 1
+    """Channels of the depth tensor: 1 for metric depth, 3 for jet or HHA."""
+    output_stride: int = 32
+    """8 | 16 | 32 (ESANet: 32)."""
     decoder_channels: int = 128
-    depth_input_norm: bool = True  # learnable BatchNorm on the raw depth input
-    aux_loss: bool = True  # side classifiers on the stride-16 and stride-8 decoder maps
-    aux_weights: tuple[float, float] = (0.5, 0.5)  # (stride-8 head, stride-16 head)
+    """Width of the decoder."""
+    depth_input_norm: bool = True
+    """Learnable BatchNorm on the raw depth input."""
+    aux_loss: bool = True
+    """Side classifiers on the stride-16 and stride-8 decoder maps in training mode."""
+    aux_weights: tuple[float, float] = (0.5, 0.5)
+    """Loss weights of the (stride-8 head, stride-16 head)."""
 
     def __post_init__(self) -> None:
         self.aux_weights = tuple(float(w) for w in self.aux_weights)

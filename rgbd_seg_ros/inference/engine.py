@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rgbd_seg_ros.backends.base import needs_intrinsics
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, build_from_checkpoint
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.errors import ConfigError, FrameError
@@ -115,7 +116,8 @@ class Engine:
         self._palette_packed = torch.from_numpy(packed.view(np.int32)).to(device)
         if device.type == 'cuda':
             self.model = self.model.to(memory_format=torch.channels_last)
-        self._set_intrinsics = getattr(self.model, 'set_intrinsics', None)
+        # Depth-aware gating bins on f/Z: such a backend gets the K of the network input.
+        self._needs_K = needs_intrinsics(self.model)
         self.runtime = runtime
         self._onnx = None
         if runtime == 'onnxruntime':
@@ -175,9 +177,9 @@ class Engine:
         t0 = time.perf_counter()
         rgb_t, depth_m, K_t = self._upload(rgb, depth, K)
         net_h, net_w = self.network_size(rgb.shape[0], rgb.shape[1])
-        x_rgb, x_depth = self._preprocess(rgb_t, depth_m, K_t, net_h, net_w)
+        x_rgb, x_depth, K_net = self._preprocess(rgb_t, depth_m, K_t, net_h, net_w)
         t1 = self._sync_time()
-        logits = self._forward(x_rgb, x_depth)
+        logits = self._forward(x_rgb, x_depth, K_net)
         t2 = self._sync_time()
         result = self._outputs(
             wanted,
@@ -245,7 +247,8 @@ class Engine:
 
     def _preprocess(
         self, rgb_t: torch.Tensor, depth_m: torch.Tensor, K_t: torch.Tensor, net_h: int, net_w: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Network inputs ``(rgb [1,3,h,w], depth [1,C,h,w], K [3,3])`` at the network size."""
         height, width = depth_m.shape
         x_rgb = torch.empty(1, 3, height, width, device=self.device)
         x_rgb.copy_(rgb_t.permute(2, 0, 1).unsqueeze(0))
@@ -258,25 +261,26 @@ class Engine:
             x_depth = F.interpolate(x_depth, size=(net_h, net_w), mode='nearest')
             scale = torch.tensor([[net_w / width], [net_h / height], [1.0]], device=self.device)
             K_net = K_t * scale
-        if self._set_intrinsics is not None:
-            # Depth-aware gating bins on f/Z: it needs the focal length of the network input.
-            self._set_intrinsics(K_net.cpu().numpy())
         spec = self.meta.input_spec
         x_depth = encode_depth_torch(
             x_depth, K_net.unsqueeze(0), spec.depth_encoding, spec.depth_params
         )
-        return x_rgb, x_depth
+        return x_rgb, x_depth, K_net
 
-    def _forward(self, x_rgb: torch.Tensor, x_depth: torch.Tensor) -> torch.Tensor:
+    def _forward(
+        self, x_rgb: torch.Tensor, x_depth: torch.Tensor, K_net: torch.Tensor
+    ) -> torch.Tensor:
+        # Only a backend that reads K gets it, batched as the forward contract says.
+        K = (K_net.unsqueeze(0),) if self._needs_K else ()
         if self._onnx is not None:
-            return self._onnx(x_rgb, x_depth)
+            return self._onnx(x_rgb, x_depth, *K)
         if self.device.type == 'cuda':
             x_rgb = x_rgb.contiguous(memory_format=torch.channels_last)
             x_depth = x_depth.contiguous(memory_format=torch.channels_last)
         if self.precision == 'fp32':
-            return self.model(x_rgb, x_depth).float()
+            return self.model(x_rgb, x_depth, *K).float()
         with torch.autocast(self.device.type, dtype=_PRECISIONS[self.precision]):
-            return self.model(x_rgb, x_depth).float()
+            return self.model(x_rgb, x_depth, *K).float()
 
     def _to_camera(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Nearest-neighbour resize of a per-pixel map (labels stay valid ids, no blending)."""

@@ -4,9 +4,9 @@ On the 2-core CPU, ``rgbd-seg bench`` measured ONNX Runtime's CPU provider at 1.
 ResNet-18) to 2x (the two-stream baseline, ResNet-50) faster than torch eager for the same
 fp32 graph at 480x640 (bench/cpu-2core). The graph is fixed-size (the exporter in
 backends/export.py), so one session is built per network input size the node meets, and the
-export costs seconds once per size. Models whose forward depends on per-frame state outside
-the tensors (depth_gating bins on the camera's focal length) cannot be frozen into a graph and
-are refused.
+export costs seconds once per size. A backend whose forward reads the camera intrinsics
+(``needs_intrinsics``: depth_gating bins on the focal length) is exported with ``K`` as a graph
+input, so its session takes the K of every frame like the torch forward does.
 """
 
 from __future__ import annotations
@@ -22,27 +22,27 @@ from rgbd_seg_ros.errors import ConfigError
 
 
 class OnnxForward:
-    """``forward(rgb, depth) -> logits`` through ONNX Runtime, one session per input size."""
+    """``forward(rgb, depth, K=None) -> logits`` through ONNX Runtime, one session per input
+    size; ``K [1,3,3]`` is read by the graphs of backends that need it (and required there)."""
 
     def __init__(self, model: torch.nn.Module, depth_channels: int) -> None:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as err:
             raise ConfigError('runtime onnxruntime needs the onnxruntime package') from err
-        if getattr(model, 'set_intrinsics', None) is not None:
-            raise ConfigError(
-                'runtime onnxruntime cannot run this backend: its forward '
-                'depends on the camera intrinsics of each frame'
-            )
         self._model = model
         self._depth_channels = depth_channels
         self._workdir = tempfile.TemporaryDirectory(prefix='rgbd_seg_onnx_')
         self._sessions: dict[tuple[int, int], tuple[object, list[str]]] = {}
 
-    def __call__(self, rgb: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, rgb: torch.Tensor, depth: torch.Tensor, K: torch.Tensor | None = None
+    ) -> torch.Tensor:
         height, width = rgb.shape[-2:]
         session, names = self._sessions.get((height, width)) or self._build(height, width)
-        feeds = {'rgb': rgb, 'depth': depth}
+        feeds = {'rgb': rgb, 'depth': depth, 'K': K}
+        if any(feeds[name] is None for name in names):
+            raise ValueError(f'the exported graph reads {names}; got None for one of them')
         inputs = {
             name: np.ascontiguousarray(feeds[name].numpy(), dtype=np.float32) for name in names
         }

@@ -176,6 +176,7 @@ def onnxruntime_runner(
     """Export ``model`` at the inputs' size into ``workdir`` and run it with ONNX Runtime."""
     import numpy as np
 
+    from rgbd_seg_ros.backends.export import example_intrinsics
     from rgbd_seg_ros.inference.onnx_forward import export_session
 
     device = rgb.device
@@ -187,6 +188,7 @@ def onnxruntime_runner(
         model, Path(workdir) / 'model.onnx', h, w, depth.shape[1], providers
     )
     feeds = {'rgb': rgb.contiguous(), 'depth': depth.contiguous()}  # NCHW, not channels_last
+    feeds['K'] = example_intrinsics(rgb.shape[0], h, w, device)  # read by needs_intrinsics graphs
     if device.type == 'cpu':
         inputs = {n: np.ascontiguousarray(feeds[n].numpy(), dtype=np.float32) for n in names}
         return _ready(lambda: session.run(['logits'], inputs)[0])

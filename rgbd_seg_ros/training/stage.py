@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rgbd_seg_ros.backends.base import needs_intrinsics
 from rgbd_seg_ros.training import checkpointing as ck
 from rgbd_seg_ros.training import distributed as dd
 from rgbd_seg_ros.training.context import RunContext, StagePlan
@@ -308,8 +309,11 @@ class StageRun:
         rgb = batch['rgb'].to(dev, non_blocking=True).contiguous(memory_format=fmt)
         depth = batch['depth'].to(dev, non_blocking=True).contiguous(memory_format=fmt)
         labels = batch['labels'].to(dev, non_blocking=True)
+        # K of the network input, for backends that bin on it, when the dataset provides it;
+        # without it they use their configured focal length.
+        K = (batch['K'].to(dev),) if 'K' in batch and needs_intrinsics(p.module) else ()
         with autocast(dev, run.precision):
-            output = p.model(rgb, depth)
+            output = p.model(rgb, depth, *K)
         loss, parts = p.criterion(output, labels)
         p.optimizer.zero_grad(set_to_none=True)
         p.scaler.scale(loss).backward()

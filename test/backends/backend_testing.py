@@ -16,6 +16,14 @@ def make_inputs(
     return rgb, depth
 
 
+def make_K(batch: int, height: int, width: int, focal: float | None = None) -> torch.Tensor:
+    """Camera matrices ``[B,3,3]`` of an input of ``height x width`` (the forward contract's K):
+    focal ``focal`` (default: the width) for every item, principal point at the centre."""
+    f = float(width if focal is None else focal)
+    K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    return K.expand(batch, 3, 3).contiguous()
+
+
 def make_labels(
     batch: int, height: int, width: int, num_classes: int, ignore_index: int = 255, seed: int = 1
 ) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""AdapNet++ and SSMA specifics: modalities, staged training, configurable variants, YAMLs."""
+"""AdapNet++ and SSMA specifics: modalities, staged training, configurable variants,
+defaults."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from backend_testing import make_inputs
 
 from rgbd_seg_ros.backends.base import SegOutput
-from rgbd_seg_ros.backends.registry import build_backend, load_config_file, make_config
+from rgbd_seg_ros.backends.defaults import defaults_yaml
+from rgbd_seg_ros.backends.registry import build_backend, make_config
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
 SMALL = {
@@ -18,12 +21,11 @@ SMALL = {
     'easpp_bottleneck': 8,
     'decoder_channels': 32,
 }
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize('name', ['adapnetpp', 'ssma'])
 def test_yaml_defaults_match_the_dataclass(name: str) -> None:
-    config = load_config_file(name, ROOT / 'config' / 'backends' / f'{name}.yaml')
+    config = make_config(name, **yaml.safe_load(defaults_yaml(name)))
     assert config == make_config(name)
     assert config.encoder == 'preact_resnet50'
     assert config.aux_weights == (0.6, 0.5)

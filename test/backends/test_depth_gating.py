@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from backend_testing import make_inputs, randomise_bn_statistics
+from backend_testing import make_inputs, make_K, randomise_bn_statistics
 
 from rgbd_seg_ros.backends.base import SegOutput
 from rgbd_seg_ros.backends.depth_gating import (
@@ -21,7 +20,7 @@ from rgbd_seg_ros.backends.depth_gating import (
     log_depth_loss,
     sensor_bin_probs,
 )
-from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.errors import ConfigError, FrameError
 
 SMALL = {'encoder': 'resnet18', 'width': 32, 'depth_head_width': 16}
 EDGES = fz_edges(NYU_BIN_EDGES_M, NYU_KINECT_FOCAL_PX)
@@ -141,22 +140,37 @@ def test_sensor_mode_needs_depth_and_hybrid_fills_holes() -> None:
 
 
 def test_focal_length_changes_the_sensor_bins() -> None:
+    assert DepthGatingNet.needs_intrinsics
     model = DepthGatingNet(3, DepthGatingConfig(gating_source='sensor', num_loops=0, **SMALL))
     model.eval()
     rgb, _ = make_inputs(1, 16, 16, 1)
     depth = torch.full((1, 1, 16, 16), 0.25)  # 2.5 m -> bin 2 with the NYU Kinect
+    long_k = make_K(1, 16, 16, focal=2 * NYU_KINECT_FOCAL_PX)
+    # The configured focal is the fallback when no K comes with the frame.
+    configured = DepthGatingNet(
+        3,
+        DepthGatingConfig(
+            gating_source='sensor', num_loops=0, focal_px=2 * NYU_KINECT_FOCAL_PX, **SMALL
+        ),
+    ).eval()
+    configured.load_state_dict(model.state_dict())
     with torch.no_grad():
         g_ref = model.forward_all(rgb, depth).gates[0]
         assert g_ref[0, :, 0, 0].argmax() == 2
-        model.set_intrinsics(np.array([[2 * NYU_KINECT_FOCAL_PX, 0, 8], [0, 1, 8], [0, 0, 1]]))
-        g_k = model.forward_all(rgb, depth).gates[0]
-        g_kw = model.forward_all(rgb, depth, focal=2 * NYU_KINECT_FOCAL_PX).gates[0]
-        out_k = model(rgb, depth)
-        out_kw = model(rgb, depth, focal=2 * NYU_KINECT_FOCAL_PX)
+        g_k = model.forward_all(rgb, depth, long_k).gates[0]
+        g_kw = configured.forward_all(rgb, depth).gates[0]
+        out_k = model(rgb, depth, long_k)
+        out_kw = configured(rgb, depth)
+        # one K per batch item: each frame is binned with its own focal
+        both = torch.cat([make_K(1, 16, 16, NYU_KINECT_FOCAL_PX), long_k])
+        g_both = model.forward_all(rgb.expand(2, -1, -1, -1), depth.expand(2, -1, -1, -1), both)
     assert g_k[0, :, 0, 0].argmax() == 4  # same depth, longer focal: looks nearer
     assert torch.equal(g_k, g_kw) and torch.equal(out_k, out_kw)
-    with pytest.raises(ConfigError):
-        model.set_intrinsics(np.zeros((3, 3)))
+    assert g_both.gates[0][:, :, 0, 0].argmax(1).tolist() == [2, 4]
+    with pytest.raises(FrameError):
+        model(rgb, depth, torch.zeros(1, 3, 3))
+    with pytest.raises(ValueError, match='K must be'):
+        model(rgb, depth, long_k[0])  # K is always batched
 
 
 def test_depth_losses() -> None:
@@ -190,11 +204,28 @@ def test_onnx_parity_with_sensor_gating(tmp_path: Path) -> None:
     randomise_bn_statistics(model)
     model.eval()
     path = export_onnx(model, tmp_path / 'dg.onnx', 64, 96, 1)
-    assert onnx_input_names(path) == ['rgb', 'depth']
+    assert onnx_input_names(path) == ['rgb', 'depth', 'K']
     rgb, _ = make_inputs(1, 64, 96, 1, seed=3)
     depth = torch.rand(1, 1, 64, 96) * 0.6
     depth[..., :20, :30] = 0
-    with torch.no_grad():
-        expected = model(rgb, depth).numpy()
-    diff = abs(run_onnx(path, rgb, depth) - expected).max()
-    assert diff <= 1e-4 * max(1.0, float(abs(expected).max()))
+    outputs = []
+    # K is a graph input, not a constant frozen at export: two cameras, one graph.
+    for focal in (80.0, 4 * NYU_KINECT_FOCAL_PX):
+        K = make_K(1, 64, 96, focal)
+        with torch.no_grad():
+            expected = model(rgb, depth, K).numpy()
+        got = run_onnx(path, rgb, depth, K)
+        diff = abs(got - expected).max()
+        assert diff <= 1e-4 * max(1.0, float(abs(expected).max()))
+        outputs.append(got)
+    assert abs(outputs[0] - outputs[1]).max() > 1e-3
+    with pytest.raises(ValueError, match="'K'"):
+        run_onnx(path, rgb, depth)
+
+
+def test_predicted_gating_exports_without_depth_or_k(tmp_path: Path) -> None:
+    from rgbd_seg_ros.backends.export import export_onnx, onnx_input_names
+
+    model = DepthGatingNet(3, DepthGatingConfig(gating_source='predicted', num_loops=0, **SMALL))
+    path = export_onnx(model, tmp_path / 'dg.onnx', 32, 48, 1)
+    assert onnx_input_names(path) == ['rgb']

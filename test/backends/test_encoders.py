@@ -10,12 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from rgbd_seg_ros.backends.blocks import MultiScaleConv2d
-from rgbd_seg_ros.backends.encoders import (
-    ADAPNETPP_RATES,
-    FeatureInfo,
-    build_encoder,
-    list_encoders,
-)
+from rgbd_seg_ros.backends.encoder_base import ADAPNETPP_RATES, FeatureInfo
+from rgbd_seg_ros.backends.encoders import build_encoder, list_encoders
 from rgbd_seg_ros.backends.pretrained import LoadReport, load_pretrained
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 

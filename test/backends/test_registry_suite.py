@@ -4,7 +4,10 @@ Later backends inherit the suite by registering themselves; when the default sma
 configuration (``resnet18`` encoder) is not enough to keep a backend cheap, add its options to
 ``TEST_OVERRIDES``. What each backend must do (base.py's forward contract):
 
-- forward at an odd size (97x131) and at 480x640 (eval, no_grad, batch 1): logits [B,K,H,W];
+- every call is ``model(rgb, depth, K)`` with the camera matrix ``K [B,3,3]`` of the input:
+  backends that set ``needs_intrinsics`` read it, the others ignore it (same logits without it);
+  a K of the wrong shape is a ValueError;
+- forward at an odd size (97x131) and at 480x640 (eval, no_grad, batch 1): logits [B,C,H,W];
 - train mode: ``SegOutput`` with aux logits and weights; backward through main + aux losses;
 - eval determinism; checkpoint round trip (identical logits) and rejection of a corrupt file;
 - ONNX export at a fixed resolution, ONNX Runtime matching torch (max abs diff < 1e-3).
@@ -18,9 +21,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from backend_testing import make_inputs, make_labels, randomise_bn_statistics
+from backend_testing import make_inputs, make_K, make_labels, randomise_bn_statistics
 
-from rgbd_seg_ros.backends.base import SegOutput
+from rgbd_seg_ros.backends.base import SegOutput, needs_intrinsics
 from rgbd_seg_ros.backends.registry import build_backend, config_to_dict, list_backends
 from rgbd_seg_ros.errors import CheckpointError
 
@@ -106,7 +109,7 @@ def test_forward_odd_sizes(backend: tuple[str, torch.nn.Module], size: tuple[int
     model.eval()
     rgb, depth = make_inputs(1, *size, depth_channels(model))
     with torch.no_grad():
-        logits = model(rgb, depth)
+        logits = model(rgb, depth, make_K(1, *size))
     assert isinstance(logits, torch.Tensor)
     assert logits.shape == (1, NUM_CLASSES, *size)
     assert torch.isfinite(logits).all()
@@ -117,7 +120,7 @@ def test_forward_480x640(backend: tuple[str, torch.nn.Module]) -> None:
     model.eval()
     rgb, depth = make_inputs(1, 480, 640, depth_channels(model))
     with torch.no_grad():
-        logits = model(rgb, depth)
+        logits = model(rgb, depth, make_K(1, 480, 640))
     assert logits.shape == (1, NUM_CLASSES, 480, 640)
     assert torch.isfinite(logits).all()
 
@@ -128,7 +131,7 @@ def test_train_output_and_backward(backend: tuple[str, torch.nn.Module]) -> None
     h, w = 50, 66
     rgb, depth = make_inputs(2, h, w, depth_channels(model))
     labels = make_labels(2, h, w, NUM_CLASSES)
-    out = model(rgb, depth)
+    out = model(rgb, depth, make_K(2, h, w))
     assert isinstance(out, SegOutput)
     assert out.logits.shape == (2, NUM_CLASSES, h, w)
     assert len(out.aux) == len(out.aux_weights)
@@ -150,10 +153,29 @@ def test_eval_determinism(backend: tuple[str, torch.nn.Module]) -> None:
     _, model = backend
     model.eval()
     rgb, depth = make_inputs(1, 64, 80, depth_channels(model))
+    K = make_K(1, 64, 80)
     with torch.no_grad():
-        a = model(rgb, depth)
-        b = model(rgb, depth)
+        a = model(rgb, depth, K)
+        b = model(rgb, depth, K)
     assert torch.equal(a, b)
+
+
+def test_intrinsics_argument(backend: tuple[str, torch.nn.Module]) -> None:
+    """K is an argument of every backend: read where declared, otherwise ignored."""
+    name, model = backend
+    model.eval()
+    assert needs_intrinsics(model) == type(model).needs_intrinsics
+    rgb, depth = make_inputs(2, 40, 56, depth_channels(model))
+    K = make_K(2, 40, 56)
+    with torch.no_grad():
+        with_k = model(rgb, depth, K)
+        without_k = model(rgb, depth)  # the configured focal where K is read
+    assert with_k.shape == without_k.shape == (2, NUM_CLASSES, 40, 56)
+    if not needs_intrinsics(model):
+        assert torch.equal(with_k, without_k), f'{name} ignores K'
+    for bad in (K[0], K[:1], torch.zeros(2, 4, 4)):
+        with pytest.raises(ValueError, match='K must be'):
+            model(rgb, depth, bad)
 
 
 def _meta(name: str, model: torch.nn.Module) -> Any:
@@ -180,8 +202,9 @@ def test_checkpoint_round_trip(backend: tuple[str, torch.nn.Module], tmp_path: P
     assert type(loaded) is type(model)
     assert not loaded.training
     rgb, depth = make_inputs(1, 45, 61, depth_channels(model))
+    K = make_K(1, 45, 61)
     with torch.no_grad():
-        assert torch.equal(model(rgb, depth), loaded(rgb, depth))
+        assert torch.equal(model(rgb, depth, K), loaded(rgb, depth, K))
 
 
 def test_corrupt_checkpoint_rejected(backend: tuple[str, torch.nn.Module], tmp_path: Path) -> None:
@@ -217,9 +240,10 @@ def test_onnx_parity(backend: tuple[str, torch.nn.Module], tmp_path: Path) -> No
     h, w = 64, 96
     path = export_onnx(model, tmp_path / f'{name}.onnx', h, w, depth_channels(model))
     rgb, depth = make_inputs(1, h, w, depth_channels(model), seed=3)
+    K = make_K(1, h, w)
     with torch.no_grad():
-        expected = model(rgb, depth).numpy()
-    got = run_onnx(path, rgb, depth)
+        expected = model(rgb, depth, K).numpy()
+    got = run_onnx(path, rgb, depth, K)
     assert got.shape == expected.shape
     diff = float(abs(got - expected).max())
     print(f'{name}: ONNX Runtime vs torch max abs diff {diff:.2e}')

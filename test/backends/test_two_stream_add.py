@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+import yaml
 
 from rgbd_seg_ros.backends.base import count_parameters
+from rgbd_seg_ros.backends.defaults import defaults_yaml
 from rgbd_seg_ros.backends.encoders import build_encoder
-from rgbd_seg_ros.backends.registry import build_backend, load_config_file
+from rgbd_seg_ros.backends.registry import build_backend, make_config
 from rgbd_seg_ros.backends.two_stream_add import encoder_stage
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize('name', ['resnet18', 'preact_resnet50'])
@@ -34,6 +32,6 @@ def test_fewer_parameters_than_ssma() -> None:
     assert count_parameters(baseline) < count_parameters(ssma)
 
 
-def test_config_file_loads() -> None:
-    config = load_config_file('esanet_add', ROOT / 'config' / 'backends' / 'esanet_add.yaml')
+def test_config_defaults() -> None:
+    config = make_config('esanet_add', **yaml.safe_load(defaults_yaml('esanet_add')))
     assert config.encoder == 'resnet34' and config.aux_weights == (0.5, 0.5)

@@ -142,6 +142,25 @@ def test_depth_gating_receives_the_network_input_focal(tmp_path):
     )
     save_checkpoint(tmp_path / 'g.safetensors', model, meta)
     engine = Engine.from_checkpoint(tmp_path / 'g.safetensors', device='cpu')
+    seen = []
+    engine.model.register_forward_pre_hook(
+        lambda _module, args, kwargs: seen.append([*args, *kwargs.values()]), with_kwargs=True
+    )
     rgb, depth_m = scene()
     engine.predict(rgb, depth_m, K)
-    assert engine.model.focal_px == pytest.approx(K[0, 0] * 16 / W)
+    (inputs,) = seen
+    x_rgb, _, K_net = inputs  # K is an argument of the forward call, batched
+    assert tuple(x_rgb.shape[-2:]) == (24, 16)
+    assert K_net.shape == (1, 3, 3)
+    assert float(K_net[0, 0, 0]) == pytest.approx(K[0, 0] * 16 / W)
+    assert float(K_net[0, 1, 1]) == pytest.approx(K[1, 1] * 24 / H)
+
+
+def test_backends_without_intrinsics_are_called_without_k(engine):
+    seen = []
+    engine.model.register_forward_pre_hook(
+        lambda _module, args, kwargs: seen.append(len(args) + len(kwargs)), with_kwargs=True
+    )
+    rgb, depth_m = scene()
+    engine.predict(rgb, depth_m, K)
+    assert seen == [2]

@@ -35,6 +35,40 @@ def test_onnxruntime_matches_torch_on_the_default_model():
     assert len(onnx_engine._onnx._sessions) == 1
 
 
+def test_onnxruntime_feeds_each_frame_intrinsics_to_depth_gating(tmp_path):
+    """depth_gating bins on the focal of each frame; its graph takes K as an input."""
+    import torch
+
+    from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
+    from rgbd_seg_ros.backends.registry import build_backend
+
+    torch.manual_seed(0)
+    options = {'width': 32, 'depth_head_width': 16, 'num_loops': 1, 'gating_source': 'sensor'}
+    model = build_backend('depth_gating', num_classes=4, encoder='resnet18', **options)
+    meta = CheckpointMeta(
+        backend='depth_gating',
+        config=dict(vars(model.config)),
+        class_names=['a', 'b', 'c', 'd'],
+        input_spec=InputSpec(resolution={'policy': 'fixed', 'height': 48, 'width': 64}),
+    )
+    save_checkpoint(tmp_path / 'g.safetensors', model, meta)
+    torch_engine = Engine.from_checkpoint(tmp_path / 'g.safetensors', device='cpu')
+    onnx_engine = Engine.from_checkpoint(
+        tmp_path / 'g.safetensors', device='cpu', runtime='onnxruntime'
+    )
+    rgb, depth = frame()
+    confidences = []
+    for focal in (300.0, 1200.0):  # one session, two cameras
+        K_cam = np.array([[focal, 0, 160], [0, focal, 120], [0, 0, 1]])
+        a = torch_engine.predict(rgb, depth, K_cam)
+        b = onnx_engine.predict(rgb, depth, K_cam)
+        assert np.mean(a.labels == b.labels) > 0.999
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+        confidences.append(b.confidence)
+    assert np.abs(confidences[0] - confidences[1]).max() > 1e-3  # the graph reads K
+    assert len(onnx_engine._onnx._sessions) == 1
+
+
 def test_onnxruntime_is_refused_where_it_cannot_run():
     with pytest.raises(ConfigError, match='runtime must be one of'):
         Engine.from_checkpoint(DEFAULT, device='cpu', runtime='tensorrt')
