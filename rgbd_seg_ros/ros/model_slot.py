@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from std_msgs.msg import String
 
 from rgbd_seg_ros.errors import RgbdSegError
-from rgbd_seg_ros.paths import share_dir
+from rgbd_seg_ros.paths import DEFAULT_MODEL, default_model
 
 if TYPE_CHECKING:
     from rgbd_seg_ros.inference.engine import Engine
     from rgbd_seg_ros.ros.segmentation_node import SegmentationNode
-
-DEFAULT_MODEL = Path('models') / 'default.safetensors'
-
-
-def default_checkpoint() -> Path | None:
-    """The embedded default model, if this installation ships one."""
-    try:
-        path = share_dir() / DEFAULT_MODEL
-    except FileNotFoundError:
-        return None
-    return path if path.is_file() else None
 
 
 class ModelSlot:
@@ -70,7 +58,7 @@ class ModelSlot:
         """Load the model ``params`` describe and make it current; return a refusal reason."""
         from rgbd_seg_ros.inference.engine import Engine
 
-        path = params['checkpoint'] or default_checkpoint()
+        path = params['checkpoint'] or default_model()
         if not path:
             return (
                 'no checkpoint set and no embedded default model '
