@@ -19,3 +19,7 @@ class FrameError(RgbdSegError):
 
 class DatasetError(RgbdSegError):
     """A dataset folder or recording does not follow the expected layout."""
+
+
+class EmptySplitError(DatasetError):
+    """A dataset split holds no labelled frame (a run without validation, say)."""

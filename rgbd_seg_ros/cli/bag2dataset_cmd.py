@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rgbd_seg_ros.data.convert import ConvertOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,20 +124,26 @@ def run(args: argparse.Namespace) -> int:
     from rgbd_seg_ros.data.convert import convert, format_report
 
     report = convert(args.inputs, args.out, _options(args))
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    totals = report['totals']
-    return 1 if totals.get('failed_recordings') else 0
+    print(report.to_json() if args.json else format_report(report))
+    return 1 if report.totals.failed_recordings else 0
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace) -> ConvertOptions:
     from rgbd_seg_ros.data.class_files import load_classes, load_label_map
     from rgbd_seg_ros.data.convert import ConvertOptions
     from rgbd_seg_ros.data.selection import parse_ratios
 
     classes, ignore = (None, None)
-    if args.classes:
+    labeller = None
+    if args.checkpoint:
+        # The checkpoint names the classes it predicts; --classes does not apply.
+        from rgbd_seg_ros.inference.labeller import CheckpointLabeller
+
+        labeller = CheckpointLabeller(args.checkpoint, device=args.device)
+        classes, ignore = labeller.classes()
+    elif args.classes:
         classes, ignore = load_classes(args.classes)
-    if args.ignore_index is not None:
+    if args.ignore_index is not None and labeller is None:
         ignore = args.ignore_index
     return ConvertOptions(
         colour_topic=args.colour_topic,
@@ -152,9 +161,8 @@ def _options(args: argparse.Namespace):
         label_map=load_label_map(args.label_map) if args.label_map else None,
         classes=classes,
         ignore_index=255 if ignore is None else ignore,
-        checkpoint=args.checkpoint,
+        labeller=labeller,
         confidence_threshold=args.confidence_threshold,
-        device=args.device,
         jobs=args.jobs,
         chunk_frames=args.chunk_frames,
         resume=args.resume,

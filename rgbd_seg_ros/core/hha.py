@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from rgbd_seg_ros.core.depth_params import resolve_depth_params
+from rgbd_seg_ros.core.depth_units import depth_to_metres
 from rgbd_seg_ros.errors import FrameError
 
 ANGLE_OFFSET_DEG = 38.0  # Gupta: angle + 128 - 90
@@ -259,8 +261,6 @@ def floor_level(height: np.ndarray, valid: np.ndarray, params: Mapping[str, Any]
 def _prepare(
     depth_m: np.ndarray, K: np.ndarray, params: Mapping[str, Any] | None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    from rgbd_seg_ros.core.depth import depth_to_metres, resolve_depth_params
-
     p = resolve_depth_params('hha', params)
     K = np.asarray(K, dtype=np.float64)
     if (

@@ -1,8 +1,8 @@
 """Image message payloads <-> numpy arrays, without cv_bridge (numpy + OpenCV only).
 
 The functions take the *fields* of ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage``,
-never the message objects, so the node (rclpy messages), the recording converter (rosbags
-messages) and the tests share one implementation.
+never the message objects; :mod:`rgbd_seg_ros.core.messages` reads those fields from rclpy and
+rosbags messages alike and decides which encodings each kind of topic may use.
 
 Conventions of the returned arrays:
 
@@ -42,14 +42,9 @@ _LAYOUT: dict[str, tuple[str, int]] = {
     '32FC1': ('f4', 1),
 }
 
-#: Encodings :func:`decode_image` accepts.
+#: Encodings :func:`decode_image` accepts (which a colour, depth or label topic may use is
+#: decided in :mod:`rgbd_seg_ros.core.messages`).
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUT)
-#: Encodings that carry colour (as opposed to depth or labels).
-COLOUR_ENCODINGS: tuple[str, ...] = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', '8UC3', '8UC4')
-#: Encodings that carry depth: 16-bit millimetres or float metres.
-DEPTH_ENCODINGS: tuple[str, ...] = ('16UC1', 'mono16', '32FC1')
-#: Encodings that carry integer class ids.
-LABEL_ENCODINGS: tuple[str, ...] = ('mono8', '8UC1', 'mono16', '16UC1')
 
 _BGR_ORDER = ('bgr8', 'bgra8', '8UC3', '8UC4')  # 8UCn follows OpenCV's BGR convention
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'

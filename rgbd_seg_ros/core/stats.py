@@ -49,6 +49,7 @@ class LatencyWindow:
         self._lock = threading.Lock()
 
     def add(self, seconds: float) -> None:
+        """Record one sample; the oldest leaves once ``size`` are held."""
         with self._lock:
             self._samples.append(seconds)
 
@@ -81,3 +82,8 @@ class CounterSet:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def total(self, prefix: str) -> int:
+        """Sum of the counters whose name starts with ``prefix`` (all skips, all drops)."""
+        with self._lock:
+            return sum(v for k, v in self._counts.items() if k.startswith(prefix))

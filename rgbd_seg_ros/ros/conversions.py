@@ -1,8 +1,9 @@
 """ROS message <-> numpy conversions (our small cv_bridge/sensor_msgs_py equivalents).
 
-Decoding itself lives in core/image_codec.py so the bag converter shares it; this module only
-moves bytes between messages and arrays, always as whole buffers (``tobytes`` into
-``msg.data``: assigning a numpy array element-wise costs ~100 ms per VGA image).
+Reading input messages into arrays lives in core/messages.py, so the recording converter
+applies the same rules; this module builds output messages and handles serialised bytes,
+always moving whole buffers (``tobytes`` into ``msg.data``: assigning a numpy array
+element-wise costs ~100 ms per VGA image).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import struct
 
 import numpy as np
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from rgbd_seg_ros.core import image_codec
 from rgbd_seg_ros.core.cloud import CLOUD_FIELDS, POINT_STEP
 from rgbd_seg_ros.errors import FrameError
 
@@ -56,40 +56,6 @@ def deserialize(msg_type: type, data: bytes) -> object:
 def stamp_ns(header: Header) -> int:
     """Header stamp as integer nanoseconds."""
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def colour_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
-    """Any supported colour message -> HxWx3 uint8 RGB."""
-    if isinstance(msg, CompressedImage):
-        image = image_codec.decode_compressed(msg.format, bytes(msg.data))
-    else:
-        image = image_codec.decode_image(
-            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
-        )
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise FrameError(f'colour image decoded to {image.dtype} {image.shape}; need 8-bit colour')
-    return image
-
-
-def depth_to_array(msg: Image) -> np.ndarray:
-    """16UC1 (mm) or 32FC1 (m) depth message -> HxW uint16 or float32 array."""
-    if msg.encoding not in ('16UC1', 'mono16', '32FC1'):
-        raise FrameError(
-            f'depth encoding {msg.encoding!r} unsupported; use 16UC1 (mm) or 32FC1 (m)'
-        )
-    return image_codec.decode_image(
-        msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
-    )
-
-
-def intrinsics(msg: CameraInfo) -> tuple[np.ndarray, int, int]:
-    """(K 3x3 float64, width, height); a zero focal length means an uncalibrated camera."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0 or msg.width == 0 or msg.height == 0:
-        raise FrameError('camera_info has no calibration (zero focal length or size)')
-    return K, int(msg.width), int(msg.height)
 
 
 def image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:

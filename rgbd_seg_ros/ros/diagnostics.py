@@ -1,85 +1,83 @@
-"""/diagnostics for the segmentation node: rates, pairing, drops, latency, model, memory."""
+"""/diagnostics for the segmentation node: rates, pairing, drops, latency, model, memory.
+
+``PipelineDiagnostics`` turns what it is given (the node's metrics, the pairer's counts, the
+current engine, the CPU thread count) into one DiagnosticStatus; the node owns the publisher
+and the timer. The level is decided in ``_level`` alone, where health rules can grow.
+"""
 
 from __future__ import annotations
 
 import resource
-import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
+from rgbd_seg_ros.core.node_metrics import NodeMetrics
+from rgbd_seg_ros.ros.model_slot import describe
 
 if TYPE_CHECKING:
-    from rgbd_seg_ros.ros.segmentation_node import SegmentationNode
+    from rgbd_seg_ros.inference.engine import Engine
 
 
-class DiagnosticsPublisher:
-    """Publishes one DiagnosticStatus per period; WARN while frames are being skipped."""
+class PipelineDiagnostics:
+    """One DiagnosticStatus per call; WARN while frames are being skipped or no model runs."""
 
-    def __init__(self, node: SegmentationNode, period_s: float) -> None:
-        self._node = node
-        self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+    def __init__(
+        self,
+        name: str,
+        metrics: NodeMetrics,
+        pairing: Callable[[], Mapping[str, int]],
+        engine: Callable[[], Engine | None],
+        cpu_threads: Callable[[], int],
+    ) -> None:
+        self._name = name
+        self._metrics = metrics
+        self._pairing = pairing
+        self._engine = engine
+        self._cpu_threads = cpu_threads
         self._last_skips = 0
-        node.create_timer(period_s, self._publish, callback_group=MutuallyExclusiveCallbackGroup())
 
     def values(self) -> dict[str, str]:
         """Every reported figure as strings (the DiagnosticStatus key/value form)."""
-        node = self._node
-        now = time.monotonic()
-        values: dict[str, str] = {}
-        for name, meter in node.rates.items():
-            values[f'rate_{name}_hz'] = f'{meter.rate(now):.2f}'
-        pairs = node.pairer.counters()
-        received_rgb = pairs.get('received_rgb', 0)
-        values['pairing_ratio'] = (
-            f'{pairs.get("paired", 0) / received_rgb:.3f}' if received_rgb else '0.000'
-        )
-        counts = {**pairs, **node.counters.snapshot()}
-        values.update({k: str(v) for k, v in sorted(counts.items())})
-        values['frames_out'] = str(node.worker.processed)
-        for key, value in node.latency.percentiles_ms().items():
-            values[f'latency_{key}_ms'] = f'{value:.1f}'
-        for name, window in (
-            ('model_time', node.model_time),
-            ('overhead', node.overhead),
-            ('work_overhead', node.work_overhead),
-            ('labels_overhead', node.labels_overhead),
-            ('pickup_age', node.pickup_age),
-            ('prepare_time', node.prepare_time),
-            ('cloud_time', node.cloud_time),
-        ):
-            for key, value in window.percentiles_ms().items():
-                values[f'{name}_{key}_ms'] = f'{value:.1f}'
-        values['model'] = node.models.describe()
-        values['cpu_threads'] = str(node.cpu_threads)
-        values.update(_memory(node))
+        return self._values(self._engine())
+
+    def _values(self, engine: Engine | None) -> dict[str, str]:
+        values = self._metrics.key_values(self._pairing())
+        values['model'] = describe(engine)
+        values['cpu_threads'] = str(self._cpu_threads())
+        values.update(_memory(engine))
         return values
 
-    def _publish(self) -> None:
-        node = self._node
-        values = self.values()
-        skips = sum(v for k, v in node.counters.snapshot().items() if k.startswith('skipped_'))
-        status = DiagnosticStatus(
-            name=f'{node.get_name()}: pipeline', hardware_id=values.get('device', 'cpu')
-        )
-        if node.models.engine is None:
-            status.level, status.message = DiagnosticStatus.WARN, 'no model loaded'
-        elif skips > self._last_skips:
-            status.level = DiagnosticStatus.WARN
-            status.message = f'{skips - self._last_skips} bad frame(s) skipped'
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'running'
-        self._last_skips = skips
+    def status(self) -> DiagnosticStatus:
+        """The current status; skips are reported once, in the period they happened."""
+        engine = self._engine()
+        values = self._values(engine)
+        status = DiagnosticStatus(name=self._name, hardware_id=values.get('device', 'cpu'))
+        status.level, status.message = self._level(engine)
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        return status
+
+    def array(self, stamp: Time) -> DiagnosticArray:
+        """The /diagnostics message stamped ``stamp``."""
         array = DiagnosticArray()
-        array.header.stamp = node.get_clock().now().to_msg()
-        array.status = [status]
-        self._pub.publish(array)
+        array.header.stamp = stamp
+        array.status = [self.status()]
+        return array
+
+    def _level(self, engine: Engine | None) -> tuple[bytes, str]:
+        skips = self._metrics.skipped_total()
+        new_skips, self._last_skips = skips - self._last_skips, skips
+        if engine is None:
+            return DiagnosticStatus.WARN, 'no model loaded'
+        if new_skips > 0:
+            return DiagnosticStatus.WARN, f'{new_skips} bad frame(s) skipped'
+        return DiagnosticStatus.OK, 'running'
 
 
-def _memory(node: SegmentationNode) -> dict[str, str]:
+def _memory(engine: Engine | None) -> dict[str, str]:
     out = {'host_max_rss_mb': f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}'}
-    engine = node.models.engine
     if engine is not None:
         out['device'] = str(engine.device)
         if engine.device.type == 'cuda':

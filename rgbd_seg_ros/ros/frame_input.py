@@ -1,18 +1,22 @@
 """Turn a paired colour/depth/camera_info triple into arrays the engine accepts.
 
-Each check raises FrameError with a message naming what disagreed, so the node can skip the
-frame with a throttled warning and a counter instead of crashing.
+Each message is read with the rules of core/messages.py (the converter's rules too); the
+cross-checks between the three are the node's own. Each check raises FrameError with a message
+naming what disagreed, so the node can skip the frame with a throttled warning and a counter
+instead of crashing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from rgbd_seg_ros.core import messages
 from rgbd_seg_ros.core.pairing import Triple
 from rgbd_seg_ros.errors import FrameError
 from rgbd_seg_ros.ros import conversions
@@ -35,7 +39,10 @@ class InputError(FrameError):
         self.reason = reason
 
 
-def _stage(reason: str, decode, *args):
+T = TypeVar('T')
+
+
+def _stage(reason: str, decode: Callable[..., T], *args: object) -> T:
     try:
         return decode(*args)
     except InputError:
@@ -61,18 +68,19 @@ def frame_arrays(
     colour: Image | CompressedImage, depth: Image, info: CameraInfo, tolerance: float
 ) -> FrameArrays:
     """Decode and cross-check one triple; see the module docstring."""
-    rgb = _stage('bad_colour', conversions.colour_to_rgb, colour)
-    depth_arr = _stage('bad_depth', conversions.depth_to_array, depth)
-    K, info_w, info_h = _stage('bad_camera_info', conversions.intrinsics, info)
+    rgb = _stage('bad_colour', messages.decode_colour, colour)
+    depth_arr = _stage('bad_depth', messages.decode_depth, depth)
+    intrinsics = _stage('bad_camera_info', messages.camera_intrinsics, info)
     height, width = rgb.shape[:2]
-    if (info_w, info_h) != (width, height):
+    if (intrinsics.width, intrinsics.height) != (width, height):
         raise InputError(
             'bad_camera_info',
-            f'camera_info is {info_w}x{info_h} but the colour image is {width}x{height}',
+            f'camera_info is {intrinsics.width}x{intrinsics.height} but the colour image is '
+            f'{width}x{height}',
         )
     if depth_arr.shape != (height, width):
         depth_arr = _stage('bad_depth', _resample_depth, depth_arr, width, height, tolerance)
-    return FrameArrays(rgb, depth_arr, K)
+    return FrameArrays(rgb, depth_arr, intrinsics.K)
 
 
 def _resample_depth(depth: np.ndarray, width: int, height: int, tolerance: float) -> np.ndarray:

@@ -3,174 +3,188 @@
 Each output is published the moment the engine has it on the host (labels first, then
 camera_info, confidence, colour, overlay, cloud), as serialised bytes built in one copy
 (ros/serialized.py), so the labels do not wait for the cloud.
+
+The worker is built from what it uses: where the model comes from, the hand-over it takes
+triples from, the metrics it records into, the sink it publishes to, the settings it reads,
+how to report a skip and the clock of the camera stamps. The node wires those together.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from rclpy.time import Time
 
+from rgbd_seg_ros.core.handover import FrameHandover
+from rgbd_seg_ros.core.node_metrics import FrameTiming, NodeMetrics
 from rgbd_seg_ros.core.pairing import Triple
 from rgbd_seg_ros.errors import FrameError
 from rgbd_seg_ros.inference.engine import CloudOptions
 from rgbd_seg_ros.ros import conversions, serialized
 from rgbd_seg_ros.ros.frame_input import deserialize_triple, frame_arrays
+from rgbd_seg_ros.ros.node_params import OUTPUTS
 
 if TYPE_CHECKING:
-    from rgbd_seg_ros.ros.segmentation_node import SegmentationNode
+    from rgbd_seg_ros.inference.engine import Engine
+
+
+class ModelSource(Protocol):
+    """Where the worker finds the current engine (ros/model_slot.py's ModelSlot)."""
+
+    @property
+    def engine(self) -> Engine | None: ...
+
+    def frame_seen(self, height: int, width: int) -> None: ...
+
+
+class OutputSink(Protocol):
+    """Where the outputs go (``PublisherSink`` in the node): one topic per output name."""
+
+    def listened(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` somebody subscribes to."""
+        ...
+
+    def publish(self, name: str, payload: Any) -> None:
+        """Publish a serialised message (bytes) or a message object on output ``name``."""
+        ...
+
+
+class PublisherSink:
+    """The node's output publishers as an OutputSink."""
+
+    def __init__(self, publishers: Mapping[str, Any]) -> None:
+        self._publishers = dict(publishers)
+
+    def listened(self, names: Iterable[str]) -> set[str]:
+        return {
+            name
+            for name in names
+            if name in self._publishers and self._publishers[name].get_subscription_count() > 0
+        }
+
+    def publish(self, name: str, payload: Any) -> None:
+        self._publishers[name].publish(payload)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The node parameters the worker reads, as one value replaced whole on a change."""
+
+    publish: frozenset[str]  # outputs whose publish.<name> is on
+    intrinsics_tolerance: float
+    overlay_alpha: float
+    cloud: CloudOptions
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> WorkerSettings:
+        return cls(
+            publish=frozenset(name for name in OUTPUTS if params[f'publish.{name}']),
+            intrinsics_tolerance=params['intrinsics_tolerance'],
+            overlay_alpha=params['overlay_alpha'],
+            cloud=CloudOptions(
+                params['points.stride'],
+                params['points.max_range'],
+                params['points.min_confidence'],
+                params['points.organized'],
+            ),
+        )
 
 
 class SegmentWorker:
-    """Hand-over slot of size one plus the processing loop."""
+    """The processing loop on its own thread; ``process`` handles one triple."""
 
-    def __init__(self, node: SegmentationNode) -> None:
-        self._node = node
-        self._pending: Triple | None = None
-        self._pending_at = 0.0  # monotonic arrival time of the pending triple
-        self._submitted = 0
-        self._cond = threading.Condition()
-        self._stopping = False
+    def __init__(
+        self,
+        models: ModelSource,
+        handover: FrameHandover[Triple],
+        metrics: NodeMetrics,
+        sink: OutputSink,
+        settings: WorkerSettings,
+        skip: Callable[[str, str], None],
+        clock_ns: Callable[[], int],
+    ) -> None:
+        self._models = models
+        self._handover = handover
+        self._metrics = metrics
+        self._sink = sink
+        self._settings = settings
+        self._skip = skip
+        self._clock_ns = clock_ns
         self._thread = threading.Thread(target=self._loop, name='segment_worker', daemon=True)
-        self.processed = 0
+
+    def configure(self, settings: WorkerSettings) -> None:
+        """Use ``settings`` from the next frame on (parameter changes)."""
+        self._settings = settings
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        """Close the hand-over and wait for the frame in progress to finish."""
+        self._handover.close()
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
 
-    def submit(self, triple: Triple) -> None:
-        """Offer the newest triple; an unprocessed older one is dropped, never queued."""
-        with self._cond:
-            if self._pending is not None:
-                self._node.counters.add('dropped_superseded')
-            self._pending = triple
-            self._pending_at = time.monotonic()
-            self._submitted += 1
-            self._cond.notify()
-
     def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                if self._node.params['wait_for_fresh_frame']:
-                    self._await_fresher()
-                triple, self._pending = self._pending, None
+        while (triple := self._handover.take()) is not None:
             try:
-                self._process(triple)
+                self.process(triple)
             except Exception as err:  # a worker that dies silently stops the node's output
-                self._node.skip('internal_error', f'{type(err).__name__}: {err}')
+                self._skip('internal_error', f'{type(err).__name__}: {err}')
 
-    def _await_fresher(self) -> None:
-        """With the lock held: wait for the frame after a stale pending one (see below).
-
-        Processing a frame of age ``a`` now, versus waiting ``P - a`` for the next one (camera
-        period ``P``), changes the mean age of the newest published result by ``P/2 - 3a/2``
-        per cycle (the next output is ``a`` fresher, the cycle ``P - a`` longer): waiting wins
-        exactly when ``a > P/3``. The wait is bounded (1.5 periods after the pending frame
-        arrived) so the last frame of a recording is never lost.
-        """
-        now = time.monotonic()
-        rate = self._node.rates['paired'].rate(now)
-        if rate <= 0.0:
-            return
-        period = 1.0 / rate
-        if now - self._pending_at <= period / 3.0:
-            return
-        seen, deadline = self._submitted, self._pending_at + 1.5 * period
-        while self._submitted == seen and not self._stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._cond.wait(remaining)
-        self._node.counters.add('waited_for_fresh_frame')
-
-    def _wanted(self) -> set[str]:
-        params = self._node.params
-        return {
-            name
-            for name, pub in self._node.pubs.items()
-            if params[f'publish.{name}'] and pub.get_subscription_count() > 0
-        }
-
-    def _process(self, triple: Triple) -> None:
-        node = self._node
-        picked_up = node.get_clock().now()
-        engine = node.models.engine
+    def process(self, triple: Triple) -> None:
+        """Segment one triple and publish what is wanted, or count why not."""
+        picked_up = self._clock_ns()
+        settings = self._settings
+        engine = self._models.engine
         if engine is None:
-            node.counters.add('dropped_no_model')
+            self._metrics.drop('no_model')
             return
-        wanted = self._wanted()
+        wanted = self._sink.listened(name for name in OUTPUTS if name in settings.publish)
         if not wanted:
-            node.counters.add('dropped_no_subscribers')
+            self._metrics.drop('no_subscribers')
             return
         try:
             colour, depth, info = deserialize_triple(triple)
-            arrays = frame_arrays(colour, depth, info, node.params['intrinsics_tolerance'])
+            arrays = frame_arrays(colour, depth, info, settings.intrinsics_tolerance)
         except FrameError as err:
-            node.skip(getattr(err, 'reason', 'bad_frame'), str(err))
+            self._skip(getattr(err, 'reason', 'bad_frame'), str(err))
             return
         if not _has_valid_depth(arrays.depth):
-            node.skip('no_valid_depth', 'depth image has no valid pixel (all 0, NaN or inf)')
+            self._skip('no_valid_depth', 'depth image has no valid pixel (all 0, NaN or inf)')
             return
-        node.models.last_size = arrays.rgb.shape[:2]
-        params = node.params
-        cloud = CloudOptions(
-            params['points.stride'],
-            params['points.max_range'],
-            params['points.min_confidence'],
-            params['points.organized'],
-        )
+        self._models.frame_seen(*arrays.rgb.shape[:2])
         publisher = _OutputPublisher(
-            node, wanted, colour.header, info, arrays.K, engine.num_classes
+            self._sink, self._clock_ns, wanted, colour.header, info, arrays.K, engine.num_classes
         )
-        decoded = node.get_clock().now()
+        decoded = self._clock_ns()
         prediction = engine.predict(
             arrays.rgb,
             arrays.depth,
             arrays.K,
             outputs=wanted,
-            overlay_alpha=params['overlay_alpha'],
-            cloud=cloud,
+            overlay_alpha=settings.overlay_alpha,
+            cloud=settings.cloud,
             emit=publisher.publish,
         )
         publisher.finish(prediction.labels.shape)
         timings = prediction.timings_ms
-        forward = timings['forward'] / 1e3
-        node.model_time.add(forward)
-        if 'cloud' in timings:
-            node.cloud_time.add(timings['cloud'] / 1e3)
-        stamp = Time.from_msg(colour.header.stamp)
-        done = node.get_clock().now()
-        latency = (done - stamp).nanoseconds / 1e9
-        node.latency.add(latency)
-        # Everything between the camera stamp and the last publish that is not the network
-        # (transport, pairing, waiting for the worker, decode, pre/post-processing, publish) ...
-        node.overhead.add(latency - forward)
-        # ... the same up to the labels, the output most consumers wait for ...
-        if publisher.labels_at is not None:
-            node.labels_overhead.add((publisher.labels_at - stamp).nanoseconds / 1e9 - forward)
-        # ... and the part the node's own work adds once it picks the frame up.
-        node.work_overhead.add((done - picked_up).nanoseconds / 1e9 - forward)
-        # Where the labels overhead goes: stamp -> pick-up (transport, pairing, waiting for
-        # the worker) and pick-up -> forward start (deserialise, decode, upload, preprocess).
-        node.pickup_age.add((picked_up - stamp).nanoseconds / 1e9)
-        node.prepare_time.add(
-            (decoded - picked_up).nanoseconds / 1e9 + timings['preprocess'] / 1e3
+        self._metrics.record_frame(
+            FrameTiming(
+                stamp_ns=Time.from_msg(colour.header.stamp).nanoseconds,
+                picked_up_ns=picked_up,
+                decoded_ns=decoded,
+                done_ns=self._clock_ns(),
+                labels_ns=publisher.labels_at,
+                forward_s=timings['forward'] / 1e3,
+                preprocess_s=timings['preprocess'] / 1e3,
+                cloud_s=timings['cloud'] / 1e3 if 'cloud' in timings else None,
+            )
         )
-        node.rates['out'].tick(time.monotonic())
-        self.processed += 1
 
 
 class _OutputPublisher:
@@ -178,34 +192,35 @@ class _OutputPublisher:
 
     def __init__(
         self,
-        node: SegmentationNode,
+        sink: OutputSink,
+        clock_ns: Callable[[], int],
         wanted: set[str],
-        header,
-        info,
+        header: Any,
+        info: Any,
         K: np.ndarray,
         num_classes: int,
     ) -> None:
-        self._node = node
+        self._sink = sink
+        self._clock_ns = clock_ns
         self._wanted = wanted
         self._header = header
         self._info = info
         self._K = K
         self._label_encoding = 'mono8' if num_classes <= 255 else 'mono16'
         self._info_sent = False
-        self.labels_at: Time | None = None
+        self.labels_at: int | None = None  # clock ns when the labels were published
 
     def publish(self, name: str, array: np.ndarray) -> None:
         """The engine's ``emit``: serialise ``array`` as output ``name`` and publish it."""
         if name not in self._wanted:
             return
-        pub = self._node.pubs[name]
         if name == 'points':
-            pub.publish(serialized.cloud_bytes(array, self._header))
+            self._sink.publish(name, serialized.cloud_bytes(array, self._header))
             return
         encoding = {'labels': self._label_encoding, 'confidence': '32FC1'}.get(name, 'rgb8')
-        pub.publish(serialized.image_bytes(array, encoding, self._header))
+        self._sink.publish(name, serialized.image_bytes(array, encoding, self._header))
         if name == 'labels':
-            self.labels_at = self._node.get_clock().now()
+            self.labels_at = self._clock_ns()
             self._send_info(array.shape)
 
     def finish(self, shape: tuple[int, ...]) -> None:
@@ -216,8 +231,9 @@ class _OutputPublisher:
         if self._info_sent or 'camera_info' not in self._wanted:
             return
         height, width = shape[:2]
-        self._node.pubs['camera_info'].publish(
-            conversions.camera_info_msg(self._info, self._K, width, height, self._header)
+        self._sink.publish(
+            'camera_info',
+            conversions.camera_info_msg(self._info, self._K, width, height, self._header),
         )
         self._info_sent = True
 

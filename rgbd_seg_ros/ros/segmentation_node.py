@@ -10,10 +10,12 @@ hot-swap invisible to any single frame.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -25,14 +27,19 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from rgbd_seg_ros.core.handover import FrameHandover
+from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
-from rgbd_seg_ros.core.stats import CounterSet, LatencyWindow, RateMeter
 from rgbd_seg_ros.inference.threads import configure_cpu_threads
 from rgbd_seg_ros.ros import conversions, param_bridge
-from rgbd_seg_ros.ros.diagnostics import DiagnosticsPublisher
-from rgbd_seg_ros.ros.model_slot import ModelSlot
+from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics
+from rgbd_seg_ros.ros.model_slot import MODEL_PARAMS, ModelSlot, classes_message
 from rgbd_seg_ros.ros.node_params import OUTPUTS
-from rgbd_seg_ros.ros.segment_worker import SegmentWorker
+from rgbd_seg_ros.ros.segment_worker import PublisherSink, SegmentWorker, WorkerSettings
+from rgbd_seg_ros.ros.skips import SkipReporter
+
+if TYPE_CHECKING:
+    from rgbd_seg_ros.inference.engine import Engine
 
 INPUT_TOPICS = {
     'rgb': 'rgb/image_rect_color',
@@ -55,49 +62,78 @@ class SegmentationNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('segmentation_node', **kwargs)
         self.params = param_bridge.declare_all(self)
-        self.counters = CounterSet()
-        self.rates = {name: RateMeter() for name in ('rgb', 'depth', 'info', 'paired', 'out')}
-        self.latency = LatencyWindow()
-        self.model_time = LatencyWindow()
-        self.overhead = LatencyWindow()
-        self.work_overhead = LatencyWindow()
-        self.labels_overhead = LatencyWindow()
-        self.pickup_age = LatencyWindow()
-        self.prepare_time = LatencyWindow()
-        self.cloud_time = LatencyWindow()
+        self.metrics = NodeMetrics()
+        self.skip = SkipReporter(self.metrics, self.get_logger())
         self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9), self.params['queue_size'])
+        self.handover: FrameHandover[Triple] = FrameHandover(
+            self.metrics, self.params['wait_for_fresh_frame']
+        )
         self.cpu_threads = configure_cpu_threads(self.params['cpu_threads'])
-        self.models = ModelSlot(self)
-        self._make_publishers()
-        self.worker = SegmentWorker(self)
-        self.models.load_initial()
+        self.models = ModelSlot(self.get_logger(), on_loaded=self._announce_classes)
+        self.worker = SegmentWorker(
+            self.models,
+            self.handover,
+            self.metrics,
+            PublisherSink(self._make_publishers()),
+            WorkerSettings.from_params(self.params),
+            self.skip,
+            self._now_ns,
+        )
+        self.models.load_initial(self.params)
         param_bridge.install_validator(self, self._apply_params)
         self._make_subscriptions()
         self.create_service(
             Trigger, '~/reload', self._on_reload, callback_group=MutuallyExclusiveCallbackGroup()
         )
-        self.diagnostics = DiagnosticsPublisher(self, self.params['diagnostics_period'])
+        self.diagnostics = PipelineDiagnostics(
+            f'{self.get_name()}: pipeline',
+            self.metrics,
+            self.pairer.counters,
+            lambda: self.models.engine,
+            lambda: self.cpu_threads,
+        )
+        self._make_diagnostics_timer(self.params['diagnostics_period'])
         self.worker.start()
         self.get_logger().info('segmentation_node ready: ' + self.models.describe())
 
     # ---- wiring -------------------------------------------------------------------------------
-    def _make_publishers(self) -> None:
+    def _make_publishers(self) -> dict[str, Publisher]:
+        """The output publishers by output name; also the latched classes publisher."""
         qos = QoSProfile(
             depth=2,
             history=HistoryPolicy.KEEP_LAST,
             reliability=_reliability(self.params['qos.output_reliability']),
         )
         types = {'points': PointCloud2, 'camera_info': CameraInfo}
-        self.pubs = {
-            name: self.create_publisher(types.get(name, Image), topic, qos)
-            for name, topic in OUTPUT_TOPICS.items()
-        }
         latched = QoSProfile(
             depth=1,
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
             reliability=ReliabilityPolicy.RELIABLE,
         )
-        self.classes_pub = self.create_publisher(String, CLASSES_TOPIC, latched)
+        self._classes_pub = self.create_publisher(String, CLASSES_TOPIC, latched)
+        return {
+            name: self.create_publisher(types.get(name, Image), topic, qos)
+            for name, topic in OUTPUT_TOPICS.items()
+        }
+
+    def _make_diagnostics_timer(self, period_s: float) -> None:
+        publisher = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+        def publish() -> None:
+            publisher.publish(self.diagnostics.array(self.get_clock().now().to_msg()))
+
+        self.create_timer(period_s, publish, callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _configure_parts(self) -> None:
+        """Hand changed parameters to the parts that read them while running."""
+        self.handover.wait_for_fresh = self.params['wait_for_fresh_frame']
+        self.worker.configure(WorkerSettings.from_params(self.params))
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _announce_classes(self, engine: Engine) -> None:
+        self._classes_pub.publish(classes_message(engine))
 
     def _make_subscriptions(self) -> None:
         qos = QoSProfile(
@@ -129,7 +165,7 @@ class SegmentationNode(Node):
     # ---- callbacks ----------------------------------------------------------------------------
     def _on_input(self, stream: str, msg_type: type, data: bytes) -> None:
         now = time.monotonic()
-        self.rates[stream].tick(now)
+        self.metrics.arrived(stream, now)
         try:
             stamp = conversions.cdr_stamp_ns(data)
         except ValueError as err:
@@ -140,19 +176,11 @@ class SegmentationNode(Node):
             return
         triple: Triple | None = self.pairer.add(stream, stamp, (msg_type, data))
         if triple is not None:
-            self.rates['paired'].tick(now)
-            self.worker.submit(triple)
+            self.metrics.arrived('paired', now)
+            self.handover.submit(triple)
 
     def _apply_params(self, changes: dict[str, Any]) -> str | None:
-        if {
-            'checkpoint',
-            'device',
-            'precision',
-            'resolution_policy',
-            'input_height',
-            'input_width',
-            'runtime',
-        } & set(changes):
+        if MODEL_PARAMS & set(changes):
             merged = {**self.params, **changes}
             reason = self.models.swap(merged)
             if reason:
@@ -163,6 +191,7 @@ class SegmentationNode(Node):
             merged = {**self.params, **changes}
             self.pairer.configure(int(merged['slop'] * 1e9), merged['queue_size'])
         self.params.update(changes)
+        self._configure_parts()
         return None
 
     def _on_reload(
@@ -173,14 +202,7 @@ class SegmentationNode(Node):
         response.message = reason or ('reloaded ' + self.models.describe())
         return response
 
-    # ---- shared helpers -----------------------------------------------------------------------
-    def skip(self, reason: str, detail: str) -> None:
-        """Count a skipped frame and warn, throttled so a bad stream cannot flood the log."""
-        total = self.counters.add(f'skipped_{reason}')
-        self.get_logger().warn(
-            f'skipping frame ({reason}, {total} so far): {detail}', throttle_duration_sec=5.0
-        )
-
+    # ---- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the worker before the node is destroyed (called by runtime.run_node)."""
         self.worker.stop()

@@ -121,7 +121,7 @@ def run_bench(frames: int = 300, recordings: int = 2, jobs: int = 2, fsync: bool
         report = convert([inputs], tmp / 'dataset', options, log=lambda _: None)
         seconds = time.perf_counter() - t
         cpu = _cpu_seconds() - cpu0
-        total = report['totals'].get('written', 0)
+        total = report.totals.written
         print(
             f'bag2dataset bench: {recordings} mcap recording(s) x {frames} frames of '
             f'{WIDTH}x{HEIGHT} colour + depth + labels (recordings written in '

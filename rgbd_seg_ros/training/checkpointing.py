@@ -8,6 +8,9 @@ Two kinds of files per stage folder:
   grad-scaler state, step, epoch, best metric, and the RNG states of python, numpy and torch
   (of every rank). Only tensors and plain containers, so ``torch.load(weights_only=True)``
   reads it. Written atomically (temporary file, fsync, rename).
+
+:class:`CheckpointWriter` is the one place that knows what a run puts in a checkpoint's
+metadata, so every stage writes the same and a stage does not need the trainer to write one.
 """
 
 from __future__ import annotations
@@ -17,11 +20,20 @@ import os
 import random
 import subprocess
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
+from rgbd_seg_ros.backends.registry import config_to_dict
+from rgbd_seg_ros.data.layout import DatasetMeta
+from rgbd_seg_ros.training.config import TrainConfig, to_dict
+from rgbd_seg_ros.training.distributed import DistContext
 
 STATE_FILE = 'train_state.pt'
 LAST_FILE = 'last.safetensors'
@@ -47,6 +59,13 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 def load_train_state(path: str | Path) -> dict[str, Any]:
     """Read a training state (no code execution: ``weights_only=True``)."""
     return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy (legacy global) and torch: the RNGs ``rng_state`` saves."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
@@ -154,3 +173,59 @@ def load_partial(
     if strict and (missing or skipped):
         raise ValueError(f'strict load: missing {missing[:8]}..., skipped {skipped[:8]}...')
     return {'loaded': loaded, 'missing': missing, 'skipped': skipped}
+
+
+@dataclass(frozen=True)
+class CheckpointWriter:
+    """Writes a run's project checkpoints: the weights with the run's classes, palette, input
+    spec and provenance. Only rank 0 writes; every rank may call."""
+
+    config: TrainConfig
+    dataset: DatasetMeta
+    dist: DistContext
+
+    def metadata(
+        self, module: nn.Module, backend: str, stage: str, step: int, metrics: dict[str, Any]
+    ) -> CheckpointMeta:
+        d = self.config.data
+        return CheckpointMeta(
+            backend=backend,
+            config=config_to_dict(module.config),
+            class_names=[n or f'class_{i}' for i, n in enumerate(self.dataset.class_names)],
+            palette=[tuple(int(v) for v in row) for row in self.dataset.palette],
+            ignore_index=int(self.dataset.ignore_index),
+            input_spec=InputSpec(
+                tuple(d.rgb_mean),
+                tuple(d.rgb_std),
+                d.depth_encoding,
+                dict(d.depth_params),
+                dict(d.resolution),
+            ),
+            provenance={
+                'recipe': self.config.recipe,
+                'stage': stage,
+                'step': step,
+                'dataset': str(Path(d.root).resolve()),
+                'dataset_provenance': self.dataset.provenance,
+                'git_commit': git_commit(),
+                'torch': torch.__version__,
+                'world_size': self.dist.world_size,
+                'created_unix': time.time(),
+                'train_config': to_dict(self.config),
+            },
+            metrics=metrics,
+        )
+
+    def save(
+        self,
+        path: Path,
+        module: nn.Module,
+        backend: str,
+        stage: str,
+        step: int,
+        metrics: dict[str, Any],
+    ) -> Path:
+        """``path``, written on rank 0 (atomically, by ``save_checkpoint``)."""
+        if self.dist.is_main:
+            save_checkpoint(path, module, self.metadata(module, backend, stage, step, metrics))
+        return path

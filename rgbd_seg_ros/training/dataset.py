@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from rgbd_seg_ros.errors import DatasetError
+from rgbd_seg_ros.errors import EmptySplitError
 from rgbd_seg_ros.training.augment import Frame, augment_frame, resize_frame
 from rgbd_seg_ros.training.config import AugmentConfig
 
 
 class SegDataset(Dataset):
-    """Frames of one split that have labels."""
+    """Frames of one split that have labels (``EmptySplitError`` when it has none)."""
 
     def __init__(
         self,
@@ -54,7 +54,7 @@ class SegDataset(Dataset):
         if max_frames is not None:
             self.records = self.records[:max_frames]
         if not self.records:
-            raise DatasetError(f'{self.root}: no labelled frames in split {split!r}')
+            raise EmptySplitError(f'{self.root}: no labelled frames in split {split!r}')
         self.num_classes = self.meta.num_classes
         self.ignore_index = int(self.meta.ignore_index)
         self.depth_encoding = depth_encoding

@@ -17,6 +17,7 @@ from typing import Any
 from rgbd_seg_ros.backends.checkpoint import read_checkpoint_meta
 from rgbd_seg_ros.data.convert import ConvertOptions, convert
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.inference.labeller import CheckpointLabeller
 from rgbd_seg_ros.paths import default_model
 from rgbd_seg_ros.training.config import TrainConfig, load_config
 from rgbd_seg_ros.training.trainer import run_training
@@ -44,20 +45,17 @@ def make_dataset(job: dict[str, Any], base: str | None, progress: Progress) -> P
         depth_topic=topics.get('depth') or None,
         info_topic=topics.get('info') or None,
         label_topic=None if pseudo else (topics.get('label') or None),
-        checkpoint=base if pseudo else None,
         confidence_threshold=float(job.get('pseudo_confidence', 0.9)),
         progress=False,
         jobs=int(job.get('convert_jobs', 1)),
     )
+    if pseudo and base:
+        labeller = CheckpointLabeller(base, device='cpu')
+        options.labeller = labeller
+        options.classes, options.ignore_index = labeller.classes()
     progress({'event': 'convert', 'stage': 'convert', 'dataset': str(root)})
     report = convert(job['recordings'], root, options, log=lambda text: None)
-    progress(
-        {
-            'event': 'converted',
-            'stage': 'convert',
-            'frames': report.get('frames_written', report.get('frames')),
-        }
-    )
+    progress({'event': 'converted', 'stage': 'convert', 'frames': report.totals.written})
     return root
 
 

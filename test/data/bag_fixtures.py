@@ -59,6 +59,7 @@ def write_recording(
     shuffle: bool = False,
     info_missing: range | None = None,
     depth_size_mismatch: set[int] | None = None,
+    bad_info: dict[int, str] | None = None,  # frame -> 'zero_size' | 'nan_focal'
     big_endian_depth: bool = False,
     row_padding: int = 0,
 ) -> Recorded:
@@ -122,7 +123,14 @@ def write_recording(
                 else:
                     msg = rec.compressed_depth(metres, stamp)
             elif kind == 'info':
-                msg = rec.camera_info(K, W, H, stamp)
+                k, w, h = K, W, H
+                broken = (bad_info or {}).get(i)
+                if broken == 'zero_size':
+                    w = h = 0
+                elif broken == 'nan_focal':
+                    k = K.copy()
+                    k[0, 0] = np.nan
+                msg = rec.camera_info(k, w, h, stamp)
             else:
                 msg = rec.image(lab, 'mono8', stamp)
             rec.write(topic, log_time, msg)

@@ -15,7 +15,7 @@ from rgbd_seg_ros.core import image_codec as ic
 from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics, convert
 from rgbd_seg_ros.data.layout import ClassInfo, DatasetReader
 from rgbd_seg_ros.data.recordings import Recording
-from rgbd_seg_ros.errors import DatasetError
+from rgbd_seg_ros.errors import ConfigError, DatasetError
 
 
 def _options(**kw) -> ConvertOptions:
@@ -51,17 +51,21 @@ def test_roundtrip_every_storage_with_label_topic(tmp_path, recording, storage):
     out = tmp_path / 'ds'
     report = convert([recorded.path], out, _options(label_topic=LABELS))
     reader = _check_dataset(out, recorded)
-    entry = report['recordings'][0]
-    assert entry['pairing']['pairs'] == 20
-    assert entry['pairing']['out_of_order_stamps'] > 0
-    assert entry['pairing']['slop_ms']['max'] == pytest.approx(3.0)
-    assert entry['topics']['colour'] == '/camera/color/image_raw'  # picked automatically
-    assert entry['frames']['written'] == 20
+    entry = report.recordings[0]
+    assert entry.pairing.pairs == 20
+    assert entry.pairing.out_of_order > 0
+    assert entry.pairing.slop_ms['max'] == pytest.approx(3.0)
+    assert entry.topics.colour == '/camera/color/image_raw'  # picked automatically
+    assert entry.frames.written == 20
     # Contiguous time blocks: the split changes only a few times along the recording.
     splits = [r.split for r in reader.frames()]
     changes = sum(a != b for a, b in itertools.pairwise(splits))
     assert set(splits) == {'train', 'val', 'test'} and changes <= 4
-    assert (out / 'conversion_report.json').is_file()
+    saved = json.loads((out / 'conversion_report.json').read_text())
+    assert saved == json.loads(report.to_json())
+    assert saved['recordings'][0]['frames']['written'] == 20
+    assert saved['recordings'][0]['pairing']['out_of_order_stamps'] > 0
+    assert saved['totals']['written'] == 20 and saved['label_source'] == 'topic'
     assert not list((out / '.journal').glob('*'))
 
 
@@ -105,9 +109,9 @@ def test_truncated_recording_keeps_readable_part(tmp_path, recording):
     os.truncate(mcap_file, size * 6 // 10)
     out = tmp_path / 'ds'
     report = convert([recorded.path], out, _options())
-    entry = report['recordings'][0]
-    assert entry['damage'], 'damage must be reported'
-    written = entry['frames']['written']
+    entry = report.recordings[0]
+    assert entry.damage, 'damage must be reported'
+    written = entry.frames.written
     assert 5 < written < 40
     reader = DatasetReader(out)
     for record in reader.frames():
@@ -122,10 +126,10 @@ def test_truncated_other_storages(tmp_path, recording, storage):
     target = recorded.path if storage == 'ros1' else next(recorded.path.glob('*.db3'))
     os.truncate(target, target.stat().st_size * 6 // 10)
     report = convert([recorded.path], tmp_path / 'ds', _options())
-    entry = report['recordings'][0]
-    assert entry['damage']
-    assert entry['frames']['written'] > 5
-    _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry['frames']['written'])
+    entry = report.recordings[0]
+    assert entry.damage
+    assert entry.frames.written > 5
+    _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry.frames.written)
 
 
 def test_misspelled_topic_lists_available(recording):
@@ -142,10 +146,10 @@ def test_missing_topic_fails_that_recording_only(tmp_path, recording):
     good = recording('good', frames=3, labels=True)
     bad = recording('bad', frames=3, labels=False)
     report = convert([good.path.parent], tmp_path / 'ds', _options(label_topic=LABELS))
-    by_name = {r['recording']: r for r in report['recordings']}
-    assert 'no topic' in by_name['bad']['error']
-    assert by_name['good']['frames']['written'] == 3
-    assert report['totals']['failed_recordings'] == 1
+    by_name = {r.recording: r for r in report.recordings}
+    assert 'no topic' in by_name['bad'].error
+    assert by_name['good'].frames.written == 3
+    assert report.totals.failed_recordings == 1
     assert bad.path.exists()
 
 
@@ -168,21 +172,33 @@ def test_bad_frames_are_counted_not_fatal(tmp_path, recording):
         frames=12, labels=False, info_missing=range(4, 8), depth_size_mismatch={1}
     )
     report = convert([recorded.path], tmp_path / 'ds', _options(info_slop_s=0.05))
-    entry = report['recordings'][0]
-    assert entry['pairing']['dropped']['no_camera_info_within_slop'] == 4
-    gap = entry['pairing']['camera_info_gaps'][0]
-    assert gap['frames'] == 4 and gap['start_ns'] == recorded.stamps[4]
-    assert entry['frames']['errors'] == {'size_mismatch': 1}
-    assert entry['frames']['written'] == 7
+    entry = report.recordings[0]
+    assert entry.pairing.dropped['no_camera_info_within_slop'] == 4
+    gap_start_ns, _, gap_frames = entry.pairing.info_gaps[0]
+    assert gap_frames == 4 and gap_start_ns == recorded.stamps[4]
+    assert entry.frames.errors == {'size_mismatch': 1}
+    assert entry.frames.written == 7
+    assert report.totals.dropped == {'no_camera_info_within_slop': 4}
     _check_dataset(tmp_path / 'ds', recorded, labels=False, count=7)
+
+
+def test_unusable_camera_info_is_counted(tmp_path, recording):
+    """The node's camera_info rule: a zero size (accepted here before) or a NaN focal."""
+    recorded = recording(frames=6, labels=False, bad_info={1: 'zero_size', 4: 'nan_focal'})
+    report = convert([recorded.path], tmp_path / 'ds', _options())
+    frames = report.recordings[0].frames
+    assert frames.errors == {'camera_info_invalid': 2}
+    assert frames.written == 4
+    examples = ' '.join(frames.error_examples)
+    assert 'no image size' in examples and 'NaN' in examples
 
 
 def test_unknown_colour_encoding_is_reported(tmp_path, recording):
     recorded = recording(frames=3, colour='yuv422', labels=False)
     report = convert([recorded.path], tmp_path / 'ds', _options())
-    frames = report['recordings'][0]['frames']
-    assert frames['errors'] == {'colour_undecodable': 3}
-    assert 'yuv422' in frames['error_examples'][0]
+    frames = report.recordings[0].frames
+    assert frames.errors == {'colour_undecodable': 3}
+    assert 'yuv422' in frames.error_examples[0]
 
 
 def test_resume_skips_finished_frames(tmp_path, recording):
@@ -195,11 +211,22 @@ def test_resume_skips_finished_frames(tmp_path, recording):
     index = (out / 'index.csv').read_text().splitlines()
     (out / 'index.csv').write_text('\n'.join(index[:-3]) + '\n')
     report = convert([recorded.path], out, _options(label_topic=LABELS))
-    frames = report['recordings'][0]['frames']
-    assert frames['written'] == 3 and frames['skipped_existing'] == 7
+    frames = report.recordings[0].frames
+    assert frames.written == 3 and frames.skipped_existing == 7
     unchanged = [p for p in first if p.stat().st_mtime_ns == mtimes[p]]
     assert len(unchanged) == 7
     _check_dataset(out, recorded)
+
+
+def test_label_sources_are_exclusive_and_a_labeller_needs_classes():
+    def labeller(rgb, depth_mm, K):
+        return np.zeros(depth_mm.shape, np.uint8), np.ones(depth_mm.shape, np.float32)
+
+    with pytest.raises(ConfigError, match='choose one label source'):
+        ConvertOptions(label_topic=LABELS, labeller=labeller, classes=[]).check()
+    with pytest.raises(ConfigError, match='class list'):
+        ConvertOptions(labeller=labeller).check()
+    ConvertOptions(labeller=labeller, classes=[ClassInfo(0, 'floor', (1, 2, 3))]).check()
 
 
 def test_no_resume_refuses(tmp_path, recording):
@@ -223,7 +250,7 @@ def test_label_map_and_classes(tmp_path, recording):
         want = lut[recorded.labels[record.stamp_ns]]
         np.testing.assert_array_equal(reader.load(record.frame_id).labels, want)
         unmapped += int((recorded.labels[record.stamp_ns] == 3).sum())
-    assert report['recordings'][0]['frames']['unmapped_label_pixels'] == unmapped
+    assert report.recordings[0].frames.unmapped_label_pixels == unmapped
 
 
 def test_auto_classes_from_observed_ids(tmp_path, recording):
@@ -236,14 +263,14 @@ def test_auto_classes_from_observed_ids(tmp_path, recording):
 def test_selection_min_gap_max_frames_and_dedup(tmp_path, recording):
     recorded = recording(frames=20, labels=False)
     report = convert([recorded.path], tmp_path / 'a', _options(min_gap_s=0.25))
-    sel = report['recordings'][0]['selection']
-    assert sel['planned'] == 7 and sel['dropped_min_gap'] == 13
+    sel = report.recordings[0].selection
+    assert sel.planned == 7 and sel.dropped_min_gap == 13
     report = convert([recorded.path], tmp_path / 'b', _options(max_frames=5))
-    assert report['recordings'][0]['frames']['written'] == 5
+    assert report.recordings[0].frames.written == 5
     # Random frames differ by ~85 grey levels on average: a huge threshold drops all but one.
     report = convert([recorded.path], tmp_path / 'c', _options(duplicate_threshold=200))
-    frames = report['recordings'][0]['frames']
-    assert frames['written'] == 1 and frames['near_duplicate'] == 19
+    frames = report.recordings[0].frames
+    assert frames.written == 1 and frames.near_duplicate == 19
 
 
 def test_parallel_jobs_match_serial(tmp_path, recording):
@@ -255,7 +282,7 @@ def test_parallel_jobs_match_serial(tmp_path, recording):
     report = convert(
         [a.path.parent], parallel, _options(label_topic=LABELS, jobs=2, chunk_frames=3)
     )
-    assert report['totals']['written'] == 16
+    assert report.totals.written == 16
     r1, r2 = DatasetReader(serial), DatasetReader(parallel)
     assert [r.frame_id for r in r1.frames()] == [r.frame_id for r in r2.frames()]
     for record in r1.frames():
@@ -301,7 +328,15 @@ def test_cli_list_and_convert(tmp_path, recording, capsys):
     assert report['totals']['written'] == 4
     rc = main(['bag2dataset', str(recorded.path), '-o', str(out), '--depth-topic', '/nope'])
     assert rc == 1
+    assert 'FAILED: ' in capsys.readouterr().out
     assert main(['bag2dataset', str(tmp_path / 'missing.mcap'), '-o', str(out)]) == 2
+    # The summary of a rerun: everything is already there.
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--label-topic', LABELS]
+    assert main([*args, '--split-guard', '0', '--no-progress']) == 0
+    text = capsys.readouterr().out
+    assert 'messages: colour 4, depth 4, camera_info 4, labels 4' in text
+    assert 'frames: written 0, already there 4, near-duplicates 0' in text
+    assert 'total: 0 written, 4 already there, 0 frame errors, 0 failed' in text
 
 
 def test_pseudo_labels_from_checkpoint(tmp_path, recording):
@@ -309,15 +344,21 @@ def test_pseudo_labels_from_checkpoint(tmp_path, recording):
     pytest.importorskip('torch')
     from pseudo_backend import write_depth_bins_checkpoint
 
+    from rgbd_seg_ros.inference.labeller import CheckpointLabeller
+
     recorded = recording(frames=3, labels=False)
     ckpt = tmp_path / 'bins.safetensors'
     write_depth_bins_checkpoint(ckpt)
     out = tmp_path / 'ds'
-    report = convert(
-        [recorded.path], out, _options(checkpoint=str(ckpt), confidence_threshold=0.9)
+    labeller = CheckpointLabeller(str(ckpt))
+    classes, ignore = labeller.classes()
+    options = _options(
+        labeller=labeller, classes=classes, ignore_index=ignore, confidence_threshold=0.9
     )
-    frames = report['recordings'][0]['frames']
-    assert frames['written'] == 3 and frames['low_confidence_pixels'] > 0
+    report = convert([recorded.path], out, options)
+    frames = report.recordings[0].frames
+    assert frames.written == 3 and frames.low_confidence_pixels > 0
+    assert report.label_source == 'pseudo'
     reader = DatasetReader(out)
     assert reader.meta.class_names == ['near', 'middle', 'far']
     for record in reader.frames():
@@ -330,6 +371,56 @@ def test_pseudo_labels_from_checkpoint(tmp_path, recording):
         clear = np.abs(conf - 0.9) > 1e-3  # pixels not on the threshold
         np.testing.assert_array_equal(sample.labels[clear], want[clear])
         np.testing.assert_allclose(sample.confidence, conf, atol=2e-3)
+
+
+def test_pseudo_labeller_pickles_without_its_model(tmp_path):
+    pytest.importorskip('torch')
+    import pickle
+
+    from pseudo_backend import write_depth_bins_checkpoint
+
+    from rgbd_seg_ros.inference.labeller import CheckpointLabeller
+
+    ckpt = tmp_path / 'bins.safetensors'
+    write_depth_bins_checkpoint(ckpt)
+    labeller = CheckpointLabeller(str(ckpt))
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    depth = np.full((8, 8), 2000, np.uint16)
+    labels, confidence = labeller(rgb, depth, K)
+    assert labels.shape == confidence.shape == (8, 8) and (labels == 1).all()
+    copy = pickle.loads(pickle.dumps(labeller))
+    assert copy._engine is None and labeller._engine is not None
+    assert len(pickle.dumps(labeller)) < 1000  # the model stays behind
+    np.testing.assert_array_equal(copy(rgb, depth, K)[0], labels)
+
+
+@pytest.mark.slow
+def test_pseudo_labels_with_worker_processes_match_inline(tmp_path, recording, capsys):
+    """--checkpoint through the CLI: with --jobs 2 each worker loads the labeller's model."""
+    pytest.importorskip('torch')
+    from rgbd_seg_ros.paths import default_model
+
+    model = default_model()
+    if model is None:
+        pytest.skip('no embedded default model')
+    recorded = recording(frames=4, labels=False)
+    common = ['--checkpoint', str(model), '--split-guard', '0', '--no-progress', '--json']
+    outs = {}
+    for jobs in ('1', '2'):
+        outs[jobs] = tmp_path / f'jobs{jobs}'
+        args = [str(recorded.path), '-o', str(outs[jobs]), '--jobs', jobs, '--chunk-frames', '2']
+        assert main(['bag2dataset', *args, *common]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report['totals']['written'] == 4 and report['label_source'] == 'pseudo'
+    inline, workers = DatasetReader(outs['1']), DatasetReader(outs['2'])
+    assert workers.meta.class_names == inline.meta.class_names
+    assert inline.meta.class_names[:3] == ['floor', 'wall', 'ceiling']
+    assert [r.frame_id for r in workers.frames()] == [r.frame_id for r in inline.frames()]
+    for record in inline.frames():
+        a, b = inline.load(record.frame_id), workers.load(record.frame_id)
+        np.testing.assert_allclose(b.confidence, a.confidence, atol=1e-3)
+        clear = np.abs(a.confidence - 0.5) > 1e-3  # pixels not on the threshold
+        np.testing.assert_array_equal(b.labels[clear], a.labels[clear])
 
 
 def test_prefers_raw_over_transport_topics(tmp_path):
@@ -374,7 +465,7 @@ def test_corrupt_middle_of_recording(tmp_path, recording):
         stream.seek(size // 2)
         stream.write(b'\xde\xad\xbe\xef' * 10_000)  # 40 KB: hits several record headers
     report = convert([recorded.path], tmp_path / 'ds', _options())
-    entry = report['recordings'][0]
-    assert entry['damage']
-    assert 5 < entry['frames']['written'] < 40
-    _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry['frames']['written'])
+    entry = report.recordings[0]
+    assert entry.damage
+    assert 5 < entry.frames.written < 40
+    _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry.frames.written)

@@ -1,11 +1,12 @@
-"""Message <-> bytes/array helpers the node's hot path relies on."""
+"""Message <-> bytes/array helpers the node's hot path relies on, and its input decoding."""
 
+import numpy as np
 import pytest
 from rclpy.serialization import serialize_message
 from ros_frames import frame_triple
 
 from rgbd_seg_ros.errors import FrameError
-from rgbd_seg_ros.ros import conversions
+from rgbd_seg_ros.ros import conversions, frame_input
 
 
 @pytest.mark.parametrize('index', [0, 1, 2])
@@ -25,3 +26,48 @@ def test_bad_bytes_are_refused_with_a_reason():
     data = serialize_message(rgb)
     with pytest.raises(FrameError, match='Image'):
         conversions.deserialize(type(rgb), data[: len(data) // 3])
+
+
+def test_frame_arrays_decode_a_triple():
+    rgb, depth, info = frame_triple(5, width=64, height=48)
+    arrays = frame_input.frame_arrays(rgb, depth, info, tolerance=0.01)
+    assert arrays.rgb.shape == (48, 64, 3) and arrays.depth.dtype == np.uint16
+    np.testing.assert_array_equal(arrays.K, np.asarray(info.k).reshape(3, 3))
+
+
+def _break_info(info, entry: int, value: float):
+    k = np.asarray(info.k, np.float64).copy()
+    k[entry] = value
+    info.k = k
+    return info
+
+
+@pytest.mark.parametrize(
+    'breaker',
+    [
+        lambda info: _break_info(info, 0, float('nan')),  # fx NaN: was accepted before
+        lambda info: _break_info(info, 4, float('nan')),  # fy NaN
+        lambda info: _break_info(info, 2, float('inf')),  # cx infinite
+        lambda info: _break_info(info, 0, 0.0),  # uncalibrated
+        lambda info: setattr(info, 'width', 0) or info,
+    ],
+    ids=['nan_fx', 'nan_fy', 'inf_cx', 'zero_fx', 'zero_width'],
+)
+def test_unusable_camera_info_is_a_bad_camera_info_skip(breaker):
+    rgb, depth, info = frame_triple(5)
+    with pytest.raises(frame_input.InputError) as caught:
+        frame_input.frame_arrays(rgb, depth, breaker(info), tolerance=0.01)
+    assert caught.value.reason == 'bad_camera_info'
+
+
+def test_bad_colour_and_depth_encodings_name_their_input():
+    rgb, depth, info = frame_triple(5)
+    rgb.encoding = 'yuv422'
+    with pytest.raises(frame_input.InputError, match='yuv422') as caught:
+        frame_input.frame_arrays(rgb, depth, info, tolerance=0.01)
+    assert caught.value.reason == 'bad_colour'
+    rgb, depth, info = frame_triple(5)
+    depth.encoding = 'rgb8'
+    with pytest.raises(frame_input.InputError, match='depth') as caught:
+        frame_input.frame_arrays(rgb, depth, info, tolerance=0.01)
+    assert caught.value.reason == 'bad_depth'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +13,12 @@ import train_fixtures as tf
 from rgbd_seg_ros.backends.checkpoint import load_checkpoint
 from rgbd_seg_ros.training import checkpointing as ck
 from rgbd_seg_ros.training.config import load_config
+from rgbd_seg_ros.training.context import plan_stage
 from rgbd_seg_ros.training.distributed import DistContext
 from rgbd_seg_ros.training.evaluate import evaluate
-from rgbd_seg_ros.training.trainer import Trainer, run_training
+from rgbd_seg_ros.training.model_init import build_stage_model
+from rgbd_seg_ros.training.run_data import load_run_data
+from rgbd_seg_ros.training.trainer import run_training
 
 
 @pytest.fixture(scope='module')
@@ -23,10 +27,12 @@ def dataset(tmp_path_factory):
 
 
 def _initial_miou(cfg) -> float:
-    trainer = Trainer(cfg, DistContext())
-    trainer._datasets()
-    model, _ = trainer._build_model(0, cfg.stages[0])
-    return evaluate(model, trainer.val_set, DistContext()).miou
+    """mIoU of the first stage's freshly built model: the seams the trainer itself uses."""
+    data = load_run_data(cfg, DistContext(), note=print)
+    model = build_stage_model(
+        cfg, plan_stage(cfg, 0, Path(cfg.output_dir)), data.num_classes, print
+    )
+    return evaluate(model, data.val_set, DistContext()).miou
 
 
 @pytest.mark.slow

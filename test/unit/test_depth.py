@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rgbd_seg_ros.core import depth, depth_params, depth_units
 from rgbd_seg_ros.core.depth import (
     DEPTH_PARAM_DEFAULTS,
     depth_channels,
@@ -57,6 +58,17 @@ def test_depth_channels() -> None:
     assert [depth_channels(e) for e in ('metric', 'jet', 'hha', 'none')] == [1, 3, 3, 0]
     with pytest.raises(ConfigError, match='valid'):
         depth_channels('lidar')
+
+
+def test_core_depth_reexports_the_shared_pieces() -> None:
+    # callers keep importing from core.depth; the table and the conversion live below it and
+    # below core.hha, which reads them too
+    assert depth.resolve_depth_params is depth_params.resolve_depth_params
+    assert depth.DEPTH_PARAM_DEFAULTS is depth_params.DEPTH_PARAM_DEFAULTS
+    assert depth.depth_channels is depth_params.depth_channels
+    assert depth.depth_to_metres is depth_units.depth_to_metres
+    assert depth.valid_mask is depth_units.valid_mask
+    assert set(depth.__all__) >= {'ENCODINGS', 'resolve_depth_params', 'depth_to_metres'}
 
 
 def test_params_validation() -> None:

@@ -151,7 +151,7 @@ def test_as_choice_returns_the_value_or_names_the_valid_ones():
 
 def test_mappings_keyed_by_a_mode_cover_it():
     assert set(TORCH_DTYPES) == set(PRECISIONS)
-    assert set(core_depth._CHANNELS) == set(DEPTH_ENCODINGS)
+    assert [core_depth.depth_channels(e) for e in DEPTH_ENCODINGS] == [1, 3, 3, 0]
     assert set(core_depth.DEPTH_PARAM_DEFAULTS) == set(DEPTH_ENCODINGS)
     assert autocast_dtype('fp32') is None
     assert autocast_dtype('bf16') is torch.bfloat16

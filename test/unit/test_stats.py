@@ -30,3 +30,14 @@ def test_counter_set_totals():
     assert counters.add('bad_encoding') == 1
     assert counters.add('bad_encoding', 2) == 3
     assert counters.snapshot() == {'bad_encoding': 3}
+
+
+def test_counter_set_total_by_prefix():
+    counters = CounterSet()
+    assert counters.total('skipped_') == 0
+    counters.add('skipped_bad_colour', 2)
+    counters.add('skipped_bad_depth')
+    counters.add('dropped_superseded', 5)
+    assert counters.total('skipped_') == 3
+    assert counters.total('dropped_') == 5
+    assert counters.total('') == 8

@@ -1,0 +1,201 @@
+"""What the package accepts from ``sensor_msgs`` messages, decided once for every reader.
+
+The live node (rclpy messages) and the recording converter (rosbags dataclasses of ROS 2 and
+ROS 1 recordings) read the same fields, so they must accept and refuse the same input: a frame
+the node segments is a frame the converter writes, and the other way round. The functions here
+read the fields by attribute and never import rclpy or rosbags.
+
+One function per rule:
+
+* :func:`decode_colour`: raw colour encodings (:data:`COLOUR_ENCODINGS`) or a jpeg/png
+  ``CompressedImage``, as RGB uint8 HxWx3;
+* :func:`decode_depth`: raw depth encodings (:data:`DEPTH_ENCODINGS`: 16-bit millimetres,
+  float metres), compressed_depth_image_transport payloads or a 16-bit PNG, as uint16 mm or
+  float32 m HxW; :func:`decode_depth_mm` adds the dataset's conversion to millimetres;
+* :func:`decode_labels`: raw class-id encodings (:data:`LABEL_ENCODINGS`) or a lossless PNG;
+* :func:`camera_intrinsics`: the pinhole model of a ``CameraInfo``.
+
+Checks that must happen before a compressed payload is decoded (its declared size, say) go in
+:func:`_decode_compressed`, the only place compressed payloads are decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypeGuard, cast
+
+import numpy as np
+
+from rgbd_seg_ros.core import image_codec
+from rgbd_seg_ros.errors import FrameError
+
+#: Raw encodings a colour topic may use (single-channel 8-bit is grey, replicated to RGB).
+COLOUR_ENCODINGS: tuple[str, ...] = (
+    'rgb8',
+    'bgr8',
+    'rgba8',
+    'bgra8',
+    '8UC3',
+    '8UC4',
+    'mono8',
+    '8UC1',
+)
+#: Raw encodings a depth topic may use: 16-bit millimetres or float metres.
+DEPTH_ENCODINGS: tuple[str, ...] = ('16UC1', 'mono16', '32FC1')
+#: Raw encodings a label topic may use: integer class ids.
+LABEL_ENCODINGS: tuple[str, ...] = ('mono8', '8UC1', 'mono16', '16UC1')
+
+
+class ImageFields(Protocol):
+    """The fields of ``sensor_msgs/Image`` the decoders read."""
+
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def is_bigendian(self) -> int: ...
+    @property
+    def data(self) -> object: ...
+
+
+class CompressedFields(Protocol):
+    """The fields of ``sensor_msgs/CompressedImage`` the decoders read."""
+
+    @property
+    def format(self) -> str: ...
+    @property
+    def data(self) -> object: ...
+
+
+class CameraInfoFields(Protocol):
+    """The size fields of ``sensor_msgs/CameraInfo``; the matrix is ``k`` (ROS 2) or ``K``."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+AnyImage = ImageFields | CompressedFields
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """A usable pinhole model: K (3x3 float64, a private copy) for a width x height image."""
+
+    K: np.ndarray
+    width: int
+    height: int
+
+
+def is_compressed(msg: object) -> TypeGuard[CompressedFields]:
+    """True for a ``CompressedImage`` (it has ``format``; a raw ``Image`` has ``encoding``)."""
+    return hasattr(msg, 'format')
+
+
+def _decode_compressed(msg: CompressedFields, *, depth: bool, mono_as_rgb: bool) -> np.ndarray:
+    fmt = str(msg.format)
+    if depth and 'compresseddepth' in fmt.lower():
+        return image_codec.decode_compressed_depth(fmt, msg.data)
+    return image_codec.decode_compressed(fmt, msg.data, mono_as_rgb=mono_as_rgb)
+
+
+def _decode_raw(
+    msg: ImageFields, accepted: tuple[str, ...], role: str, *, mono_as_rgb: bool = True
+) -> np.ndarray:
+    encoding = str(msg.encoding)
+    if encoding not in accepted:
+        raise FrameError(f'{role} image encoding {encoding!r} is not one of {", ".join(accepted)}')
+    return image_codec.decode_image(
+        encoding,
+        msg.height,
+        msg.width,
+        msg.step,
+        msg.is_bigendian,
+        msg.data,
+        mono_as_rgb=mono_as_rgb,
+    )
+
+
+def decode_colour(msg: AnyImage) -> np.ndarray:
+    """A colour Image or CompressedImage as RGB uint8 HxWx3 (grey is replicated)."""
+    if is_compressed(msg):
+        image = _decode_compressed(msg, depth=False, mono_as_rgb=True)
+    else:
+        image = _decode_raw(cast(ImageFields, msg), COLOUR_ENCODINGS, 'colour')
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise FrameError(f'colour image decoded to {image.dtype} {image.shape}; need 8-bit colour')
+    return image
+
+
+def decode_depth(msg: AnyImage) -> np.ndarray:
+    """A depth Image or CompressedImage as uint16 millimetres or float32 metres, HxW.
+
+    Compressed depth is compressed_depth_image_transport's payload or a plain 16-bit PNG (in
+    millimetres); an 8-bit or colour payload is refused: it cannot carry depth.
+    """
+    if is_compressed(msg):
+        depth = _decode_compressed(msg, depth=True, mono_as_rgb=False)
+        if depth.ndim != 2 or depth.dtype not in (np.uint16, np.float32):
+            raise FrameError(
+                f'depth CompressedImage ({msg.format}) is not a 16-bit single-channel image'
+            )
+        return depth
+    return _decode_raw(cast(ImageFields, msg), DEPTH_ENCODINGS, 'depth')
+
+
+def decode_depth_mm(msg: AnyImage) -> np.ndarray:
+    """:func:`decode_depth` in uint16 millimetres, 0 where invalid (the dataset's depth)."""
+    return image_codec.depth_to_millimetres(decode_depth(msg))
+
+
+def decode_labels(msg: AnyImage) -> np.ndarray:
+    """A label Image or lossless (png) CompressedImage as integer ids HxW (uint8 or uint16)."""
+    if is_compressed(msg):
+        if 'png' not in str(msg.format).lower():
+            raise FrameError(f'label images must be lossless (png), got {msg.format!r}')
+        labels = _decode_compressed(msg, depth=False, mono_as_rgb=False)
+    else:
+        labels = _decode_raw(cast(ImageFields, msg), LABEL_ENCODINGS, 'label', mono_as_rgb=False)
+    if labels.ndim != 2:
+        raise FrameError(f'label image must be single-channel, got shape {labels.shape}')
+    return labels
+
+
+def _camera_matrix_field(msg: object) -> object:
+    # ROS 2 spells the matrix ``k``; ROS 1 recordings (read with rosbags) spell it ``K``.
+    for name in ('k', 'K'):
+        value = getattr(msg, name, None)
+        if value is not None:
+            return value
+    raise FrameError('camera_info has no camera matrix (k)')
+
+
+def camera_intrinsics(msg: CameraInfoFields) -> Intrinsics:
+    """The intrinsics of a ``CameraInfo``, or FrameError when it cannot describe an image.
+
+    Usable means: K holds nine finite numbers, both focal lengths are positive (zero is how
+    an uncalibrated driver says "unknown") and the image size is not zero. The model is K, the
+    matrix of the image as the driver publishes it; should rectified input need the
+    projection P instead, that is decided here and nowhere else.
+    """
+    try:
+        K = np.array(_camera_matrix_field(msg), dtype=np.float64).reshape(3, 3)
+        width, height = int(msg.width), int(msg.height)
+    except (TypeError, ValueError) as err:
+        raise FrameError(f'camera_info is malformed: {err}') from err
+    if not np.isfinite(K).all():
+        raise FrameError('camera_info K holds NaN or infinite values')
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise FrameError(
+            f'camera_info has no calibration (focal lengths {K[0, 0]:g}, {K[1, 1]:g}; '
+            'both must be positive)'
+        )
+    if width <= 0 or height <= 0:
+        raise FrameError(f'camera_info has no image size ({width}x{height})')
+    return Intrinsics(K, width, height)

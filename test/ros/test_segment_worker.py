@@ -1,0 +1,205 @@
+"""SegmentWorker built from real parts: a tiny model in a ModelSlot, the hand-over, NodeMetrics,
+real publishers (through PublisherSink) heard by a real subscriber over loopback DDS, and the
+node's skip reporter. Frames are real serialised colour/depth/camera_info messages."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from rclpy.logging import get_logger
+from rclpy.serialization import serialize_message
+from ros_frames import frame_triple, gradient_rgb, intrinsics, planar_depth_mm
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from rgbd_seg_ros.core.cloud import unpack_cloud
+from rgbd_seg_ros.core.handover import FrameHandover
+from rgbd_seg_ros.core.node_metrics import WINDOWS, NodeMetrics
+from rgbd_seg_ros.core.pairing import Stamped, Triple
+from rgbd_seg_ros.ros.conversions import image_msg
+from rgbd_seg_ros.ros.model_slot import ModelSlot
+from rgbd_seg_ros.ros.node_params import OUTPUTS
+from rgbd_seg_ros.ros.segment_worker import PublisherSink, SegmentWorker, WorkerSettings
+from rgbd_seg_ros.ros.skips import SkipReporter
+
+pytestmark = pytest.mark.ros
+
+WIDTH, HEIGHT = 64, 48
+TYPES = {'points': PointCloud2, 'camera_info': CameraInfo}
+_topics = itertools.count()
+
+
+def as_triple(rgb: Any, depth: Any, info: Any) -> Triple:
+    def stamped(msg: Any) -> Stamped[Any]:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        return Stamped(stamp, (type(msg), serialize_message(msg)))
+
+    return Triple(stamped(rgb), stamped(depth), stamped(info))
+
+
+class Rig:
+    """The worker and the real objects around it, as the node wires them."""
+
+    def __init__(self, peer, params: dict[str, Any], load: bool = True, listen=OUTPUTS) -> None:
+        self.peer = peer
+        self.metrics = NodeMetrics()
+        self.slot = ModelSlot(get_logger('test_segment_worker'))
+        if load:
+            assert self.slot.swap(params) is None
+        prefix = f'/worker_test_{next(_topics)}'
+        self.publishers = {
+            name: peer.node.create_publisher(TYPES.get(name, Image), f'{prefix}/{name}', 2)
+            for name in OUTPUTS
+        }
+        self.received = {
+            name: peer.subscribe(TYPES.get(name, Image), f'{prefix}/{name}') for name in listen
+        }
+        for name in listen:
+            peer.wait_for_subscribers(self.publishers[name])
+        self.handover: FrameHandover[Triple] = FrameHandover(self.metrics, wait_for_fresh=False)
+        self.worker = SegmentWorker(
+            self.slot,
+            self.handover,
+            self.metrics,
+            PublisherSink(self.publishers),
+            WorkerSettings.from_params(params),
+            SkipReporter(self.metrics, get_logger('test_segment_worker')),
+            lambda: peer.node.get_clock().now().nanoseconds,
+        )
+
+    def wait_outputs(self, names, count: int = 1) -> None:
+        self.peer.wait_for(
+            lambda: all(len(self.received[n]) >= count for n in names), what=f'outputs {names}'
+        )
+
+
+def test_one_frame_is_published_on_every_output_and_recorded(ros_peer, model_params):
+    rig = Rig(ros_peer, model_params)
+    stamp_ns = 5_000_000_000
+    rig.worker.process(as_triple(*frame_triple(stamp_ns, WIDTH, HEIGHT, seed=3)))
+    rig.wait_outputs(OUTPUTS)
+
+    rgb, depth = gradient_rgb(WIDTH, HEIGHT, seed=3), planar_depth_mm(WIDTH, HEIGHT)
+    K = intrinsics(WIDTH, HEIGHT)
+    expected = rig.slot.engine.predict(
+        rgb, depth, K, outputs=('labels', 'confidence', 'color', 'overlay'), overlay_alpha=0.5
+    )
+    msgs = {name: bucket[0] for name, bucket in rig.received.items()}
+    for msg in msgs.values():
+        assert msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec == stamp_ns
+        assert msg.header.frame_id == 'camera_color_optical_frame'
+    labels = np.frombuffer(bytes(msgs['labels'].data), np.uint8).reshape(HEIGHT, WIDTH)
+    assert msgs['labels'].encoding == 'mono8'
+    np.testing.assert_array_equal(labels, expected.labels)
+    assert set(np.unique(labels)) >= {0, 1}  # the tiny model splits the depth ramp at 1 m
+    assert msgs['confidence'].encoding == '32FC1'
+    confidence = np.frombuffer(bytes(msgs['confidence'].data), np.float32)
+    np.testing.assert_allclose(confidence.reshape(HEIGHT, WIDTH), expected.confidence, atol=1e-5)
+    for name in ('color', 'overlay'):
+        assert msgs[name].encoding == 'rgb8'
+        image = np.frombuffer(bytes(msgs[name].data), np.uint8).reshape(HEIGHT, WIDTH, 3)
+        np.testing.assert_array_equal(image, getattr(expected, name))
+    cloud = unpack_cloud(bytes(msgs['points'].data), msgs['points'].width)
+    assert len(cloud) == WIDTH * HEIGHT  # default cloud settings: every pixel within 10 m
+    np.testing.assert_array_equal(cloud['label'], labels.reshape(-1))
+    info = msgs['camera_info']
+    assert (info.width, info.height) == (WIDTH, HEIGHT)
+    np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), K)
+
+    assert rig.metrics.frames_out == 1
+    assert all(rig.metrics.samples(name) == 1 for name in WINDOWS)
+    assert rig.metrics.counts() == {}
+    assert rig.slot.last_size == (HEIGHT, WIDTH)
+
+
+def test_outputs_switched_off_are_neither_built_nor_published(ros_peer, model_params):
+    params = {**model_params, **{f'publish.{n}': n == 'labels' for n in OUTPUTS}}
+    rig = Rig(ros_peer, params)
+    rig.worker.process(as_triple(*frame_triple(2_000_000_000, WIDTH, HEIGHT)))
+    rig.wait_outputs(['labels'])
+    ros_peer.spin_for(0.3)  # anything else published for that frame would have arrived too
+    assert {n: len(b) for n, b in rig.received.items() if b} == {'labels': 1}
+    assert rig.metrics.samples('cloud_time') == 0 and rig.metrics.samples('labels_overhead') == 1
+
+    # Switched on at run time (a parameter change): used from the next frame.
+    rig.worker.configure(WorkerSettings.from_params(model_params))
+    rig.worker.process(as_triple(*frame_triple(2_100_000_000, WIDTH, HEIGHT)))
+    rig.wait_outputs(OUTPUTS)
+    assert rig.metrics.samples('cloud_time') == 1
+
+
+def test_frames_nobody_listens_to_or_without_a_model_are_dropped(ros_peer, model_params):
+    rig = Rig(ros_peer, model_params, listen=())
+    rig.worker.process(as_triple(*frame_triple(2_000_000_000, WIDTH, HEIGHT)))
+    assert rig.metrics.counts() == {'dropped_no_subscribers': 1}
+
+    rig = Rig(ros_peer, model_params, load=False)
+    rig.worker.process(as_triple(*frame_triple(2_000_000_000, WIDTH, HEIGHT)))
+    assert rig.metrics.counts() == {'dropped_no_model': 1}
+    assert rig.metrics.frames_out == 0
+
+
+def test_bad_frames_are_skipped_with_their_reason(ros_peer, model_params):
+    rig = Rig(ros_peer, model_params)
+
+    def wrong_encoding(rgb, depth, info):
+        rgb.encoding = 'yuv422_weird'
+        return rgb, depth, info
+
+    def nan_depth(rgb, depth, info):
+        d = np.full((HEIGHT, WIDTH), np.nan, np.float32)
+        return rgb, image_msg(d, '32FC1', depth.header), info
+
+    def info_of_other_size(rgb, depth, info):
+        info.width, info.height = 32, 24
+        return rgb, depth, info
+
+    def bad_depth_encoding(rgb, depth, info):
+        depth.encoding = 'rgb8'
+        return rgb, depth, info
+
+    for breaker in (wrong_encoding, nan_depth, info_of_other_size, bad_depth_encoding):
+        rig.worker.process(as_triple(*breaker(*frame_triple(3_000_000_000, WIDTH, HEIGHT))))
+    triple = as_triple(*frame_triple(3_000_000_000, WIDTH, HEIGHT))
+    mangled = Stamped(triple.depth.stamp_ns, (Image, b'\x00\x01' + b'\xff' * 40))
+    rig.worker.process(Triple(triple.rgb, mangled, triple.info))
+
+    assert rig.metrics.counts() == {
+        'skipped_bad_colour': 1,
+        'skipped_no_valid_depth': 1,
+        'skipped_bad_camera_info': 1,
+        'skipped_bad_depth': 2,
+    }
+    assert rig.metrics.skipped_total() == 5 and rig.metrics.frames_out == 0
+
+    rig.worker.process(as_triple(*frame_triple(3_100_000_000, WIDTH, HEIGHT)))
+    rig.wait_outputs(['labels'])  # good frames still flow
+    assert rig.metrics.frames_out == 1
+
+
+def _worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == 'segment_worker' and t.is_alive()]
+
+
+def test_the_thread_takes_the_newest_frame_survives_errors_and_stops(ros_peer, model_params):
+    rig = Rig(ros_peer, model_params, listen=('labels',))
+    before = len(_worker_threads())
+    rig.worker.start()
+    try:
+        rig.handover.submit(as_triple(*frame_triple(4_000_000_000, WIDTH, HEIGHT)))
+        rig.wait_outputs(['labels'])
+        # A failure inside the frame (here: a destroyed publisher) is counted, not fatal.
+        ros_peer.node.destroy_publisher(rig.publishers['labels'])
+        rig.handover.submit(as_triple(*frame_triple(4_100_000_000, WIDTH, HEIGHT)))
+        ros_peer.wait_for(
+            lambda: rig.metrics.counts().get('skipped_internal_error', 0) == 1,
+            what='the internal error counted',
+        )
+        assert len(_worker_threads()) == before + 1
+    finally:
+        rig.worker.stop()
+    assert len(_worker_threads()) == before
+    assert rig.metrics.frames_out == 1
