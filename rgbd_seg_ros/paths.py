@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 PACKAGE = 'rgbd_seg_ros'
+# The embedded default model, relative to the share folder: the node, the trainer's fine-tuning
+# jobs and the demo all fall back to it when no checkpoint is given.
+DEFAULT_MODEL = Path('models') / 'default.safetensors'
 
 
 def _candidates() -> list[Path]:
@@ -38,3 +41,12 @@ def share_dir() -> Path:
 def config_path(*parts: str) -> Path:
     """A file below the installed config/ folder."""
     return share_dir().joinpath('config', *parts)
+
+
+def default_model() -> Path | None:
+    """The embedded default model, or None when this installation ships none."""
+    try:
+        path = share_dir() / DEFAULT_MODEL
+    except FileNotFoundError:
+        return None
+    return path if path.is_file() else None

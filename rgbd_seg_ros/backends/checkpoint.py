@@ -50,11 +50,11 @@ from rgbd_seg_ros.core.depth import depth_channels as encoding_channels
 from rgbd_seg_ros.core.depth import resolve_depth_params
 from rgbd_seg_ros.core.palette import default_palette
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
+from rgbd_seg_ros.modes import SPEC_RESOLUTIONS, DepthEncoding
 
 FORMAT_VERSION = 1
 META_KEY = 'rgbd_seg_ros'
 DIGEST_KEY = 'rgbd_seg_ros_sha256'
-RESOLUTION_POLICIES = ('native', 'fixed')
 _TORCH_SUFFIXES = ('.pt', '.pth')
 _SHOWN_KEYS = 8  # how many key names an error message lists per category
 
@@ -77,7 +77,7 @@ class InputSpec:
 
     rgb_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on [0, 1] RGB
     rgb_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    depth_encoding: str = 'metric'  # 'metric' | 'jet' | 'hha' | 'none'
+    depth_encoding: DepthEncoding = 'metric'
     depth_params: dict = field(default_factory=dict)  # e.g. {'max_depth_m': 10.0}
     resolution: dict = field(default_factory=lambda: {'policy': 'native'})
 
@@ -125,10 +125,9 @@ class InputSpec:
         except ConfigError as err:
             raise ValueError(f'input_spec: {err}') from None
         res = self.resolution
-        if not isinstance(res, Mapping) or res.get('policy') not in RESOLUTION_POLICIES:
-            raise ValueError(
-                f"input_spec.resolution must have policy 'native' or 'fixed', got {res!r}"
-            )
+        if not isinstance(res, Mapping) or res.get('policy') not in SPEC_RESOLUTIONS:
+            policies = ' or '.join(repr(p) for p in SPEC_RESOLUTIONS)
+            raise ValueError(f'input_spec.resolution must have policy {policies}, got {res!r}')
         res = dict(res)
         if res['policy'] == 'fixed':
             for key in ('height', 'width'):

@@ -30,11 +30,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rgbd_seg_ros.modes import BENCH_MODES, PRECISIONS
+
 DEFAULT_BACKENDS = ('adapnetpp', 'ssma')
 DEFAULT_ENCODERS = ('resnet18', 'preact_resnet50')
 DEFAULT_SIZES = ((480, 640), (720, 1280))
-MODES = ('eager', 'compile', 'cudagraph', 'onnxruntime')  # = runners.MODES (kept import-free)
-PRECISIONS = ('fp32', 'fp16', 'bf16')
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         '--modes',
         nargs='+',
-        choices=MODES,
+        choices=BENCH_MODES,
         default=None,
         help='execution modes (default: every mode available on the device)',
     )

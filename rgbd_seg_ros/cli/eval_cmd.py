@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from rgbd_seg_ros.modes import PRECISIONS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` subcommand."""
@@ -33,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--no-flip', action='store_true', help='multi-scale without flipping')
     parser.add_argument('--single-scale-only', action='store_true')
     parser.add_argument('--device', default='auto')
-    parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'))
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS)
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--num-workers', type=int, default=2)
     parser.add_argument('--max-frames', type=int, default=None)

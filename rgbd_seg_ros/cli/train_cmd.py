@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rgbd_seg_ros.modes import PRECISIONS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
@@ -56,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument('--steps', type=int, default=3, help='timed steps per backend')
     bench.add_argument('--warmup', type=int, default=1)
     bench.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
-    bench.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'))
+    bench.add_argument('--precision', default='fp32', choices=PRECISIONS)
     parser.set_defaults(func=run)
 
 

@@ -40,6 +40,7 @@ from rgbd_seg_ros.core.depth_params import (
 from rgbd_seg_ros.core.depth_units import depth_to_metres, valid_mask
 from rgbd_seg_ros.core.hha import hha_encode
 from rgbd_seg_ros.errors import FrameError
+from rgbd_seg_ros.modes import DepthEncoding
 
 # Callers read the parameter table and the unit conversion through this module.
 __all__ = [
@@ -126,7 +127,7 @@ def jet_uint8(
 def encode_depth_numpy(
     depth_m: np.ndarray,
     K: np.ndarray | None,
-    encoding: str,
+    encoding: DepthEncoding,
     params: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Encode one depth image (metres, 0 = invalid) as the network's depth input.

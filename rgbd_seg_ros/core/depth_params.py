@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.modes import DEPTH_ENCODINGS, DepthEncoding, as_choice
 
-ENCODINGS: tuple[str, ...] = ('metric', 'jet', 'hha', 'none')
+ENCODINGS = DEPTH_ENCODINGS  # the name core.depth re-exports
 
-_CHANNELS = {'metric': 1, 'jet': 3, 'hha': 3, 'none': 0}
+_CHANNELS: dict[DepthEncoding, int] = {'metric': 1, 'jet': 3, 'hha': 3, 'none': 0}
 
 # Gupta et al.'s constants (saveHHA.m) are the HHA defaults; see core/hha.py for their meaning.
-DEPTH_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
+DEPTH_PARAM_DEFAULTS: dict[DepthEncoding, dict[str, Any]] = {
     'metric': {'max_depth_m': 10.0},
     'jet': {'min_depth_m': 0.0, 'max_depth_m': 10.0, 'per_image': False},
     'hha': {
@@ -41,12 +42,7 @@ DEPTH_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def depth_channels(encoding: str) -> int:
     """Number of channels the depth stream gets for ``encoding``."""
-    try:
-        return _CHANNELS[encoding]
-    except KeyError:
-        raise ConfigError(
-            f'unknown depth encoding {encoding!r}; valid: {", ".join(ENCODINGS)}'
-        ) from None
+    return _CHANNELS[as_choice(encoding, DEPTH_ENCODINGS, 'depth encoding')]
 
 
 def resolve_depth_params(encoding: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -54,8 +50,7 @@ def resolve_depth_params(encoding: str, params: Mapping[str, Any] | None) -> dic
 
     Raises ``ConfigError`` for an unknown encoding, an unknown key or a bad value.
     """
-    depth_channels(encoding)
-    merged = dict(DEPTH_PARAM_DEFAULTS[encoding])
+    merged = dict(DEPTH_PARAM_DEFAULTS[as_choice(encoding, DEPTH_ENCODINGS, 'depth encoding')])
     params = dict(params or {})
     unknown = sorted(set(params) - set(merged))
     if unknown:

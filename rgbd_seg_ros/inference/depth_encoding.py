@@ -42,6 +42,7 @@ from rgbd_seg_ros.core.hha import (
     MIN_NORMAL_POINTS,
 )
 from rgbd_seg_ros.errors import FrameError
+from rgbd_seg_ros.modes import DepthEncoding
 
 
 def _as_batch(depth_m: torch.Tensor) -> torch.Tensor:
@@ -238,7 +239,7 @@ def _hha(depth: torch.Tensor, K: torch.Tensor, p: Mapping[str, Any]) -> torch.Te
 def encode_depth_torch(
     depth_m: torch.Tensor,
     K: torch.Tensor | None,
-    encoding: str,
+    encoding: DepthEncoding,
     params: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Encode a batch of depth images (metres; 0/NaN/inf invalid) on their device.

@@ -30,11 +30,19 @@ from rgbd_seg_ros.inference.postprocess import (
     cloud_columns,
     compact_rows,
 )
+from rgbd_seg_ros.inference.precision import TORCH_DTYPES
+from rgbd_seg_ros.modes import (
+    PRECISIONS,
+    RESOLUTION_POLICIES,
+    RUNTIMES,
+    Precision,
+    ResolutionPolicy,
+    Runtime,
+    as_choice,
+)
 
 Emit = Callable[[str, np.ndarray], None]
 ALL_OUTPUTS = frozenset({'labels', 'confidence', 'color', 'overlay', 'points'})
-RUNTIMES = ('torch', 'onnxruntime')
-_PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -82,16 +90,15 @@ class Engine:
         model: torch.nn.Module,
         meta: CheckpointMeta,
         device: torch.device,
-        precision: str = 'fp32',
-        resolution_policy: str = 'checkpoint',
+        precision: Precision = 'fp32',
+        resolution_policy: ResolutionPolicy = 'checkpoint',
         fixed_size: tuple[int, int] | None = None,
         source: str = '',
-        runtime: str = 'torch',
+        runtime: Runtime = 'torch',
     ) -> None:
-        if precision not in _PRECISIONS:
-            raise ConfigError(f'precision must be one of {sorted(_PRECISIONS)}')
-        if runtime not in RUNTIMES:
-            raise ConfigError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
+        precision = as_choice(precision, PRECISIONS, 'precision')
+        runtime = as_choice(runtime, RUNTIMES, 'runtime')
+        resolution_policy = as_choice(resolution_policy, RESOLUTION_POLICIES, 'resolution_policy')
         self.model = model.eval().to(device)
         self.meta = meta
         self.device = device
@@ -132,10 +139,10 @@ class Engine:
         cls,
         path: str | Path,
         device: str = 'auto',
-        precision: str = 'fp32',
-        resolution_policy: str = 'checkpoint',
+        precision: Precision = 'fp32',
+        resolution_policy: ResolutionPolicy = 'checkpoint',
         fixed_size: tuple[int, int] | None = None,
-        runtime: str = 'torch',
+        runtime: Runtime = 'torch',
     ) -> Engine:
         """Load a checkpoint (no code execution) and place it on ``device``."""
         dev = resolve_device(device)
@@ -279,7 +286,7 @@ class Engine:
             x_depth = x_depth.contiguous(memory_format=torch.channels_last)
         if self.precision == 'fp32':
             return self.model(x_rgb, x_depth, *K).float()
-        with torch.autocast(self.device.type, dtype=_PRECISIONS[self.precision]):
+        with torch.autocast(self.device.type, dtype=TORCH_DTYPES[self.precision]):
             return self.model(x_rgb, x_depth, *K).float()
 
     def _to_camera(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:

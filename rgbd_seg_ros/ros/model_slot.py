@@ -15,18 +15,15 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from std_msgs.msg import String
 
 from rgbd_seg_ros.errors import RgbdSegError
-from rgbd_seg_ros.paths import share_dir
+from rgbd_seg_ros.paths import DEFAULT_MODEL, default_model
 
 if TYPE_CHECKING:
     from rgbd_seg_ros.inference.engine import Engine
-
-DEFAULT_MODEL = Path('models') / 'default.safetensors'
 
 # The node parameters that describe the model: changing any of them loads it again.
 MODEL_PARAMS = frozenset(
@@ -50,15 +47,6 @@ class Log(Protocol):
     def warning(self, message: str) -> Any: ...
 
     def error(self, message: str) -> Any: ...
-
-
-def default_checkpoint() -> Path | None:
-    """The embedded default model, if this installation ships one."""
-    try:
-        path = share_dir() / DEFAULT_MODEL
-    except FileNotFoundError:
-        return None
-    return path if path.is_file() else None
 
 
 def describe(engine: Engine | None) -> str:
@@ -136,7 +124,7 @@ class ModelSlot:
         current; return a refusal reason instead when it cannot be loaded."""
         from rgbd_seg_ros.inference.engine import Engine
 
-        path = params['checkpoint'] or default_checkpoint()
+        path = params['checkpoint'] or default_model()
         if not path:
             return (
                 'no checkpoint set and no embedded default model '

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rgbd_seg_ros.modes import PRECISIONS, RESOLUTION_POLICIES, RUNTIMES
+
 _DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 
 
@@ -101,13 +103,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         "What runs the forward pass: 'torch', or 'onnxruntime' (CPU "
         'only: the model is exported per input size on first use, which takes seconds; '
         'measured 1.1-2x faster than torch on a 2-core CPU).',
-        _one_of('torch', 'onnxruntime'),
+        _one_of(*RUNTIMES),
     ),
     ParamSpec(
         'precision',
         'fp32',
         'Arithmetic of the forward pass: fp32, fp16 or bf16 (fp16/bf16 only take effect on CUDA).',
-        _one_of('fp32', 'fp16', 'bf16'),
+        _one_of(*PRECISIONS),
     ),
     ParamSpec(
         'resolution_policy',
@@ -115,7 +117,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Network input size: 'checkpoint' (the size "
         "the model was trained for), 'native' (the camera's), or 'fixed' "
         '(input_height x input_width). Outputs always have the camera size.',
-        _one_of('checkpoint', 'native', 'fixed'),
+        _one_of(*RESOLUTION_POLICIES),
     ),
     ParamSpec(
         'input_height',

@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from rgbd_seg_ros.inference.precision import TORCH_DTYPES
 from rgbd_seg_ros.inference.threads import available_cores
+from rgbd_seg_ros.modes import PRECISIONS, BenchMode, Precision
 from rgbd_seg_ros.tools.measure import (
     PeakMemory,
     count_flops,
@@ -30,7 +32,6 @@ from rgbd_seg_ros.tools.measure import (
     time_callable,
 )
 from rgbd_seg_ros.tools.runners import (
-    PRECISIONS,
     ModeUnavailableError,
     available_modes,
     make_runner,
@@ -60,8 +61,8 @@ class SweepConfig:
     encoders: list[str]
     sizes: list[tuple[int, int]]
     devices: list[str]
-    modes: list[str] | None = None  # None: every mode available on each device
-    precisions: list[str] | None = None  # None: fp32 on CPU, fp32/fp16/bf16 on CUDA
+    modes: list[BenchMode] | None = None  # None: every mode available on each device
+    precisions: list[Precision] | None = None  # None: fp32 on CPU, fp32/fp16/bf16 on CUDA
     iters: int = 10
     warmup: int = 2
     num_classes: int = 20
@@ -70,12 +71,12 @@ class SweepConfig:
     echo: Callable[[str], None] = field(default=print)
 
 
-def device_precisions(device: str) -> list[str]:
+def device_precisions(device: str) -> list[Precision]:
     """Precisions a device runs: fp32 on the CPU; fp32, fp16 and bf16 (autocast) on CUDA."""
     return list(PRECISIONS) if torch.device(device).type == 'cuda' else ['fp32']
 
 
-def planned_precisions(config: SweepConfig, device: str) -> list[str]:
+def planned_precisions(config: SweepConfig, device: str) -> list[Precision]:
     return list(config.precisions) if config.precisions else device_precisions(device)
 
 
@@ -121,7 +122,7 @@ def measure_peaks(config: SweepConfig) -> list[dict[str, Any]]:
         for precision in planned_precisions(config, device):
             if precision not in supported:
                 continue
-            dtype = PRECISIONS[precision] or torch.float32
+            dtype = TORCH_DTYPES[precision]
             entry: dict[str, Any] = {
                 'device': device,
                 'precision': precision,

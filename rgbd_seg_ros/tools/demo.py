@@ -27,6 +27,7 @@ from rgbd_seg_ros.data.synth.writers import DEPTH_TOPIC as SYNTH_DEPTH
 from rgbd_seg_ros.data.synth.writers import INFO_TOPIC as SYNTH_INFO
 from rgbd_seg_ros.data.synth.writers import LABEL_TOPIC as SYNTH_LABELS
 from rgbd_seg_ros.errors import RgbdSegError
+from rgbd_seg_ros.paths import DEFAULT_MODEL, default_model
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
 from rgbd_seg_ros.ros.process import NodeProcess
 
@@ -279,13 +280,11 @@ def write_previews(
 
 def check_model(args: argparse.Namespace) -> None:
     """Fail early, with the fix, when there is no model to run."""
-    from rgbd_seg_ros.ros.model_slot import default_checkpoint
-
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise RgbdSegError(f'checkpoint {args.checkpoint} does not exist')
-    if not args.checkpoint and default_checkpoint() is None:
+    if not args.checkpoint and default_model() is None:
         raise RgbdSegError(
-            'no embedded default model (models/default.safetensors); pass '
+            f'no embedded default model ({DEFAULT_MODEL}); pass '
             '--checkpoint or train one as models/README.md describes'
         )
 

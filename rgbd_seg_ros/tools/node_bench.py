@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from rgbd_seg_ros.inference.threads import available_cores
+from rgbd_seg_ros.modes import PRECISIONS, RESOLUTION_POLICIES, RUNTIMES
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
 from rgbd_seg_ros.ros.process import NodeProcess
 
@@ -35,11 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help='model to run (default: SSMA ResNet-18, 12 classes, random)',
     )
     parser.add_argument('--device', default='auto')
-    parser.add_argument('--precision', default='fp32')
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS)
     parser.add_argument(
         '--runtime',
         default='torch',
-        choices=('torch', 'onnxruntime'),
+        choices=RUNTIMES,
         help="the node's runtime parameter",
     )
     parser.add_argument(
@@ -56,8 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         '--resolution-policy',
         default='checkpoint',
-        choices=('checkpoint', 'native'),
-        help="network input size: the checkpoint's, or the camera's",
+        choices=RESOLUTION_POLICIES,
+        help="network input size: the checkpoint's, the camera's, or the node's fixed "
+        'input_height x input_width (480x640)',
     )
     parser.add_argument('--size', default='640x480', help='WxH')
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')

@@ -30,13 +30,8 @@ import torch
 from torch import nn
 
 from rgbd_seg_ros.errors import ConfigError, RgbdSegError
-
-MODES: tuple[str, ...] = ('eager', 'compile', 'cudagraph', 'onnxruntime')
-PRECISIONS: dict[str, torch.dtype | None] = {
-    'fp32': None,
-    'fp16': torch.float16,
-    'bf16': torch.bfloat16,
-}
+from rgbd_seg_ros.inference.precision import autocast_dtype
+from rgbd_seg_ros.modes import BENCH_MODES, BenchMode
 
 
 class ModeUnavailableError(RgbdSegError):
@@ -62,9 +57,7 @@ class Runner:
 
 
 def _autocast(device: torch.device, precision: str, cache: bool = True) -> Any:
-    if precision not in PRECISIONS:
-        raise ConfigError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
-    dtype = PRECISIONS[precision]
+    dtype = autocast_dtype(precision)  # validates
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
@@ -209,18 +202,21 @@ def onnxruntime_runner(
     return _ready(step)
 
 
-def available_modes(device: Any) -> list[str]:
+def _mode_runs(mode: BenchMode, device: torch.device) -> bool:
+    if mode == 'cudagraph':
+        return device.type == 'cuda'
+    if mode == 'onnxruntime':
+        try:
+            onnxruntime_providers(device)
+        except ModeUnavailableError:
+            return False
+    return True
+
+
+def available_modes(device: Any) -> list[BenchMode]:
     """The modes that can run on ``device`` (the benchmark's default)."""
     device = torch.device(device)
-    modes = ['eager', 'compile']
-    if device.type == 'cuda':
-        modes.append('cudagraph')
-    try:
-        onnxruntime_providers(device)
-        modes.append('onnxruntime')
-    except ModeUnavailableError:
-        pass
-    return modes
+    return [mode for mode in BENCH_MODES if _mode_runs(mode, device)]
 
 
 def make_runner(
@@ -243,12 +239,10 @@ def make_runner(
         if workdir is None:
             raise ConfigError('the onnxruntime mode needs a scratch folder (workdir)')
         return onnxruntime_runner(model, rgb, depth, precision, workdir=workdir)
-    raise ConfigError(f'unknown mode {mode!r}; valid modes: {", ".join(MODES)}')
+    raise ConfigError(f'unknown mode {mode!r}; valid modes: {", ".join(BENCH_MODES)}')
 
 
 __all__ = [
-    'MODES',
-    'PRECISIONS',
     'ModeUnavailableError',
     'Runner',
     'available_modes',

@@ -21,6 +21,13 @@ from typing import Any
 import yaml
 
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.modes import (
+    DEPTH_ENCODINGS,
+    PRECISIONS,
+    SPEC_RESOLUTIONS,
+    DepthEncoding,
+    Precision,
+)
 
 
 @dataclass
@@ -43,7 +50,7 @@ class DataConfig:
     root: str = ''
     train_split: str = 'train'
     val_split: str = 'val'
-    depth_encoding: str = 'metric'  # metric | jet | hha | none (core.depth encodings)
+    depth_encoding: DepthEncoding = 'metric'  # the depth stream's input (core.depth)
     depth_params: dict[str, Any] = field(default_factory=dict)
     rgb_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     rgb_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
@@ -167,7 +174,7 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = 'runs/train'
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    precision: str = 'fp32'  # fp32 | bf16 | fp16 (autocast on CUDA only)
+    precision: Precision = 'fp32'  # fp16/bf16: autocast on CUDA only
     channels_last: bool = True  # on CUDA only
     sync_bn: bool = True  # SyncBatchNorm under multi-GPU DDP (CUDA only; CPU ranks instead
     # take rank 0's BN statistics before every validation and checkpoint)
@@ -186,7 +193,12 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject inconsistent values with a message naming the key."""
         choices = {
-            'precision': (self.precision, ('fp32', 'bf16', 'fp16')),
+            'precision': (self.precision, PRECISIONS),
+            'data.depth_encoding': (self.data.depth_encoding, DEPTH_ENCODINGS),
+            'data.resolution.policy': (
+                (self.data.resolution or {'policy': 'native'}).get('policy'),
+                SPEC_RESOLUTIONS,
+            ),
             'optim.name': (self.optim.name, ('sgd', 'adam', 'adamw')),
             'schedule.name': (self.schedule.name, ('poly', 'cosine', 'constant')),
             'data.class_weighting': (self.data.class_weighting, ('none', 'median_frequency')),

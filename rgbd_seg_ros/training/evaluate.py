@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from rgbd_seg_ros.inference.precision import autocast_dtype
 from rgbd_seg_ros.training.dataset import SegDataset, shard_indices, worker_init
 from rgbd_seg_ros.training.distributed import DistContext
 from rgbd_seg_ros.training.metrics import ConfusionMatrix, SegMetrics
@@ -25,9 +26,9 @@ from rgbd_seg_ros.training.metrics import ConfusionMatrix, SegMetrics
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed precision on CUDA (bf16/fp16); a no-op on CPU or for fp32."""
-    if device.type != 'cuda' or precision == 'fp32':
+    dtype = autocast_dtype(precision)
+    if device.type != 'cuda' or dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
     return torch.autocast('cuda', dtype=dtype)
 
 

@@ -18,7 +18,7 @@ from rgbd_seg_ros.backends.checkpoint import read_checkpoint_meta
 from rgbd_seg_ros.data.convert import ConvertOptions, convert
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.inference.labeller import CheckpointLabeller
-from rgbd_seg_ros.paths import share_dir
+from rgbd_seg_ros.paths import default_model
 from rgbd_seg_ros.training.config import TrainConfig, load_config
 from rgbd_seg_ros.training.trainer import run_training
 
@@ -29,8 +29,8 @@ def base_checkpoint(job: dict[str, Any]) -> str | None:
     """The checkpoint to fine-tune: the job's, else the embedded default (if shipped)."""
     if job.get('base_checkpoint'):
         return str(job['base_checkpoint'])
-    default = share_dir() / 'models' / 'default.safetensors'
-    return str(default) if default.is_file() else None
+    default = default_model()
+    return str(default) if default else None
 
 
 def make_dataset(job: dict[str, Any], base: str | None, progress: Progress) -> Path:

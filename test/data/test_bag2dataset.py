@@ -398,10 +398,10 @@ def test_pseudo_labeller_pickles_without_its_model(tmp_path):
 def test_pseudo_labels_with_worker_processes_match_inline(tmp_path, recording, capsys):
     """--checkpoint through the CLI: with --jobs 2 each worker loads the labeller's model."""
     pytest.importorskip('torch')
-    from rgbd_seg_ros.paths import share_dir
+    from rgbd_seg_ros.paths import default_model
 
-    model = share_dir() / 'models' / 'default.safetensors'
-    if not model.is_file():
+    model = default_model()
+    if model is None:
         pytest.skip('no embedded default model')
     recorded = recording(frames=4, labels=False)
     common = ['--checkpoint', str(model), '--split-guard', '0', '--no-progress', '--json']

@@ -9,8 +9,9 @@ import pytest
 
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.inference.engine import Engine
+from rgbd_seg_ros.paths import DEFAULT_MODEL
 
-DEFAULT = Path(__file__).resolve().parents[2] / 'models' / 'default.safetensors'
+DEFAULT = Path(__file__).resolve().parents[2] / DEFAULT_MODEL
 K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
 
 

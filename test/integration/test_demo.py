@@ -8,13 +8,13 @@ import subprocess
 import pytest
 
 from rgbd_seg_ros.data.recordings import Recording
-from rgbd_seg_ros.ros.model_slot import default_checkpoint
+from rgbd_seg_ros.paths import default_model
 from rgbd_seg_ros.ros.process import console_script
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-@pytest.mark.skipif(default_checkpoint() is None, reason='no embedded default model')
+@pytest.mark.skipif(default_model() is None, reason='no embedded default model')
 def test_short_demo_produces_outputs_previews_and_scores(tmp_path, ros_env):
     out = tmp_path / 'demo'
     proc = subprocess.run(

@@ -7,11 +7,11 @@ import json
 import pytest
 from rclpy.logging import get_logger
 
+from rgbd_seg_ros.paths import default_model
 from rgbd_seg_ros.ros.model_slot import (
     MODEL_PARAMS,
     ModelSlot,
     classes_message,
-    default_checkpoint,
     describe,
 )
 from rgbd_seg_ros.ros.node_params import BY_NAME
@@ -77,12 +77,12 @@ def test_an_explicit_bad_checkpoint_at_start_is_fatal(model_params, tmp_path):
     assert slot.engine is None and loaded == []
 
 
-@pytest.mark.skipif(default_checkpoint() is None, reason='no embedded default model')
+@pytest.mark.skipif(default_model() is None, reason='no embedded default model')
 def test_no_checkpoint_loads_the_embedded_default(model_params):
     slot, loaded = make_slot()
     slot.load_initial({**model_params, 'checkpoint': ''})
     assert slot.engine is not None and loaded == [slot.engine]
-    assert slot.engine.source == str(default_checkpoint())
+    assert slot.engine.source == str(default_model())
 
 
 def test_model_params_are_node_parameters():

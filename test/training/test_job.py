@@ -75,10 +75,10 @@ def test_conversion_progress_counts_the_frames_written(tmp_path):
 def test_pseudo_labels_come_from_the_base_checkpoint(tmp_path):
     """label_source 'pseudo': the job injects a labeller built from the base checkpoint."""
     from rgbd_seg_ros.backends.checkpoint import read_checkpoint_meta
-    from rgbd_seg_ros.paths import share_dir
+    from rgbd_seg_ros.paths import default_model
 
-    model = share_dir() / 'models' / 'default.safetensors'
-    if not model.is_file():
+    model = default_model()
+    if model is None:
         pytest.skip('no embedded default model')
     recording = tmp_path / 'rec'
     write_recording(recording, frames=3)

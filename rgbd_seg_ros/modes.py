@@ -1,0 +1,77 @@
+"""The closed sets of choices every layer shares: precision, runtime, depth encoding, resolution
+policy, and the benchmark's execution modes.
+
+Each set is written once, as a ``typing.Literal`` alias; the tuple beside it (for argparse
+``choices``, parameter checks and error messages) is derived from the alias with
+``typing.get_args``, so the two cannot drift apart. Literal rather than ``StrEnum``: these values
+travel as plain strings through ROS parameters, YAML recipes, checkpoint JSON and the command
+line, and a Literal keeps them plain ``str`` at every boundary (no conversion in and out, and
+``yaml.safe_dump`` or rclpy take them as they are) while a type checker still rejects a
+misspelt one; ``StrEnum`` would also need Python 3.11, and the package supports 3.10.
+
+Tuples keep the order of their alias (the first value is the default where there is one).
+Mappings keyed by a mode (torch dtypes, channel counts) live with the code that needs them,
+typed ``dict[Alias, ...]``, and cover every value (``test/unit/test_modes.py`` checks both).
+``as_choice`` turns a string from outside (a file, a parameter) into the typed value or a
+``ConfigError`` worded the same everywhere. The module imports only ``errors``, so every layer,
+``core`` included, may use it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar, get_args
+
+from rgbd_seg_ros.errors import ConfigError
+
+_Choice = TypeVar('_Choice', bound=str)
+
+# Arithmetic of a forward pass; fp16 and bf16 are CUDA autocast, the CPU always runs fp32.
+Precision = Literal['fp32', 'fp16', 'bf16']
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+
+# What runs the engine's forward pass: torch, or the model's ONNX export in ONNX Runtime (CPU).
+Runtime = Literal['torch', 'onnxruntime']
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
+
+# How the depth stream's input is made from depth in metres (``core.depth``). Not to be confused
+# with the sensor_msgs/Image encodings of depth images (``core.image_codec``).
+DepthEncoding = Literal['metric', 'jet', 'hha', 'none']
+DEPTH_ENCODINGS: tuple[DepthEncoding, ...] = get_args(DepthEncoding)
+
+# The input size a model was trained for, as its checkpoint's input spec and the training
+# configuration record it: the camera's own size, or a fixed height x width.
+SpecResolution = Literal['native', 'fixed']
+SPEC_RESOLUTIONS: tuple[SpecResolution, ...] = get_args(SpecResolution)
+
+# The network input size the engine (and the node's resolution_policy parameter) uses:
+# 'checkpoint' follows the checkpoint's spec, the others override it.
+ResolutionPolicy = Literal['checkpoint', SpecResolution]
+RESOLUTION_POLICIES: tuple[ResolutionPolicy, ...] = get_args(ResolutionPolicy)
+
+# How ``rgbd-seg bench`` executes a forward (``tools.runners``); onnxruntime runs the fp32 export.
+BenchMode = Literal['eager', 'compile', 'cudagraph', 'onnxruntime']
+BENCH_MODES: tuple[BenchMode, ...] = get_args(BenchMode)
+
+
+def as_choice(value: object, choices: tuple[_Choice, ...], what: str) -> _Choice:
+    """``value`` as one of ``choices``; a ``ConfigError`` naming ``what`` and the valid ones."""
+    if value not in choices:
+        raise ConfigError(f'{what} must be one of {", ".join(choices)}; {value!r} is not valid')
+    return choices[choices.index(value)]
+
+
+__all__ = [
+    'BENCH_MODES',
+    'DEPTH_ENCODINGS',
+    'PRECISIONS',
+    'RESOLUTION_POLICIES',
+    'RUNTIMES',
+    'SPEC_RESOLUTIONS',
+    'BenchMode',
+    'DepthEncoding',
+    'Precision',
+    'ResolutionPolicy',
+    'Runtime',
+    'SpecResolution',
+    'as_choice',
+]
