@@ -33,7 +33,7 @@ from pathlib import Path
 import rgbd_seg_ros
 
 PACKAGE_DIR = Path(rgbd_seg_ros.__file__).resolve().parent
-DESIGN = PACKAGE_DIR.parent / 'doc' / 'design.md'
+DESIGN = PACKAGE_DIR.parent / 'doc/design.md'
 
 # Bottom to top, as in doc/design.md §1.1 (checked against its text below).
 LAYERS: tuple[str, ...] = (
