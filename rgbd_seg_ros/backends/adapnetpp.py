@@ -1,4 +1,6 @@
-"""AdapNet++ (Valada, Mohan, Burgard, IJCV 2019): unimodal backbone of SSMA (spec 2).
+"""AdapNet++ (Valada, Mohan, Burgard, IJCV 2019): unimodal backbone of SSMA.
+
+Paper, reference code and this project's readings: doc/backends/ssma.md §2.
 
 Structure (``preact_resnet50`` at output stride 16, the paper's figures):
 
@@ -8,7 +10,8 @@ Structure (``preact_resnet50`` at output stride 16, the paper's figures):
 - ``decoder``: deconv x2 -> concat skip OS8 -> 2x (3x3 conv + BN + ReLU) -> deconv x2 -> concat
   skip OS4 -> 2x (3x3 conv + BN + ReLU) -> 1x1 classifier (+BN+ReLU, as the reference) ->
   deconv x4 (+BN) = logits; two auxiliary 1x1 conv + BN heads on the deconv outputs, used in
-  training only: the OS4 head with weight 0.6 and the OS8 head with 0.5 (spec 2.4, 9.5).
+  training only: the OS4 head with weight 0.6 and the OS8 head with 0.5 (the paper's weights
+  assigned to the heads as the reference code does; doc/backends/ssma.md §2.5, §5.5).
 
 Any registered encoder works (``resnet18/34`` for CPU use): channels come from its
 ``feature_info``. The network reads one modality (``modality: rgb | depth``); the depth
@@ -86,7 +89,8 @@ class AdapNetppConfig:
     aux_loss: bool = True
     """Return the two auxiliary heads in training mode."""
     aux_weights: tuple[float, float] = (0.6, 0.5)
-    """Loss weights of the (OS4 head, OS8 head), the paper's values."""
+    """Loss weights of the (OS4 head, OS8 head): the paper's values, assigned to the heads as the
+    reference code does (doc/backends/ssma.md §5.5)."""
     classifier_bn_relu: bool = True
     """The reference code's BN+ReLU after the 1x1 classifier and BN after the final deconv;
     False gives plain logits."""

@@ -14,7 +14,8 @@ class MultiScaleConv2d(nn.Module):
     ``rates[0]``, the second half ``rates[1]``, and the halves are concatenated. The weight is
     stored as ONE tensor of the plain conv's shape ``[out, in, 3, 3]`` (the state-dict key is
     ``weight`` as for ``nn.Conv2d``), so ImageNet weights of a plain 3x3 load unchanged and are
-    split along the output dimension, first half -> r1, second half -> r2 (spec 2.1).
+    split along the output dimension, first half -> r1, second half -> r2, as the reference code
+    does (doc/backends/ssma.md §2.2).
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class ConvBNReLU(nn.Sequential):
 def upsample_layer(in_channels: int, out_channels: int, factor: int) -> nn.Module:
     """Learned exact upsampling: ``ConvTranspose2d(k=2f, s=f, p=f/2)``; a 3x3 conv for f=1.
 
-    ``k=4,s=2,p=1`` gives an exact x2 and ``k=8,s=4,p=2`` an exact x4 (spec 2.3).
+    ``k=4,s=2,p=1`` gives an exact x2 and ``k=8,s=4,p=2`` an exact x4 (doc/backends/ssma.md §2.4).
     """
     if factor == 1:
         return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)

@@ -9,7 +9,8 @@ size, concatenated with the low-level feature reduced to 48 channels (1x1 + BN +
 logits to the input size.
 
 Deviation: ``pooled_norm=False`` drops the BN of the image-pooling branch (a BN on a 1x1 map
-cannot train at batch 1); the ASPP dropout is 0.1 (the spec's value; torchvision uses 0.5).
+cannot train at batch 1); the ASPP dropout is 0.1 (torchvision uses 0.5; the NANet paper does
+not give DeepLab V3+'s setting, doc/backends/nanet.md §3.4).
 """
 
 from __future__ import annotations

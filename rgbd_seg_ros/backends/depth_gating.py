@@ -1,13 +1,13 @@
 """Depth-aware gating and recurrent refinement (Kong & Fowlkes, "Recurrent Scene Parsing with
 Perspective Understanding in the Loop", CVPR 2018), as the ``depth_gating`` backend.
 
-Network (spec section 5): a dilated ResNet at output stride 8 -> ``res6`` (3x3 conv to
-``width``) -> feed-forward depth-aware gating module (five 3x3 branches with dilations
-1/2/4/8/16 mixed per pixel by 5-way depth-bin probabilities, plus the depth head that predicts
-those bins and log-depth) -> 1x1 conv -> classifier -> x8 bilinear. Then ``num_loops``
-unrolls of the recurrent refinement module, whose weights are shared across unrolls: its input
-is ``cat(res6, previous pre-classifier feature)``, a 3x3 conv back to ``width``, its own gating
-module and depth head, 1x1 conv and classifier. Every unroll yields a prediction, so
+Network (the paper: doc/backends/depth_gating.md §2.1-§2.5; this code: §3.1): a dilated ResNet at
+output stride 8 -> ``res6`` (3x3 conv to ``width``) -> feed-forward depth-aware gating module (five
+3x3 branches with dilations 1/2/4/8/16 mixed per pixel by 5-way depth-bin probabilities, plus the
+depth head that predicts those bins and log-depth) -> 1x1 conv -> classifier -> x8 bilinear. Then
+``num_loops`` unrolls of the recurrent refinement module, whose weights are shared across unrolls:
+its input is ``cat(res6, previous pre-classifier feature)``, a 3x3 conv back to ``width``, its own
+gating module and depth head, 1x1 conv and classifier. Every unroll yields a prediction, so
 ``num_loops`` (0..2) is a latency/accuracy knob that can be changed at run time
 (:meth:`DepthGatingNet.set_num_loops`) without touching the weights.
 
@@ -24,9 +24,9 @@ The gate comes from (``gating_source``):
 
 Departures from the paper and its code, and package choices:
 
-* **Bins on f/Z, not metric depth** (spec section 6.4): apparent size scales with f/Z, so a bin
-  edge ``Z_e`` metres measured with the reference camera (``reference_focal_px``; the NYUv2
-  Kinect, fx = 518.86 px, with the paper's NYU edges 1.5/2.1/3.0/4.7 m) becomes the edge
+* **Bins on f/Z, not metric depth** (doc/backends/depth_gating.md §3.2): apparent size scales with
+  f/Z, so a bin edge ``Z_e`` metres measured with the reference camera (``reference_focal_px``; the
+  NYUv2 Kinect, fx = 518.86 px, with the paper's NYU edges 1.5/2.1/3.0/4.7 m) becomes the edge
   ``reference_focal_px / Z_e`` in pixels per metre, and a camera of focal ``f`` bins a pixel by
   ``f / Z``. With the reference focal this reproduces the paper's bins exactly. Far pixels (bin
   0) select dilation 1, near pixels (bin 4) dilation 16. ``bin_edges_fz`` overrides the edges.
@@ -37,7 +37,7 @@ Departures from the paper and its code, and package choices:
   ``reference_focal_px``. The engine passes the K of each frame (from ``CameraInfo``); the
   exported ONNX graph has K as an input. The focal is never part of the state dict.
 * Sensor depth reaches the gate at 1/8 resolution by **min-pooling** (max-pooling f/Z, so holes,
-  which are 0, never win): thin near objects survive (spec 5.2 / 7.24).
+  which are 0, never win): thin near objects survive (doc/backends/depth_gating.md §3.3).
 * **Depth input** is the package's ``'metric'`` encoding, ``min(Z, max)/max``; ``depth_max_m``
   (default 10, the encoding's default) must equal the checkpoint's ``depth_params.max_depth_m``.
   Values at the clip (>= max) land in the far bin, which is correct for any max above 4.7 m.
@@ -49,7 +49,8 @@ Departures from the paper and its code, and package choices:
   log-depth heads are returned by :meth:`DepthGatingNet.forward_all` for the depth losses
   (``depth_bin_loss``, ``log_depth_loss``); the SegOutput contract has no slot for them.
 * New layers use BatchNorm like the rest of the package (the paper trains at batch 1 with
-  frozen backbone BN; spec 7.23 suggests GroupNorm or batch >= 8 for the new layers).
+  frozen backbone BN; GroupNorm or batch >= 8 would be safer for the new layers,
+  doc/backends/depth_gating.md §3.6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Efficient atrous spatial pyramid pooling (eASPP) of AdapNet++ (spec 2.2).
+"""Efficient atrous spatial pyramid pooling (eASPP) of AdapNet++ (doc/backends/ssma.md §2.3).
 
 Five parallel branches on the encoder's last feature map, every conv followed by BN+ReLU:
 a 1x1 conv to ``channels``; three cascaded bottlenecks ``1x1 -> 3x3(r) -> 3x3(r) -> 1x1``

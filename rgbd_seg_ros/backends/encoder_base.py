@@ -20,15 +20,17 @@ from rgbd_seg_ros.errors import ConfigError
 
 RatePairs = Sequence[Sequence[int]]
 
-# AdapNet++ paper rates (spec 2.1), for output stride 16, per residual stage res2..res5, aligned
-# to the END of the stage: res3d (1,2); res4c-f (1,2/4/8/16); res5a-c (2,4/8/16).
+# AdapNet++ paper rates (doc/backends/ssma.md §2.2), for output stride 16, per residual stage
+# res2..res5, aligned to the END of the stage: res3d (1,2); res4c-f (1,2/4/8/16); res5a-c
+# (2,4/8/16).
 ADAPNETPP_RATES: tuple[tuple[tuple[int, int], ...], ...] = (
     (),
     ((1, 2),),
     ((1, 2), (1, 4), (1, 8), (1, 16)),
     ((2, 4), (2, 8), (2, 16)),
 )
-# The rates hard-coded in the authors' released code (spec 9.1), for fidelity experiments.
+# The rates hard-coded in the authors' released code (doc/backends/ssma.md §5.1), for fidelity
+# experiments.
 REFERENCE_CODE_RATES: tuple[tuple[tuple[int, int], ...], ...] = (
     (),
     ((1, 2),),

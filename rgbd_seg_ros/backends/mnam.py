@@ -1,7 +1,8 @@
 """Multi-modality Non-local Aggregation Module of NANet (Zhang, Xue, Xie, Yang, Wang, "Non-Local
 Aggregation for RGB-D Semantic Segmentation", IEEE SPL 28, 2021).
 
-MNAM = Spatial Fusion Module (SFM) then Channel Fusion Module (CFM), spec 2.2-2.3:
+MNAM = Spatial Fusion Module (SFM) then Channel Fusion Module (CFM) (the paper's modules:
+doc/backends/nanet.md §2.2, §2.3; as built here: §3.2):
 
 * SFM, per modality m: row and column average strips ``Fv = mean_H(F)`` (C x 1 x W) and
   ``Fh = mean_W(F)`` (C x H x 1), a 1x3 conv on Fv and a 3x1 conv on Fh (+BN, no ReLU), then a
@@ -18,14 +19,14 @@ Variants:
 
 * ``lite=False`` -- the literal module: full C -> C strip convs, separate per modality and
   direction (4 per MNAM), and two full 2C -> C FC layers. About 89 M parameters over the four
-  ResNet-50 stages (spec 2.6), almost all in stage 4.
+  ResNet-50 stages (doc/backends/nanet.md §3.5), almost all in stage 4.
 * ``lite=True`` -- a package deviation: depthwise strip convs (groups = C) and a reduced CFM
   (one shared 2C -> 2C/r FC + ReLU, then two 2C/r -> C heads; r = ``cfm_reduction``, 16), about
   2.9 M parameters for the four ResNet-50 stages (literal: 89.2 M). Same data flow and shapes.
 
 Departures: the paper gives no layer details; the choices above (BN after the strip convs, no
 activation before the softmax, addition for "embed Fs into the raw features", single FC
-layers for phi/rho) are the spec's defaults N5-N9.
+layers for phi/rho) are this project's readings N5-N9 of doc/backends/nanet.md §3.3.
 """
 
 from __future__ import annotations

@@ -16,12 +16,13 @@ loss weight 0.2, training only. Output stride 16 by default (ASPP rates 6/12/18;
 stride 8 the rates double unless given).
 
 Variants: ``variant='full'`` is the literal module (about 175 M parameters with ResNet-50 and
-dual heads, 213 M with ResNet-101, per the spec's count); ``variant='lite'`` (a deviation of
+dual heads, 213 M with ResNet-101, doc/backends/nanet.md §3.5); ``variant='lite'`` (a deviation of
 this package) uses depthwise strip convs and a reduced CFM, 88.3 M with ResNet-50 and dual
 heads, nearly all of it the two trunks and heads.
 
 Departures from the paper (whose Fig. 1 wiring, output stride, decoder details and sizes are
-not recoverable from the text; spec section 6): feedback into both streams by addition
+not recoverable from the text; this project's readings are doc/backends/nanet.md §3.3, the
+departures §5): feedback into both streams by addition
 (``feedback`` 'both' | 'rgb' | 'none'), the head modes above, OS 16, FCN-style auxiliary head,
 single-FC phi/rho, BN after the strip convs. The paper feeds HHA (``depth_channels=3``).
 """

@@ -23,10 +23,11 @@ Departures from both, for deployment:
   output size does not divide the input size (60x80 -> 3, 6, 8 at 480x640) and the dynamo
   exporter bakes one shape in; the matrices reproduce the operator's bins exactly
   (``floor(i*L/n) .. ceil((i+1)*L/n)``, tested to 1e-6) and export with both. Average pooling
-  over a rectangle is separable, so the S x N matrix of the spec is applied as one ``n x H`` and
-  one ``n x W`` product per pyramid level (the full matrix is :func:`pyramid_pool_matrix`, kept
-  for reference and tests). The matrices are constants of the input size, so an exported graph
-  is tied to the resolution it was exported at (as with every fixed-shape engine).
+  over a rectangle is separable, so the S x N pooling matrix (doc/backends/ann.md §4.2) is
+  applied as one ``n x H`` and one ``n x W`` product per pyramid level (the full matrix is
+  :func:`pyramid_pool_matrix`, kept for reference and tests). The matrices are constants of the
+  input size, so an exported graph is tied to the resolution it was exported at (as with every
+  fixed-shape engine).
 * AFNB accepts keys/values at a different spatial size from the queries (the anchors are pooled
   anyway), which lets a half-resolution depth stream feed an RGB query: the cross-modal fusion
   option of :class:`CrossModalAFNB` (in neither paper).

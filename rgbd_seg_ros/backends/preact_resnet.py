@@ -1,4 +1,4 @@
-"""Full pre-activation ResNet (v2) encoder of AdapNet++ (spec 2.1, 10).
+"""Full pre-activation ResNet (v2) encoder of AdapNet++ (doc/backends/ssma.md §2.1, §5.12).
 
 A pre-activation bottleneck unit computes
 ``y = x + conv3(ReLU(BN(conv2(ReLU(BN(conv1(ReLU(BN(x)))))))))`` with no BN after conv3; the

@@ -10,11 +10,11 @@ complementary feature per modality (paper eqs. 1-3)::
     x_R' = x_R + F_R(x_R + x_Rcom)        # point "R" (the paper's choice)
     x_R' = x_R + x_Rcom + F_R(x_R)        # point "T" (ablation)
 
-The depth stream runs at half the RGB resolution; the interaction stream has the depth
-stream's resolution and half the GFU width. GFU layout (spec 2.3; the paper fixes the gate
-subnet conv->ReLU->conv->sigmoid, the shared first conv of the input gates, the 1x1 fusion
-conv, the addition to x_RD and the depthwise-separable "Sconv"; everything else is the spec's
-proposal [D])::
+The depth stream runs at half the RGB resolution; the interaction stream has the depth stream's
+resolution and half the GFU width. GFU layout (doc/backends/rfbnet.md §3.2; the paper fixes the
+gate subnet conv->ReLU->conv->sigmoid, the shared first conv of the input gates, the 1x1 fusion
+conv, the addition to x_RD and the depthwise-separable "Sconv"; everything else is this project's
+reading)::
 
     r      = AvgPool(x_R) to the depth size
     h_in   = ReLU(Conv3x3([r, x_D, x_RD] -> C/4))                         shared by both

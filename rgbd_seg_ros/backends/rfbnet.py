@@ -28,12 +28,12 @@ half-size input).
 Departures from the paper (which gives no code, sizes or formulas beyond eqs. 1-3):
 
 * GFU internals (kernel sizes, widths, BN placement, gate inputs, Sconv layout, the
-  complement projections and their zero-init) follow the spec's proposal (spec 2.3, 7.1-7.6);
-  see :mod:`rgbd_seg_ros.backends.rfb`.
-* Merge ``F`` of three streams: the spec's default (upsample, concatenate, one SSMA block);
-  the paper only says "SSMA block".
+  complement projections and their zero-init) are this project's reading
+  (doc/backends/rfbnet.md §3.2); see :mod:`rgbd_seg_ros.backends.rfb`.
+* Merge ``F`` of three streams: upsample, concatenate, one SSMA block (doc/backends/rfbnet.md
+  §3.4); the paper only says "SSMA block".
 * Interaction stream across stage changes: 1x1 conv + BN to the new width, 2x2 average pooling
-  when the depth resolution halves (spec 7.8).
+  when the depth resolution halves (doc/backends/rfbnet.md §3.3).
 * The depth stream's skips (AdapNet++ base) are upsampled x2 before the skip SSMA blocks.
 * Depth shrinking uses 2x2 average pooling (the paper resizes HHA; with metric depth and
   holes, averaging mixes holes in; pre-fill holes if that matters).

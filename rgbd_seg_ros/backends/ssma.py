@@ -1,10 +1,11 @@
 """SSMA: self-supervised model adaptation fusion of RGB and depth (Valada et al., IJCV 2019).
 
 Two modality-specific AdapNet++ experts (``expert_rgb``, ``expert_depth``: input BN, encoder,
-eASPP, the two 24-channel skip convs) are fused by SSMA blocks (spec 3):
+eASPP, the two 24-channel skip convs) are fused by SSMA blocks (doc/backends/ssma.md §3):
 
 - ``ssma_latent`` on the two eASPP outputs (eta = 16 on the 2C = 512 concatenation -> 32;
-  fusion conv 1x1 + BN, which fits the paper's 56.44 M parameters),
+  fusion conv 1x1 + BN, the reading closest to the paper's parameter count,
+  doc/backends/ssma.md §5.3),
 - ``ssma_skip8`` / ``ssma_skip4`` on the OS8 / OS4 skips (eta = 6: 48 -> 8; fusion conv
   3x3 + BN as the paper's Eq. 12, or the reference code's 3x3 with bias and no BN),
 
@@ -12,7 +13,7 @@ into one shared AdapNet++ decoder whose skips are first scaled channel-wise by
 ``ReLU(BN(1x1(GAP(decoder))))`` (the skip attention). The gates are independent sigmoids per
 channel and pixel (``ssma_gating='softmax'`` is the paper's "dependent" variant).
 
-Staged training (spec 5.2): train one ``adapnetpp`` per modality, then
+Staged training (doc/backends/ssma.md §4.2): train one ``adapnetpp`` per modality, then
 :meth:`SSMA.init_experts_from_unimodal` copies each one's ``expert.*`` into the matching
 expert (the decoders are discarded), and :meth:`SSMA.expert_parameters` /
 :meth:`SSMA.fusion_parameters` give the two learning-rate groups; :meth:`SSMA.freeze_experts`
@@ -42,8 +43,9 @@ from rgbd_seg_ros.errors import CheckpointError, ConfigError
 @dataclass
 class SSMAConfig:
     """Options of the ``ssma`` backend, SSMA fusion of two AdapNet++ experts (Valada, Mohan,
-    Burgard, IJCV 2019). The defaults are the recommended reading of the paper's RGB-D
-    network: 56.44 M parameters with 12 classes, as the paper gives."""
+    Burgard, IJCV 2019). The defaults are this project's reading of the paper's RGB-D network
+    (doc/backends/ssma.md §5): 56.29 M parameters with 12 classes and 3-channel depth against
+    the paper's 56.44 M, a gap that is still open (doc/backends/ssma.md §3.5, §6)."""
 
     encoder: str = 'preact_resnet50'
     """Trunk of both experts, any name of ``encoders.list_encoders()``; the paper's is the full
@@ -72,7 +74,8 @@ class SSMAConfig:
     ssma_eta_skip: int = 6
     """Bottleneck of the skip SSMA blocks, 2C / eta (48 -> 8)."""
     ssma_latent_kernel: int = 1
-    """Fusion conv of the latent block: 1 (+BN; fits the paper's 56.44 M) or 3."""
+    """Fusion conv of the latent block: 1 (+BN; the reading closest to the paper's parameter count,
+    doc/backends/ssma.md §5.3) or 3."""
     ssma_skip_kernel: int = 3
     """Fusion conv of the skip blocks: 1 or 3 (the paper's Eq. 12)."""
     ssma_skip_bn: bool = True

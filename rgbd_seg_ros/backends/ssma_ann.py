@@ -9,7 +9,7 @@ blocks (:mod:`rgbd_seg_ros.backends.nonlocal_blocks`) in two places, each switch
   (``'ssma'`` keeps the SSMA block).
 
 This combination is in none of the papers (ANN is an RGB-only network; the cross-modal AFNB is
-the spec's suggested extension, nanet_ann.md section 1). Everything else -- experts, skips, skip
+a project extension, doc/backends/ann.md §4.3). Everything else -- experts, skips, skip
 SSMA blocks, decoder with skip attention, staged training helpers -- is the ``ssma`` backend
 unchanged; with ``context_head='apnb'`` the experts' eASPP weights of a unimodal ``adapnetpp``
 checkpoint do not apply (use ``init_experts_from_unimodal(..., strict=False)``).

@@ -1,9 +1,9 @@
 """segmentation_node: synchronised RGB-D in, semantic images and clouds out.
 
-Threading model (DESIGN.md section 2): subscription callbacks only decode stamps and hand the
-newest complete triple to a single worker thread, which owns the model. A triple the worker
-has not picked up yet is replaced by a newer one (counted as ``superseded``), so nothing ever
-queues behind the GPU. The model reference is swapped atomically between frames, which makes a
+Threading model (doc/design.md §2.2, §2.5, §2.9): subscription callbacks only decode stamps and
+hand the newest complete triple to a single worker thread, which owns the model. A triple the
+worker has not picked up yet is replaced by a newer one (counted as ``superseded``), so nothing
+ever queues behind the GPU. The model reference is swapped atomically between frames, which makes a
 hot-swap invisible to any single frame.
 """
 

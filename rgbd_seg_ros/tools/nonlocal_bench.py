@@ -207,6 +207,7 @@ def format_bench_table(rows: Sequence[BenchRow], channels: int = 2048, key: int 
     if rows:
         lines.append(
             f'device: {rows[0].device}; memory: {rows[0].memory_method}; '
-            'GMACs from torch.utils.flop_counter (paper "GFLOPs" are MAC counts, see spec 3.6)'
+            'GMACs from torch.utils.flop_counter (paper "GFLOPs" are MAC counts, '
+            'see doc/backends/ann.md §4.4)'
         )
     return '\n'.join(lines)

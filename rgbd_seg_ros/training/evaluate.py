@@ -1,6 +1,6 @@
 """Evaluation over a whole split: single scale, and multi-scale + flip, reported separately.
 
-Protocol (landscape spec 3c): logits are resized bilinearly to the full label resolution before
+Protocol (doc/design.md §4.4): logits are resized bilinearly to the full label resolution before
 the argmax, and one confusion matrix is accumulated over the split (summed over DDP ranks, each
 evaluating its own shard). Multi-scale + flip averages the softmax over the input scales and
 their horizontal mirrors. Inputs are resized on the device: colour bilinearly, depth encodings

@@ -1,8 +1,9 @@
-"""Parameter counts of the Backends-II networks at paper size, against the papers / spec.
+"""Parameter counts of the Backends-II networks at paper size, against the papers and doc/.
 
 Big models are built on the meta device only to count parameters (no memory, no init work).
 Each test prints the count and the reference it is compared with (run ``pytest -s`` to see the
-table). Where neither paper nor spec gives a figure, the count is printed and only sanity
+table). Where the paper gives no figure (doc/backends/rfbnet.md §3.8, doc/backends/nanet.md
+§3.5, doc/backends/depth_gating.md §3.8), the count is printed and only sanity
 relations are asserted.
 """
 
@@ -34,7 +35,7 @@ def test_nanet_literal_dual(encoder: str, expected: float) -> None:
     _report(
         f'nanet {encoder}, literal MNAM, dual heads, 40 classes',
         total,
-        f'spec 2.6: {expected / 1e6:.1f} M; the paper gives none',
+        f'doc/backends/nanet.md §3.5: {expected / 1e6:.1f} M; the paper gives none',
     )
     assert total == pytest.approx(expected, rel=0.005)
 
@@ -47,7 +48,11 @@ def test_nanet_lite_and_fused() -> None:
     _report('nanet resnet50, literal MNAM, fused head', fused, 'no reference')
     mnam_full = sum(mnam_parameter_table('resnet50', 'full').values())
     mnam_lite = sum(mnam_parameter_table('resnet50', 'lite').values())
-    _report('  four literal MNAMs (resnet50 widths)', mnam_full, 'spec 2.6: 66.9 + 22.3 M')
+    _report(
+        '  four literal MNAMs (resnet50 widths)',
+        mnam_full,
+        'doc/backends/nanet.md §3.5: 66.9 + 22.3 M',
+    )
     _report('  four lite MNAMs', mnam_lite, 'deviation')
     assert mnam_full == pytest.approx(89.2e6, rel=0.005)
     assert full - lite == mnam_full - mnam_lite

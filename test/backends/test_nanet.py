@@ -74,7 +74,8 @@ def test_mnam_literal_and_lite_sizes() -> None:
     full = mnam_parameter_table('resnet50', 'full')
     sfm = sum(v for k, v in full.items() if k.endswith('sfm'))
     cfm = sum(v for k, v in full.items() if k.endswith('cfm'))
-    # spec 2.6: SFM 66.9 M (0.79 + 3.15 + 12.6 + 50.3), CFM 22.3 M (0.26 + 1.05 + 4.2 + 16.8)
+    # doc/backends/nanet.md §3.5: SFM 66.9 M (0.79 + 3.15 + 12.6 + 50.3),
+    # CFM 22.3 M (0.26 + 1.05 + 4.2 + 16.8)
     assert sfm == pytest.approx(66.9e6, rel=0.01)
     assert cfm == pytest.approx(22.3e6, rel=0.01)
     lite = sum(mnam_parameter_table('resnet50', 'lite').values())

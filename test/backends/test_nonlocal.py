@@ -160,7 +160,8 @@ def test_bench_direction_and_table() -> None:
 
 
 def test_analytic_counts_reproduce_paper_nb_rows() -> None:
-    # spec 3.6: the NB rows of the paper's Table 1 are MAC counts with shared q/k and W_o
+    # doc/backends/ann.md §4.4: the NB rows of the paper's Table 1 are MAC counts with shared
+    # q/k and W_o
     assert analytic_gmacs('NB', 2048, 256, 128, 256) == pytest.approx(601.4, rel=0.01)
     assert analytic_gmacs('NB', 2048, 256, 96, 96) == pytest.approx(58.0, rel=0.01)
 

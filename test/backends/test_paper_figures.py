@@ -1,4 +1,5 @@
-"""The figures of the SSMA / AdapNet++ paper this implementation must reproduce (spec 2.5, 2.6).
+"""The figures of the SSMA / AdapNet++ paper this implementation must reproduce
+(doc/backends/ssma.md §2.6, §2.7).
 
 Parameter counts follow the paper, which counted every TF variable: weights, BN scale/offset
 and BN moving mean/variance. Models are built on the meta device (no memory, no init cost) and
@@ -27,7 +28,7 @@ def test_easpp_parameters() -> None:
     weights = sum(p.numel() for n, p in easpp.named_parameters() if n.endswith('conv.weight'))
     total = count_parameters(easpp)
     print(f'eASPP: {weights:,} conv weights, {total:,} parameters (paper 2.04 M)')
-    assert weights == 2_039_808  # spec 2.2's recount
+    assert weights == 2_039_808  # doc/backends/ssma.md §2.3's recount
     assert _close(total, 2.04e6, 0.01)
 
 
@@ -41,7 +42,7 @@ def test_adapnetpp_parameters() -> None:
     )
     assert _close(total, 30.20e6, 0.01)
     decoder = count_parameters(model.decoder) - count_parameters(model.decoder.aux_os4) * 2
-    print(f'  decoder without aux heads: {decoder:,} (spec 2.6: 4.58 M)')
+    print(f'  decoder without aux heads: {decoder:,} (doc/backends/ssma.md §2.7: 4.58 M)')
     assert _close(decoder, 4.58e6, 0.01)
 
 
@@ -58,7 +59,7 @@ def test_ssma_parameters() -> None:
     assert model.ssma_skip8.reduce.out_channels == 8  # 48 / 6
 
 
-# spec 2.5, input B x 3 x 384 x 768 (C = classes), as (channels, height, width)
+# doc/backends/ssma.md §2.6, input B x 3 x 384 x 768 (C = classes), as (channels, height, width)
 ADAPNETPP_SHAPES = {
     'stem': (64, 192, 384),
     'res2': (256, 96, 192),
@@ -136,4 +137,4 @@ def test_tensor_shapes_384x768(name: str) -> None:
     assert shapes == ADAPNETPP_SHAPES
     assert tuple(out.logits.shape) == (2, NUM_CLASSES, 384, 768)
     assert [tuple(a.shape[1:]) for a in out.aux] == [(NUM_CLASSES, 96, 192), (NUM_CLASSES, 48, 96)]
-    assert out.aux_weights == (0.6, 0.5)  # OS4 head 0.6, OS8 head 0.5 (spec 2.4)
+    assert out.aux_weights == (0.6, 0.5)  # doc/backends/ssma.md §2.5
