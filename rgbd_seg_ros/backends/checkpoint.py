@@ -7,7 +7,8 @@ Two containers, both read and written here:
 
     * ``format``: ``"pt"`` (the safetensors convention),
     * ``rgbd_seg_ros``: the JSON document of ``CheckpointMeta`` (backend, config, class_names,
-      palette, ignore_index, input_spec, provenance, metrics, format_version),
+      palette, ignore_index, input_spec, provenance, metrics, format_version, and class_ids
+      when output c is not label id c),
     * ``rgbd_seg_ros_sha256``: SHA-256 over that document and every tensor (name, dtype,
       shape, bytes), so a flipped byte anywhere in the header or the weights is caught.
 
@@ -57,6 +58,7 @@ META_KEY = 'rgbd_seg_ros'
 DIGEST_KEY = 'rgbd_seg_ros_sha256'
 _TORCH_SUFFIXES = ('.pt', '.pth')
 _SHOWN_KEYS = 8  # how many key names an error message lists per category
+_OPTIONAL_FIELDS = frozenset({'class_ids'})  # may be absent from older files
 
 __all__ = [
     'FORMAT_VERSION',
@@ -158,6 +160,10 @@ class CheckpointMeta:
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The dataset label id of each output channel; empty: output c is label id c (then the
+    # field is left out of the file). Outputs are dense, one per class, so an id that is no
+    # class gets no output (doc/design.md §3.2).
+    class_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.input_spec, Mapping):
@@ -169,7 +175,13 @@ class CheckpointMeta:
 
     @property
     def num_classes(self) -> int:
+        """Number of outputs of the network (one per class)."""
         return len(self.class_names)
+
+    @property
+    def label_ids(self) -> list[int]:
+        """The label id the node publishes for each output, in output order."""
+        return list(self.class_ids) if self.class_ids else list(range(len(self.class_names)))
 
     @property
     def depth_channels(self) -> int:
@@ -177,7 +189,7 @@ class CheckpointMeta:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (the document stored in the file)."""
-        return {
+        doc = {
             'backend': self.backend,
             'config': _jsonable(self.config),
             'class_names': list(self.class_names),
@@ -188,6 +200,9 @@ class CheckpointMeta:
             'metrics': _jsonable(self.metrics),
             'format_version': int(self.format_version),
         }
+        if self.class_ids:  # only when output c is not label id c
+            doc['class_ids'] = [int(i) for i in self.class_ids]
+        return doc
 
     @classmethod
     def from_dict(cls, doc: Any) -> CheckpointMeta:
@@ -202,7 +217,8 @@ class CheckpointMeta:
                 f'unknown format_version {version} (this build reads {FORMAT_VERSION})'
             )
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in doc]
+        # class_ids arrived after the first checkpoints were written: absent means identity.
+        missing = [n for n in names if n not in doc and n not in _OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f'metadata field(s) missing: {missing}')
         unknown = sorted(set(doc) - set(names))
@@ -210,7 +226,7 @@ class CheckpointMeta:
             raise ValueError(f'unknown metadata field(s) {unknown}')
         if not isinstance(doc['palette'], list) or not doc['palette']:
             raise ValueError(f'palette must be a non-empty list, got {doc["palette"]!r}')
-        fields = {n: doc[n] for n in names if n != 'input_spec'}
+        fields = {n: doc[n] for n in names if n != 'input_spec' and n in doc}
         meta = cls(**fields, input_spec=InputSpec.from_dict(doc['input_spec']))
         meta.validate()
         return meta
@@ -249,6 +265,7 @@ class CheckpointMeta:
         self.palette = rows
         if not _is_int(self.ignore_index):
             raise ValueError(f'ignore_index must be an integer, got {self.ignore_index!r}')
+        self.class_ids = _checked_class_ids(self.class_ids, len(names), self.ignore_index)
         if not isinstance(self.input_spec, InputSpec):
             raise ValueError('input_spec must be an InputSpec')
         self.input_spec.validate()
@@ -266,6 +283,23 @@ class CheckpointMeta:
                 f'config.depth_channels is {declared} but depth encoding '
                 f'{self.input_spec.depth_encoding!r} gives {self.depth_channels} channel(s)'
             )
+
+
+def _checked_class_ids(ids: Any, count: int, ignore_index: int) -> list[int]:
+    """``ids`` as a list, empty for the identity; ``ValueError`` unless one distinct label id
+    in 0..65535 per class, none of them the ignore index."""
+    if not isinstance(ids, (list, tuple)) or not all(_is_int(i) for i in ids):
+        raise ValueError(f'class_ids must be a list of integers, got {ids!r}')
+    if not ids:
+        return []
+    if len(ids) != count:
+        raise ValueError(f'class_ids must have one id per class ({count}), got {len(ids)}')
+    if len(set(ids)) != len(ids) or not all(0 <= i <= 65535 for i in ids):
+        raise ValueError(f'class_ids must be distinct ids in 0..65535, got {list(ids)}')
+    if ignore_index in ids:
+        raise ValueError(f'class_ids include the ignore index {ignore_index}')
+    # Output c is id c: stored as absent, which every reader of format 1 understands.
+    return [] if list(ids) == list(range(count)) else [int(i) for i in ids]
 
 
 def _is_int(value: Any) -> bool:

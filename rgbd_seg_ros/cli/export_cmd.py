@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         meta.depth_channels,
         args.opset,
         dynamo=args.dynamo,
-        metadata={'backend': meta.backend, 'class_names': json.dumps(meta.class_names)},
+        metadata={
+            'backend': meta.backend,
+            'class_names': json.dumps(meta.class_names),
+            'class_ids': json.dumps(meta.label_ids),
+        },
     )
     doc['onnx'] = {
         'file': out.name,

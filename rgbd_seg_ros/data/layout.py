@@ -153,8 +153,18 @@ class DatasetMeta:
             raise DatasetError(f'depth_unit must be "mm", got {self.depth_unit!r}')
 
     @property
+    def class_ids(self) -> list[int]:
+        """The label ids that are classes, ascending: a network's outputs, in order."""
+        return sorted(c.id for c in self.classes)
+
+    def classes_by_id(self) -> list[ClassInfo]:
+        """The classes in ascending id order (the order of a network's outputs)."""
+        return sorted(self.classes, key=lambda c: c.id)
+
+    @property
     def num_classes(self) -> int:
-        """Number of label ids in use: one more than the largest class id."""
+        """One more than the largest class id (label images indexed by id; a network has
+        ``len(class_ids)`` outputs instead)."""
         return max((c.id for c in self.classes), default=-1) + 1
 
     @property

@@ -70,37 +70,70 @@ def assign_splits(
     Blocks of ``block_ns`` from the first stamp are handed out in time order, each to the split
     furthest below its share of frames so far (ties: train, val, test), which interleaves the
     splits over the recording while every block stays whole.
+
+    Every split with a positive share gets frames whenever the recording has enough of them, so
+    a short recording still has held-out frames (doc/design.md §4.1): while a split is left
+    without a block, the blocks (and the guard) are halved; when even one frame per block
+    leaves a split out, the last blocks of the recording go to the missing splits (test last,
+    val before it). The guard never takes a split's last frames.
     """
     stamps = np.asarray(stamps, np.int64)
     if len(stamps) == 0:
         return []
     if block_ns <= 0:
         raise ConfigError('split block length must be positive')
-    block_of = (stamps - stamps[0]) // block_ns
-    blocks, first, sizes = np.unique(block_of, return_index=True, return_counts=True)
+    wanted = {i for i, r in enumerate(ratios) if r > 0}
+    while True:
+        block_of = (stamps - stamps[0]) // block_ns
+        blocks, first, sizes = np.unique(block_of, return_index=True, return_counts=True)
+        block_split = _deal_blocks(blocks.tolist(), sizes.tolist(), ratios)
+        if wanted <= set(block_split.values()) or len(blocks) == len(stamps) or block_ns == 1:
+            break
+        block_ns, guard_ns = max(block_ns // 2, 1), guard_ns // 2
+    _give_missing_splits(block_split, blocks.tolist(), wanted)
+    split = np.asarray([block_split[b] for b in block_of.tolist()])
+    names: list[str | None] = [SPLIT_NAMES[s] for s in split.tolist()]
+    if guard_ns > 0 and len(first) > 1:
+        guarded = np.zeros(len(stamps), bool)
+        for k in range(1, len(blocks)):
+            if block_split[int(blocks[k - 1])] == block_split[int(blocks[k])]:
+                continue
+            # Guard both sides of the boundary: frames of either block close to it.
+            guarded |= np.abs(stamps - stamps[first[k]]) < guard_ns
+        for s in set(split.tolist()):
+            mine = split == s
+            if not (mine & ~guarded).any():
+                guarded &= ~mine  # the guard would empty this split: keep its frames
+        for i in np.nonzero(guarded)[0].tolist():
+            names[i] = None
+    return names
+
+
+def _deal_blocks(
+    blocks: list[int], sizes: list[int], ratios: tuple[float, float, float]
+) -> dict[int, int]:
+    """Split index per block: each to the split furthest below its share so far."""
     assigned = np.zeros(3)
     target = np.asarray(ratios, np.float64)
     block_split: dict[int, int] = {}
-    for block, size in zip(blocks.tolist(), sizes.tolist(), strict=True):
+    for block, size in zip(blocks, sizes, strict=True):
         total = assigned.sum() + size
         deficit = target * total - assigned
         deficit[target == 0] = -np.inf
         choice = int(np.argmax(deficit))
         block_split[block] = choice
         assigned[choice] += size
-    split = np.asarray([block_split[b] for b in block_of.tolist()])
-    names: list[str | None] = [SPLIT_NAMES[s] for s in split.tolist()]
-    if guard_ns > 0 and len(first) > 1:
-        for k in range(1, len(blocks)):
-            a, b = block_split[int(blocks[k - 1])], block_split[int(blocks[k])]
-            if a == b:
-                continue
-            boundary = stamps[first[k]]
-            near = np.abs(stamps - boundary) < guard_ns
-            # Guard both sides of the boundary: frames of either block close to it.
-            for i in np.nonzero(near)[0].tolist():
-                names[i] = None
-    return names
+    return block_split
+
+
+def _give_missing_splits(block_split: dict[int, int], blocks: list[int], wanted: set[int]) -> None:
+    """Hand the last blocks to wanted splits that have none (test last, val before it), each
+    taken from a split that keeps at least one block."""
+    for missing in sorted(wanted - set(block_split.values()), reverse=True):
+        for block in reversed(blocks):
+            if list(block_split.values()).count(block_split[block]) >= 2:
+                block_split[block] = missing
+                break
 
 
 class DuplicateFilter:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from rgbd_seg_ros.backends.base import needs_intrinsics
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, build_from_checkpoint
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
+from rgbd_seg_ros.core.label_space import is_identity
 from rgbd_seg_ros.errors import ConfigError, FrameError
 from rgbd_seg_ros.inference.depth_encoding import encode_depth_torch
 from rgbd_seg_ros.inference.postprocess import (
@@ -121,6 +122,12 @@ class Engine:
             | palette[:, 2].astype(np.uint32)
         )
         self._palette_packed = torch.from_numpy(packed.view(np.int32)).to(device)
+        # Output index -> the dataset's label id, when the two differ (doc/design.md §3.2).
+        ids = meta.label_ids
+        self.max_label_id = max(ids)
+        self._label_ids = (
+            None if is_identity(ids) else torch.tensor(ids, dtype=torch.int32, device=device)
+        )
         if device.type == 'cuda':
             self.model = self.model.to(memory_format=torch.channels_last)
         # Depth-aware gating bins on f/Z: such a backend gets the K of the network input.
@@ -151,6 +158,7 @@ class Engine:
 
     @property
     def num_classes(self) -> int:
+        """Number of outputs of the network (classes)."""
         return self.meta.num_classes
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
@@ -310,8 +318,9 @@ class Engine:
     ) -> Prediction:
         height, width = depth_m.shape
         reduced = ReducedLogits(logits)
-        labels = self._to_camera(reduced.labels, height, width)
-        label_dtype = torch.uint8 if self.num_classes <= 255 else torch.int32
+        outputs = self._to_camera(reduced.labels, height, width)
+        labels = outputs if self._label_ids is None else self._label_ids[outputs.to(torch.int64)]
+        label_dtype = torch.uint8 if self.max_label_id <= 255 else torch.int32
         host_labels = labels.to(label_dtype).cpu().numpy()
         if label_dtype == torch.int32:
             host_labels = host_labels.astype(np.uint16)
@@ -325,7 +334,7 @@ class Engine:
             emit('confidence', result.confidence)
         # Palette row of each pixel, shared by the colour image and the cloud's rgb field.
         index = (
-            labels.to(torch.int64).clamp_(0, len(self._palette) - 1)
+            outputs.to(torch.int64).clamp_(0, len(self._palette) - 1)
             if wanted & {'color', 'overlay', 'points'}
             else None
         )

@@ -39,11 +39,12 @@ class CheckpointLabeller:
     def classes(self) -> tuple[list[ClassInfo], int]:
         """The dataset classes the checkpoint predicts and its ignore index (metadata only)."""
         meta = read_checkpoint_meta(self.checkpoint)
-        palette = list(meta.palette)
-        classes = []
-        for i, name in enumerate(meta.class_names):
-            r, g, b = palette[i] if i < len(palette) else (0, 0, 0)
-            classes.append(ClassInfo(i, name, (int(r), int(g), int(b))))
+        classes = [
+            ClassInfo(label_id, name, (int(r), int(g), int(b)))
+            for label_id, name, (r, g, b) in zip(
+                meta.label_ids, meta.class_names, meta.palette, strict=True
+            )
+        ]
         return classes, int(meta.ignore_index)
 
     def __call__(

@@ -63,8 +63,10 @@ def classes_message(engine: Engine) -> String:
     """The latched segmentation/classes message: backend, checkpoint, ids, names, colours."""
     meta = engine.meta
     classes = [
-        {'id': i, 'name': name, 'color': [int(c) for c in meta.palette[i]]}
-        for i, name in enumerate(meta.class_names)
+        {'id': label_id, 'name': name, 'color': [int(c) for c in colour]}
+        for label_id, name, colour in zip(
+            meta.label_ids, meta.class_names, meta.palette, strict=True
+        )
     ]
     msg = String()
     msg.data = json.dumps(

@@ -159,7 +159,7 @@ class SegmentWorker:
             return
         self._models.frame_seen(*arrays.rgb.shape[:2])
         publisher = _OutputPublisher(
-            self._sink, self._clock_ns, wanted, colour.header, info, arrays.K, engine.num_classes
+            self._sink, self._clock_ns, wanted, colour.header, info, arrays.K
         )
         decoded = self._clock_ns()
         prediction = engine.predict(
@@ -198,7 +198,6 @@ class _OutputPublisher:
         header: Any,
         info: Any,
         K: np.ndarray,
-        num_classes: int,
     ) -> None:
         self._sink = sink
         self._clock_ns = clock_ns
@@ -206,7 +205,6 @@ class _OutputPublisher:
         self._header = header
         self._info = info
         self._K = K
-        self._label_encoding = 'mono8' if num_classes <= 255 else 'mono16'
         self._info_sent = False
         self.labels_at: int | None = None  # clock ns when the labels were published
 
@@ -217,7 +215,9 @@ class _OutputPublisher:
         if name == 'points':
             self._sink.publish(name, serialized.cloud_bytes(array, self._header))
             return
-        encoding = {'labels': self._label_encoding, 'confidence': '32FC1'}.get(name, 'rgb8')
+        # The engine gives uint8 labels while every label id fits, uint16 beyond.
+        label_encoding = 'mono8' if array.dtype == np.uint8 else 'mono16'
+        encoding = {'labels': label_encoding, 'confidence': '32FC1'}.get(name, 'rgb8')
         self._sink.publish(name, serialized.image_bytes(array, encoding, self._header))
         if name == 'labels':
             self.labels_at = self._clock_ns()

@@ -6,7 +6,12 @@ services and publishing progress while the CPU/GPU trains. Progress comes back o
 multiprocessing queue and is republished on ``~/progress`` (JSON in std_msgs/String) and
 ``/diagnostics``. ``~/cancel`` asks the job to stop at the next step; it saves its last
 checkpoint (and does not swap it in). When the job finishes, the new checkpoint is set as
-the ``checkpoint`` parameter of the target segmentation node, which hot-swaps it.
+the ``checkpoint`` parameter of the target segmentation node, which hot-swaps it, but only
+past the quality gate (``training.gate``): the job scores the new model and the one the node
+is serving (its ``checkpoint`` parameter, or the embedded default when that is empty) on the
+same held-out frames through the node's pipeline, and the swap happens when the new mIoU beats
+the old by more than ``gate_margin`` (or ``force_swap`` is set). Otherwise the serving model
+stays and ``~/progress`` and ``/diagnostics`` say why.
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
+
+from rgbd_seg_ros.paths import default_model
+from rgbd_seg_ros.training.gate import GateScores, decide
 
 PARAMS: dict[str, tuple[Any, str]] = {
     'recordings': ([''], 'Recording paths (rosbag2 folders/files, ROS 1 .bag) to train on.'),
@@ -44,7 +52,17 @@ PARAMS: dict[str, tuple[Any, str]] = {
     'overrides': ([''], "Recipe overrides as 'dotted.key=value' strings."),
     'output_dir': ('', 'Where datasets and runs go (empty: $ROS_HOME/rgbd_seg_training).'),
     'target_node': ('/segmentation_node', 'Segmentation node that receives the new model.'),
+    'gate_margin': (
+        0.0,
+        'mIoU (0..1) by which the candidate must beat the serving model on the held-out frames '
+        'before it is swapped in; 0: any improvement.',
+    ),
+    'gate_max_frames': (100, 'Held-out frames the gate scores per model (0: all).'),
+    'force_swap': (False, 'Swap the new model in even when the quality gate would keep the old.'),
 }
+
+
+_ENDED = ('finished', 'failed', 'cancelled')  # stages after which the job process exits
 
 
 class TrainerNode(Node):
@@ -58,19 +76,23 @@ class TrainerNode(Node):
         self._process: mp.process.BaseProcess | None = None
         self._events: Any = None
         self._stop: Any = None
+        self._replies: Any = None  # answers to the job's questions (which model is serving)
         self.state: dict[str, Any] = {'stage': 'idle'}
         group = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, '~/start', self._on_start, callback_group=group)
         self.create_service(Trigger, '~/cancel', self._on_cancel, callback_group=group)
         self._progress_pub = self.create_publisher(String, '~/progress', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._set_client = None
+        self._set_client: Any = None
+        self._get_client: Any = None
         self._client_group = ReentrantCallbackGroup()
         self.create_timer(0.2, self._poll, callback_group=group)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=group)
 
     # ---- services -----------------------------------------------------------------------------
     def _on_start(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        if self._process is not None and self.state.get('stage') in _ENDED:
+            self._process.join(timeout=10.0)  # it reported its end and is exiting
         if self._process is not None and self._process.is_alive():
             res.success, res.message = False, 'a training job is already running'
             return res
@@ -83,9 +105,10 @@ class TrainerNode(Node):
 
         self._events = self._ctx.Queue()
         self._stop = self._ctx.Event()
+        self._replies = self._ctx.Queue()
         self._process = self._ctx.Process(
             target=job_entry,
-            args=(job, self._events, self._stop),
+            args=(job, self._events, self._stop, self._replies),
             name='rgbd_seg_training',
             daemon=False,
         )
@@ -113,7 +136,7 @@ class TrainerNode(Node):
         if get('label_source') not in ('topic', 'pseudo'):
             raise ValueError("label_source must be 'topic' or 'pseudo'")
         output = get('output_dir') or str(_default_output())
-        run_dir = Path(output) / time.strftime('%Y%m%d-%H%M%S')
+        run_dir = _new_run_dir(Path(output))
         return {
             'recordings': recordings,
             'topics': {k: get(f'{k}_topic') for k in ('rgb', 'depth', 'info', 'label')},
@@ -123,6 +146,7 @@ class TrainerNode(Node):
             'recipe': get('recipe'),
             'overrides': [o for o in get('overrides') if o],
             'output_dir': str(run_dir),
+            'gate_max_frames': int(get('gate_max_frames')),
         }
 
     # ---- progress -----------------------------------------------------------------------------
@@ -134,11 +158,14 @@ class TrainerNode(Node):
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
+            if event.get('event') == 'serving?':
+                self._lookup_serving()
+                continue
             self._handle(event)
         if (
             self._process is not None
             and not self._process.is_alive()
-            and self.state.get('stage') not in ('finished', 'failed', 'cancelled', 'idle')
+            and self.state.get('stage') not in (*_ENDED, 'idle')
         ):
             self._process.join(timeout=1.0)
             self._handle(
@@ -161,10 +188,71 @@ class TrainerNode(Node):
         if kind == 'failed':
             self.get_logger().error(f'training failed: {event.get("error")}')
         if kind == 'finished' and event.get('checkpoint'):
-            self._hot_swap(str(event['checkpoint']))
+            self._gate(str(event['checkpoint']), event.get('gate'))
 
+    # ---- quality gate -------------------------------------------------------------------------
+    def _target(self) -> str:
+        return str(self.get_parameter('target_node').value).rstrip('/')
+
+    def _lookup_serving(self) -> None:
+        """Ask the target which checkpoint it serves; the answer goes to the job."""
+        target = self._target()
+        if self._get_client is None or self._get_client.srv_name != f'{target}/get_parameters':
+            self._get_client = self.create_client(
+                GetParameters, f'{target}/get_parameters', callback_group=self._client_group
+            )
+        if not self._get_client.wait_for_service(timeout_sec=5.0):
+            self._reply_serving(None, f'{target} is not available')
+            return
+        future = self._get_client.call_async(GetParameters.Request(names=['checkpoint']))
+        future.add_done_callback(self._serving_answered)
+
+    def _serving_answered(self, future: Any) -> None:
+        try:
+            values = future.result().values
+        except Exception as err:  # a failed call is an answer too: the gate must go on
+            self._reply_serving(None, f'cannot read the target checkpoint: {err}')
+            return
+        if not values or values[0].type != ParameterType.PARAMETER_STRING:
+            self._reply_serving(None, 'the target has no string parameter "checkpoint"')
+            return
+        # An empty parameter means the node serves its embedded default (if installed).
+        default = default_model()
+        path = values[0].string_value or (str(default) if default else '')
+        self._reply_serving(path, None)
+
+    def _reply_serving(self, checkpoint: str | None, error: str | None) -> None:
+        if error:
+            self.get_logger().warning(f'quality gate: {error}')
+        if self._replies is not None:
+            self._replies.put({'checkpoint': checkpoint, 'error': error})
+
+    def _gate(self, checkpoint: str, gate: dict[str, Any] | None) -> None:
+        """Swap ``checkpoint`` in when the gate's figures allow it; otherwise say why not."""
+        if gate is None:
+            decision_swap, reason = False, 'the job reported no gate figures'
+        else:
+            decision = decide(
+                GateScores.from_dict(gate),
+                margin=float(self.get_parameter('gate_margin').value),
+                force=bool(self.get_parameter('force_swap').value),
+            )
+            decision_swap, reason = decision.swap, decision.reason
+        self.state['gate_decision'] = 'swap' if decision_swap else 'keep'
+        self.state['gate_reason'] = reason
+        if decision_swap:
+            self.get_logger().info(f'quality gate: {reason}')
+            self._hot_swap(checkpoint)
+            return
+        self.get_logger().warning(f'quality gate: {reason}; new model left at {checkpoint}')
+        self.state['swap'] = 'kept serving model'
+        msg = String()
+        msg.data = json.dumps({'event': 'swap_skipped', **self.state}, default=str)
+        self._progress_pub.publish(msg)
+
+    # ---- hot-swap -----------------------------------------------------------------------------
     def _hot_swap(self, checkpoint: str) -> None:
-        target = self.get_parameter('target_node').value.rstrip('/')
+        target = self._target()
         if self._set_client is None or self._set_client.srv_name != f'{target}/set_parameters':
             self._set_client = self.create_client(
                 SetParameters, f'{target}/set_parameters', callback_group=self._client_group
@@ -195,10 +283,14 @@ class TrainerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name=f'{self.get_name()}: training', hardware_id='trainer')
-        status.level = (
-            DiagnosticStatus.ERROR if self.state.get('stage') == 'failed' else DiagnosticStatus.OK
-        )
+        status.level = DiagnosticStatus.OK
         status.message = str(self.state.get('stage'))
+        if self.state.get('stage') == 'failed':
+            status.level = DiagnosticStatus.ERROR
+        elif self.state.get('gate_decision') == 'keep':
+            # The job worked but its model was not good enough: worth a look, not an error.
+            status.level = DiagnosticStatus.WARN
+            status.message = f'{status.message}: {self.state.get("gate_reason")}'
         status.values = [KeyValue(key=str(k), value=str(v)) for k, v in self.state.items()]
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
@@ -213,6 +305,17 @@ class TrainerNode(Node):
             if self._process.is_alive():
                 self._process.terminate()
                 self._process.join(timeout=5.0)
+
+
+def _new_run_dir(output: Path) -> Path:
+    """A job folder named by its start time that no earlier job used (two jobs may start
+    within one second)."""
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    run_dir, n = output / stamp, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = output / f'{stamp}-{n}'
+    return run_dir
 
 
 def _default_output() -> Path:

@@ -212,21 +212,17 @@ def evaluate(
     outputs: dict, truth: dict, original: dict[int, int], classes: dict
 ) -> dict[str, Any]:
     """Latency percentiles and mIoU of the published labels against the recorded labels."""
-    import torch
-
-    from rgbd_seg_ros.training.metrics import ConfusionMatrix
+    from rgbd_seg_ros.training.pipeline_eval import LabelIdConfusion
 
     labels = outputs['/segmentation/labels']
     latency = [(t - _stamp(m)) / 1e6 for t, m in labels]
-    matrix = ConfusionMatrix(len(classes['classes']), classes.get('ignore_index', 255))
+    # Published labels are label ids (the classes message gives them), scored as eval does.
+    matrix = LabelIdConfusion([int(c['id']) for c in classes['classes']])
     matched = 0
     for _, msg in labels:
         gt = truth.get(original.get(_stamp(msg), -1), {}).get('labels')
         if gt is not None:
-            matrix.update(
-                torch.from_numpy(_image(msg).astype(np.int64)),
-                torch.from_numpy(gt.astype(np.int64)),
-            )
+            matrix.update(_image(msg), gt)
             matched += 1
     metrics = matrix.compute()
     names = [c['name'] for c in classes['classes']]

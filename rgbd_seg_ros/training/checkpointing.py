@@ -188,11 +188,13 @@ class CheckpointWriter:
         self, module: nn.Module, backend: str, stage: str, step: int, metrics: dict[str, Any]
     ) -> CheckpointMeta:
         d = self.config.data
+        classes = self.dataset.classes_by_id()  # one output per class, in id order
         return CheckpointMeta(
             backend=backend,
             config=config_to_dict(module.config),
-            class_names=[n or f'class_{i}' for i, n in enumerate(self.dataset.class_names)],
-            palette=[tuple(int(v) for v in row) for row in self.dataset.palette],
+            class_names=[c.name or f'class_{c.id}' for c in classes],
+            palette=[tuple(int(v) for v in c.color) for c in classes],
+            class_ids=[c.id for c in classes],
             ignore_index=int(self.dataset.ignore_index),
             input_spec=InputSpec(
                 tuple(d.rgb_mean),

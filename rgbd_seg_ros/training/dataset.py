@@ -2,7 +2,8 @@
 
 Each item is a dict of tensors: ``rgb`` (3xHxW float32, normalised with the input spec's mean
 and std), ``depth`` (CxHxW float32, the backend's depth encoding via ``encode_depth_numpy``),
-``labels`` (HxW int64; ids outside the class list become the ignore index) and ``index``.
+``labels`` (HxW int64 output indices: the classes' ids in ascending order become 0..K-1, the
+ignore id and ids outside the class list become ``target_ignore``) and ``index``.
 
 Training randomness is reproducible and independent of worker count: the batch sampler yields
 ``(frame index, stream position)`` pairs and each sample's augmentation draws from a generator
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from rgbd_seg_ros.errors import EmptySplitError
+from rgbd_seg_ros.core.label_space import output_lut, target_ignore, to_outputs
+from rgbd_seg_ros.data.layout import META_FILE
+from rgbd_seg_ros.errors import DatasetError, EmptySplitError
 from rgbd_seg_ros.training.augment import Frame, augment_frame, resize_frame
 from rgbd_seg_ros.training.config import AugmentConfig
 
@@ -42,6 +45,7 @@ class SegDataset(Dataset):
         out_hw: tuple[int, int] | None = None,
         seed: int = 0,
         max_frames: int | None = None,
+        class_ids: list[int] | None = None,
     ) -> None:
         from rgbd_seg_ros.core.depth import resolve_depth_params
         from rgbd_seg_ros.data.layout import DatasetReader
@@ -55,8 +59,20 @@ class SegDataset(Dataset):
             self.records = self.records[:max_frames]
         if not self.records:
             raise EmptySplitError(f'{self.root}: no labelled frames in split {split!r}')
-        self.num_classes = self.meta.num_classes
         self.ignore_index = int(self.meta.ignore_index)
+        # The outputs: the dataset's classes, or the ids of a model being evaluated.
+        self.class_ids = list(self.meta.class_ids if class_ids is None else class_ids)
+        if not self.class_ids:
+            raise DatasetError(
+                f'{self.root}: {META_FILE} lists no classes (nothing to train or score)'
+            )
+        self.num_classes = len(self.class_ids)
+        # What unlabelled pixels are among output indices (the loss and metrics skip it).
+        self.target_ignore = target_ignore(self.ignore_index, self.num_classes)
+        self._lut = output_lut(self.class_ids, self.target_ignore)
+        # Only the dataset's classes are ground truth, whatever else a model knows.
+        foreign = sorted(set(self.class_ids) - set(self.meta.class_ids))
+        self._lut[foreign] = self.target_ignore
         self.depth_encoding = depth_encoding
         self.depth_params = resolve_depth_params(depth_encoding, depth_params)
         self.mean = np.asarray(rgb_mean, np.float32) * 255.0
@@ -87,13 +103,16 @@ class SegDataset(Dataset):
             frame = resize_frame(frame, self.out_hw, self.ignore_index)
         return self.to_tensors(frame, index)
 
+    def outputs_of(self, labels: np.ndarray) -> np.ndarray:
+        """int64 output index per pixel; ids that are not among ``class_ids`` are ignored."""
+        return to_outputs(labels, self._lut, self.target_ignore)
+
     def to_tensors(self, frame: Frame, index: int) -> dict[str, torch.Tensor]:
         from rgbd_seg_ros.core.depth import encode_depth_numpy
 
         rgb = (frame.rgb.astype(np.float32) - self.mean) * self.inv_std
         depth = encode_depth_numpy(frame.depth_m, frame.K, self.depth_encoding, self.depth_params)
-        labels = frame.labels.astype(np.int64)
-        labels[(labels >= self.num_classes) | (labels < 0)] = self.ignore_index
+        labels = self.outputs_of(frame.labels)
         return {
             'rgb': torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
             'depth': torch.from_numpy(np.ascontiguousarray(depth)),
@@ -109,8 +128,8 @@ def class_frequencies(dataset: SegDataset) -> tuple[np.ndarray, np.ndarray]:
     image_pixels = np.zeros(k, np.int64)
     for record in dataset.records:
         labels = dataset.reader.load(record.frame_id).labels
-        flat = labels.reshape(-1).astype(np.int64)
-        hist = np.bincount(flat[flat < k], minlength=k)[:k]
+        flat = dataset.outputs_of(labels).reshape(-1)
+        hist = np.bincount(flat[(flat >= 0) & (flat < k)], minlength=k)[:k]
         counts += hist
         image_pixels[hist > 0] += flat.size
     return counts, image_pixels

@@ -110,7 +110,7 @@ def evaluate(
         worker_init_fn=worker_init,
         generator=torch.Generator(),
     )  # leaves the global RNG alone
-    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index, ctx.device)
+    cm = ConfusionMatrix(dataset.num_classes, dataset.target_ignore, ctx.device)
     iterator = loader
     if progress and ctx.is_main:
         from tqdm import tqdm

@@ -5,12 +5,19 @@ needs arrives as a plain dict (picklable, no ROS types) and everything it report
 dicts on a queue. When a base checkpoint is given, the recipe's backend, its options and the
 input spec are taken from that checkpoint, so the fine-tuned model runs exactly like the one it
 replaces; only the class list may change (from the recording's labels).
+
+Before the parent may hot-swap the result, the job scores it and the model the segmentation
+node is serving on the same held-out frames (``training.gate``); which model is serving it
+asks the parent (``serving?`` event, answer on the ``replies`` queue), which asks the node.
 """
 
 from __future__ import annotations
 
+import queue
+import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +27,13 @@ from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.inference.labeller import CheckpointLabeller
 from rgbd_seg_ros.paths import default_model
 from rgbd_seg_ros.training.config import TrainConfig, load_config
+from rgbd_seg_ros.training.gate import GateScores, ServingModel
+from rgbd_seg_ros.training.gate_scoring import record_scores, score_models
 from rgbd_seg_ros.training.trainer import run_training
 
 Progress = Callable[[dict[str, Any]], None]
+ServingLookup = Callable[[], ServingModel]
+DEFAULT_GATE_FRAMES = 100  # held-out frames scored per model (evenly spread); 0: all
 
 
 def base_checkpoint(job: dict[str, Any]) -> str | None:
@@ -81,23 +92,78 @@ def make_config(job: dict[str, Any], dataset: Path, base: str | None) -> TrainCo
     return config
 
 
+@dataclass(frozen=True)
+class JobResult:
+    """The new checkpoint and, unless the job was stopped, the gate's figures for it."""
+
+    checkpoint: Path
+    gate: GateScores | None
+
+
+def gate_candidate(
+    job: dict[str, Any],
+    dataset: Path,
+    candidate: Path,
+    serving: ServingLookup,
+    device: str,
+    progress: Progress,
+) -> GateScores:
+    """Score the candidate and the serving model on the held-out frames; the figures go into
+    the candidate's metrics."""
+    progress({'event': 'gate', 'stage': 'gate', 'candidate': str(candidate)})
+    frames = int(job.get('gate_max_frames', DEFAULT_GATE_FRAMES)) or None
+    scores = score_models(dataset, candidate, serving(), device=device, max_frames=frames)
+    record_scores(candidate, scores)
+    progress({'event': 'gated', 'stage': 'gate', 'gate': scores.to_dict()})
+    return scores
+
+
 def run_job(
-    job: dict[str, Any], progress: Progress, should_stop: Callable[[], bool] = lambda: False
-) -> Path:
-    """Convert, then train; returns the new checkpoint."""
+    job: dict[str, Any],
+    progress: Progress,
+    should_stop: Callable[[], bool] = lambda: False,
+    serving: ServingLookup = lambda: ServingModel(None, 'nobody asked the segmentation node'),
+) -> JobResult:
+    """Convert, train, then score the candidate against the serving model (``serving`` says
+    which one that is, asked only once the candidate exists)."""
     base = base_checkpoint(job)
     dataset = make_dataset(job, base, progress)
     if should_stop():
         raise InterruptedError('cancelled before training')
     config = make_config(job, dataset, base)
     progress({'event': 'train', 'stage': 'train', 'recipe': config.recipe or job.get('recipe')})
-    return run_training(config, progress=progress, should_stop=should_stop)
+    candidate = run_training(config, progress=progress, should_stop=should_stop)
+    if should_stop():
+        return JobResult(candidate, None)
+    scores = gate_candidate(job, dataset, candidate, serving, config.device, progress)
+    return JobResult(candidate, scores)
 
 
-def job_entry(job: dict[str, Any], events: Any, stop: Any) -> None:
-    """Child-process entry point: report progress, the result or the failure on ``events``."""
+def ask_parent(events: Any, replies: Any, stop: Any, timeout_s: float = 60.0) -> ServingModel:
+    """The serving model as the parent process (the trainer node) answers on ``replies``
+    after a ``serving?`` event; unknown when it does not answer in time or the job stops."""
+    events.put({'event': 'serving?', 'stage': 'gate'})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            answer = replies.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        return ServingModel(answer.get('checkpoint'), answer.get('error'))
+    return ServingModel(None, 'the trainer node did not say which model is serving')
+
+
+def job_entry(job: dict[str, Any], events: Any, stop: Any, replies: Any = None) -> None:
+    """Child-process entry point: report progress, the result or the failure on ``events``.
+    With ``replies``, the parent is asked which model is serving before the gate."""
+
+    def serving() -> ServingModel:
+        if replies is None:
+            return ServingModel(None, 'no trainer node to ask which model is serving')
+        return ask_parent(events, replies, stop)
+
     try:
-        path = run_job(job, events.put, stop.is_set)
+        result = run_job(job, events.put, stop.is_set, serving)
     except InterruptedError as err:
         events.put({'event': 'cancelled', 'reason': str(err)})
     except Exception as err:  # the parent must always learn how the job ended
@@ -109,5 +175,13 @@ def job_entry(job: dict[str, Any], events: Any, stop: Any) -> None:
             }
         )
     else:
-        kind = 'cancelled' if stop.is_set() else 'finished'
-        events.put({'event': kind, 'checkpoint': str(path)})
+        if stop.is_set() or result.gate is None:
+            events.put({'event': 'cancelled', 'checkpoint': str(result.checkpoint)})
+        else:
+            events.put(
+                {
+                    'event': 'finished',
+                    'checkpoint': str(result.checkpoint),
+                    'gate': result.gate.to_dict(),
+                }
+            )

@@ -30,7 +30,7 @@ class RunData:
     train_set: SegDataset
     val_set: SegDataset | None  # None: the split has no labelled frame; stages keep the last
     fixed_hw: tuple[int, int] | None  # the network's input size under the 'fixed' policy
-    ignore_index: int
+    ignore_index: int  # among output indices (the loss's); the dataset's id is meta.ignore_index
     class_weights: torch.Tensor | None  # per class, for the loss; None: unweighted
 
     @property
@@ -81,7 +81,7 @@ def load_run_data(
         )
     except EmptySplitError as err:
         note(f'no validation ({err}); keeping the last weights')
-    ignore_index = train_set.ignore_index if c.loss.ignore_index is None else c.loss.ignore_index
+    ignore_index = train_set.target_ignore if c.loss.ignore_index is None else c.loss.ignore_index
     return RunData(
         train_set,
         val_set,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,25 @@ def test_duplicate_filter():
     assert f.is_duplicate(b)
     assert not f.is_duplicate(c)
     assert not DuplicateFilter(0).is_duplicate(a)
+
+
+def test_short_recordings_always_hold_frames_out():
+    """A recording shorter than one block still gets validation and test frames."""
+    for n in range(3, 120):  # 0.3 to 12 s at 10 Hz against 10 s blocks
+        stamps = np.arange(n) * 100 * MS
+        for guard in (0, 500 * MS):
+            names = assign_splits(stamps, (0.8, 0.1, 0.1), block_ns=10_000 * MS, guard_ns=guard)
+            assert {'train', 'val', 'test'} <= set(names), (n, guard, names)
+            kept = [x for x in names if x is not None]
+            assert kept.count('train') >= kept.count('val') + kept.count('test') - 1
+    assert assign_splits(np.arange(2) * 100 * MS, (0.8, 0.1, 0.1)) == ['train', 'test']
+    assert assign_splits(np.arange(1) * 100 * MS, (0.8, 0.1, 0.1)) == ['train']
+    # A split without a share still gets nothing.
+    names = assign_splits(np.arange(20) * 100 * MS, (0.9, 0.1, 0.0))
+    assert set(names) == {'train', 'val'}
+
+
+def test_short_recording_blocks_stay_contiguous():
+    names = assign_splits(np.arange(30) * 100 * MS, (0.8, 0.1, 0.1), block_ns=10_000 * MS)
+    runs = [k for k, _ in itertools.groupby(names)]
+    assert sorted(set(runs)) == ['test', 'train', 'val'] and len(runs) <= 5

@@ -1,18 +1,31 @@
-"""trainer_node end to end: a recording written by the test, ~/start, progress messages, and
-the segmentation node hot-swapping to the fine-tuned model with the recording's class set."""
+"""trainer_node end to end: a recording written by the test, ~/start, progress messages, the
+quality gate, and the segmentation node hot-swapping to the fine-tuned model with the
+recording's class set only when it is better than the model it serves."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from node_fixtures import HEIGHT, WIDTH, Streamer, small_checkpoint
+import torch
+from diagnostic_msgs.msg import DiagnosticStatus
+from node_fixtures import HEIGHT, WIDTH, Streamer
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.parameter import Parameter
 from ros_frames import intrinsics
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from rgbd_seg_ros.backends.checkpoint import (
+    CheckpointMeta,
+    InputSpec,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
+from rgbd_seg_ros.backends.registry import build_backend
 from rgbd_seg_ros.data.rosbag_messages import RecordingWriter
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -25,8 +38,9 @@ TOPICS = {
 }
 
 
-def write_recording(path, frames: int = 12) -> None:
-    """Three classes split by depth: near, middle and far bands of a ramp."""
+def write_recording(path, frames: int = 12, first_id: int = 0) -> None:
+    """Three classes split by depth: near, middle and far bands of a ramp, with label ids
+    ``first_id`` .. ``first_id + 2``."""
     K = intrinsics(WIDTH, HEIGHT)
     rng = np.random.default_rng(0)
     with RecordingWriter(path, storage='mcap') as writer:
@@ -39,7 +53,7 @@ def write_recording(path, frames: int = 12) -> None:
             shift = i % WIDTH
             depth = np.roll(np.linspace(500, 6000, WIDTH), shift)[None].repeat(HEIGHT, 0)
             depth = depth.astype(np.uint16)
-            labels = np.digitize(depth, [2000, 4000]).astype(np.uint8)
+            labels = (np.digitize(depth, [2000, 4000]) + first_id).astype(np.uint8)
             rgb = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
             writer.write(TOPICS['rgb'], stamp, writer.image(rgb, 'rgb8', stamp))
             writer.write(TOPICS['depth'], stamp, writer.image(depth, '16UC1', stamp))
@@ -47,14 +61,66 @@ def write_recording(path, frames: int = 12) -> None:
             writer.write(TOPICS['label'], stamp, writer.image(labels, 'mono8', stamp))
 
 
-def test_trainer_fine_tunes_and_hot_swaps(launch_node, ros_peer, tmp_path):
-    base = small_checkpoint(tmp_path / 'base.safetensors', num_classes=5, seed=3)
+def depth_checkpoint(path: Path, seed: int = 3) -> Path:
+    """A small real backend that reads depth only (ERFNet encoder), random weights: a serving
+    model made deliberately bad, and a base that learns the depth bands in a few steps."""
+    torch.manual_seed(seed)
+    model = build_backend('erfnet_enc', num_classes=3, modality='depth', depth_channels=1)
+    meta = CheckpointMeta(
+        backend='erfnet_enc',
+        config=dict(vars(model.config)),
+        class_names=['near', 'middle', 'far'],
+        input_spec=InputSpec(depth_encoding='metric', depth_params={'max_depth_m': 10.0}),
+        provenance={'made_by': 'integration test', 'seed': seed},
+    )
+    save_checkpoint(path, model, meta)
+    return path
+
+
+COMMON_OVERRIDES = [
+    'stages.0.batch_size=2',
+    'eval.every_steps=0',
+    'eval.multiscale_at_end=false',
+    'augment.enabled=false',
+    'checkpoint_every=1000',
+    'data.num_workers=0',
+    'schedule.warmup_steps=0',
+]
+GOOD = ['stages.0.steps=12', 'optim.lr=1.0e-2', 'optim.encoder_lr=1.0e-2']
+# One Adam step moves every weight by about the learning rate: a destroyed network.
+BAD = ['stages.0.steps=1', 'optim.lr=1000.0', 'optim.encoder_lr=1000.0']
+
+
+def set_params(peer, node_proc, node_name: str, **values) -> None:
+    client = peer.node.create_client(SetParameters, f'/{node_name}/set_parameters')
+    request = SetParameters.Request(
+        parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+    )
+    reply = peer.call(client, request, node=node_proc)
+    assert all(r.successful for r in reply.results), [r.reason for r in reply.results]
+
+
+def serving_checkpoint(peer, node_proc) -> str:
+    client = peer.node.create_client(GetParameters, '/segmentation_node/get_parameters')
+    reply = peer.call(client, GetParameters.Request(names=['checkpoint']), node=node_proc)
+    return reply.values[0].string_value
+
+
+def trainer_diagnostics(diagnostics: list) -> list:
+    return [s for a in diagnostics for s in a.status if s.name.startswith('trainer_node')]
+
+
+def test_trainer_gates_the_hot_swap(launch_node, ros_peer, tmp_path):
+    """A good candidate (fine-tuned from a deliberately bad serving model) is swapped in; a
+    bad one (one step at a destructive learning rate) is refused and the good one keeps
+    serving. The recording labels ids 1..3: the node publishes exactly those, no class 0."""
+    serving = depth_checkpoint(tmp_path / 'degraded.safetensors')
     recording = tmp_path / 'recording'
-    write_recording(recording)
+    write_recording(recording, frames=24, first_id=1)
     seg = launch_node(
         'segmentation_node',
         params={
-            'checkpoint': str(base),
+            'checkpoint': str(serving),
             'device': 'cpu',
             'diagnostics_period': 0.5,
             'qos': {'input_reliability': 'reliable'},
@@ -69,19 +135,10 @@ def test_trainer_fine_tunes_and_hot_swaps(launch_node, ros_peer, tmp_path):
             'info_topic': TOPICS['info'],
             'label_topic': TOPICS['label'],
             'label_source': 'topic',
-            'base_checkpoint': str(base),
+            'base_checkpoint': str(serving),
             'recipe': 'tiny_cpu',
             'output_dir': str(tmp_path / 'training'),
-            'overrides': [
-                'stages.0.steps=4',
-                'stages.0.batch_size=2',
-                'eval.every_steps=0',
-                'eval.multiscale_at_end=false',
-                'augment.crop=null',
-                'checkpoint_every=2',
-                'data.num_workers=0',
-                'data.val_split=train',
-            ],
+            'overrides': COMMON_OVERRIDES + GOOD,
         },
     )
     progress = ros_peer.subscribe(String, '/trainer_node/progress')
@@ -89,37 +146,84 @@ def test_trainer_fine_tunes_and_hot_swaps(launch_node, ros_peer, tmp_path):
     labels = streamer.listen('labels', Image)
     streamer.wait_connected()
     streamer.stream_until(
-        lambda: len(labels) >= 2 and len(streamer.class_names()) == 5, 'outputs of the base model'
+        lambda: len(labels) >= 2 and streamer.class_names() == ['near', 'middle', 'far'],
+        'outputs of the serving model',
     )
-
-    start = ros_peer.node.create_client(Trigger, '/trainer_node/start')
-    reply = ros_peer.call(start, Trigger.Request(), node=trainer)
-    assert reply.success, reply.message
-    # Refuses a second concurrent job.
-    assert not ros_peer.call(start, Trigger.Request(), node=trainer).success
-
     events = lambda: [json.loads(m.data) for m in progress]  # noqa: E731
+
+    def run_job(outcome: str) -> dict:
+        """~/start, then stream until the job ends in ``outcome`` (or fails)."""
+        seen = len(progress)
+        start = ros_peer.node.create_client(Trigger, '/trainer_node/start')
+        reply = ros_peer.call(start, Trigger.Request(), node=trainer)
+        assert reply.success, reply.message
+        # Refuses a second concurrent job.
+        assert not ros_peer.call(start, Trigger.Request(), node=trainer).success
+        ends = ('swapped', 'swap_skipped', 'swap_refused', 'failed')
+        streamer.stream_until(
+            lambda: any(e['event'] in ends for e in events()[seen:]),
+            f'the job to end in {outcome}',
+            timeout=300,
+            period=1.0,  # a frame a second: the training gets the CPU
+        )
+        mine = events()[seen:]
+        kinds = [e['event'] for e in mine]
+        assert 'failed' not in kinds, mine[-1]
+        assert 'train' in kinds and 'finished' in kinds and 'gated' in kinds
+        assert any('step' in e for e in mine)
+        assert kinds[-1] == outcome, mine[-1]
+        return mine[-1]
+
+    # 1. Good candidate: beats the degraded serving model, swapped in.
+    swapped = run_job('swapped')
+    gate = swapped['gate']
+    good = gate['candidate']
+    assert good.startswith(str(tmp_path / 'training'))
+    assert gate['serving'] == str(serving) and gate['split'] == 'test' and gate['frames'] >= 1
+    assert gate['candidate_miou'] > gate['serving_miou']
+    assert swapped['gate_decision'] == 'swap' and 'more than the margin' in swapped['gate_reason']
+    print(f'good: candidate mIoU {gate["candidate_miou"]:.4f} vs serving {gate["serving_miou"]}')
+    # Both figures are in the new checkpoint's metrics.
+    assert read_checkpoint_meta(good).metrics['gate']['serving_miou'] == gate['serving_miou']
+    # The segmentation node now serves it, with the recording's classes and label ids.
     streamer.stream_until(
         lambda: (
-            any(e['event'] == 'swapped' for e in events())
-            or any(e['event'] == 'failed' for e in events())
+            len(streamer.class_names()) == 3
+            and (json.loads(streamer.classes[-1].data)['checkpoint'] == good)
         ),
-        'training to finish and the model to be swapped',
-        timeout=240,
-        period=0.2,
+        'the new class list',
     )
-    kinds = [e['event'] for e in events()]
-    assert 'failed' not in kinds, events()[-1]
-    assert 'train' in kinds and 'finished' in kinds
-    assert any('step' in e for e in events())
-
-    # The segmentation node now runs the fine-tuned model with the recording's 3 classes.
-    streamer.stream_until(lambda: len(streamer.class_names()) == 3, 'new class list')
+    ids = [c['id'] for c in json.loads(streamer.classes[-1].data)['classes']]
+    assert ids == [1, 2, 3] and 'class_0' not in streamer.class_names()
     n = len(labels)
     streamer.stream_until(lambda: len(labels) >= n + 2, 'outputs of the new model')
     last = np.frombuffer(bytes(labels[-1].data), np.uint8)
-    assert last.max() < 3
-    done = next(e for e in events() if e['event'] == 'finished')
-    assert done['checkpoint'].startswith(str(tmp_path / 'training'))
+    assert set(np.unique(last).tolist()) <= {1, 2, 3}
+    assert serving_checkpoint(ros_peer, seg) == good
+
+    # 2. Bad candidate: fine-tuned from the good model, destroyed; the gate keeps the good one.
+    set_params(
+        ros_peer, trainer, 'trainer_node', base_checkpoint=good, overrides=COMMON_OVERRIDES + BAD
+    )
+    skipped = run_job('swap_skipped')
+    gate = skipped['gate']
+    print(f'bad: candidate mIoU {gate["candidate_miou"]} vs serving {gate["serving_miou"]:.4f}')
+    assert gate['serving'] == good
+    assert gate['candidate_miou'] is not None and gate['candidate_miou'] < gate['serving_miou']
+    assert skipped['gate_decision'] == 'keep'
+    assert skipped['gate_reason'].startswith('kept the serving model')
+    assert (
+        read_checkpoint_meta(gate['candidate']).metrics['gate']['candidate_miou']
+        == (gate['candidate_miou'])
+    )
+    # /diagnostics says why, at WARN.
+    streamer.stream_until(
+        lambda: any(
+            s.level == DiagnosticStatus.WARN and 'kept the serving model' in s.message
+            for s in trainer_diagnostics(streamer.diagnostics)
+        ),
+        'the gate decision on /diagnostics',
+    )
+    assert serving_checkpoint(ros_peer, seg) == good  # never swapped
     assert seg.interrupt() == 0
     assert trainer.interrupt() == 0

@@ -67,15 +67,80 @@ def test_eval_prints_table(trained, capsys, tmp_path):
             '0.75,1.0',
             '--num-workers',
             '0',
+            '--logits',
             '--json',
             str(tmp_path / 'm.json'),
         ]
     )
     assert code == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert 'single-scale' in text and 'MS+flip' in text and 'near_box' in text
-    doc = json.loads((tmp_path / 'm.json').read_text())
+    doc = json.loads((tmp_path / 'm.json').read_text(), parse_constant=_no_nan)
     assert 0.0 <= doc['single-scale']['miou'] <= 1.0 and doc['scales'] == [0.75, 1.0]
+    # the node pipeline comes first and is the default; the logit figures say what they are
+    assert text.splitlines()[0].split() == ['node', 'single-scale', 'MS+flip']
+    assert 'logits upsampled bilinearly' in captured.err
+    assert doc['pipelines']['node'].startswith('engine as in the node')
+
+
+def _no_nan(token: str) -> None:
+    raise AssertionError(f'not strict JSON: {token}')
+
+
+def _eval(root, checkpoint, json_path, *extra) -> int:
+    args = ['eval', str(checkpoint), '--data', str(root), '--json', str(json_path), *extra]
+    return main(args)
+
+
+def test_eval_defaults_to_the_node_pipeline(trained, capsys, tmp_path):
+    from rgbd_seg_ros.data.layout import DatasetReader
+    from rgbd_seg_ros.inference.engine import Engine
+    from rgbd_seg_ros.training.pipeline_eval import evaluate_engine, labelled_records
+
+    root, out = trained
+    best = out / 'train' / 'best.safetensors'
+    assert _eval(root, best, tmp_path / 'm.json') == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].split() == ['node']
+    assert 'MS+flip' not in captured.out
+    assert 'mIoU over the classes present in the ground truth' in captured.err
+    doc = json.loads((tmp_path / 'm.json').read_text(), parse_constant=_no_nan)
+    assert set(doc) >= {'node', 'split', 'frames', 'class_ids', 'miou_over'}
+    assert doc['class_ids'] == [0, 1, 2, 3] and doc['class_names'] == tf.CLASS_NAMES
+    # the very function the trainer's gate calls
+    reader = DatasetReader(root)
+    expected = evaluate_engine(
+        Engine.from_checkpoint(best, device='cpu'), reader, labelled_records(reader, 'val')
+    )
+    assert doc['node']['miou'] == expected.miou and doc['frames'] == 4
+
+
+def test_eval_without_classes_or_labelled_pixels_fails(trained, capsys, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from rgbd_seg_ros.data.layout import LABELS_DIR, DatasetMeta, encode_png
+
+    root, out = trained
+    best = out / 'train' / 'best.safetensors'
+    no_classes = tmp_path / 'no_classes'
+    shutil.copytree(root, no_classes)
+    meta = DatasetMeta.load(no_classes / 'dataset.yaml')
+    meta.classes = []
+    meta.save(no_classes / 'dataset.yaml')
+    assert _eval(no_classes, best, tmp_path / 'a.json') == 2
+    assert 'lists no classes' in capsys.readouterr().err
+    assert not (tmp_path / 'a.json').exists()
+
+    unlabelled = tmp_path / 'unlabelled'
+    shutil.copytree(root, unlabelled)
+    for path in (unlabelled / LABELS_DIR).glob('*.png'):
+        path.write_bytes(encode_png(np.full((48, 64), 255, np.uint8)))
+    assert _eval(unlabelled, best, tmp_path / 'b.json') == 2
+    assert 'no labelled pixel' in capsys.readouterr().err
+    assert not (tmp_path / 'b.json').exists()
 
 
 def test_export_writes_onnx_and_metadata(trained, tmp_path):

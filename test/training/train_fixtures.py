@@ -101,15 +101,25 @@ def make_frame(rng: np.random.Generator, h: int = 48, w: int = 64):
 
 
 def write_dataset(
-    root: Path, n_train: int = 24, n_val: int = 8, seed: int = 0, h: int = 48, w: int = 64
+    root: Path,
+    n_train: int = 24,
+    n_val: int = 8,
+    seed: int = 0,
+    h: int = 48,
+    w: int = 64,
+    first_id: int = 0,
+    ignore_index: int = 255,
 ) -> Path:
+    """The generated dataset; its classes carry label ids ``first_id`` .. ``first_id + 3``
+    (unlabelled pixels: ``ignore_index``)."""
     from rgbd_seg_ros.data.layout import ClassInfo, DatasetMeta, DatasetWriter, FrameRecord
 
     meta = DatasetMeta(
         classes=[
-            ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(CLASS_NAMES, COLOURS, strict=True))
+            ClassInfo(first_id + i, n, c)
+            for i, (n, c) in enumerate(zip(CLASS_NAMES, COLOURS, strict=True))
         ],
-        ignore_index=255,
+        ignore_index=ignore_index,
         provenance={'generator': 'test/training/train_fixtures.py'},
     )
     rng = np.random.default_rng(seed)
@@ -117,6 +127,7 @@ def write_dataset(
         for i in range(n_train + n_val):
             split = 'train' if i < n_train else 'val'
             rgb, depth, labels = make_frame(rng, h, w)
+            labels = np.where(labels == 255, ignore_index, labels + first_id).astype(np.uint8)
             record = FrameRecord(
                 f'f{i:04d}',
                 1000 * i,

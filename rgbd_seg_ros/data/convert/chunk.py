@@ -53,7 +53,7 @@ class ChunkSettings:
 
     duplicate_threshold: float = 0.0
     label_map: dict[int, int] | None = None
-    check_label_ids: bool = False  # label topic with a class list: unknown ids become ignore
+    check_label_ids: bool = False  # label topic with a given class list: others become ignore
     confidence_threshold: float = 0.5
     fsync: bool = True
 
@@ -62,7 +62,8 @@ class ChunkSettings:
         return cls(
             duplicate_threshold=options.duplicate_threshold,
             label_map=options.label_map,
-            check_label_ids=bool(options.label_topic),
+            # Without a given list every id is a class (named at the end from the dataset).
+            check_label_ids=bool(options.label_topic) and options.classes is not None,
             confidence_threshold=options.confidence_threshold,
             fsync=options.fsync,
         )

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from rgbd_seg_ros import __version__
-from rgbd_seg_ros.core.palette import default_palette
 from rgbd_seg_ros.data import layout
 from rgbd_seg_ros.data.convert.chunk import ChunkJob, ChunkSettings
+from rgbd_seg_ros.data.convert.class_list import dataset_label_ids, name_label_ids
 from rgbd_seg_ros.data.convert.options import ConvertOptions
 from rgbd_seg_ros.data.convert.parallel import WorkerPool
 from rgbd_seg_ros.data.convert.planning import RecordingPlan, plan_recording
 from rgbd_seg_ros.data.convert.report import ConversionReport, build_report
-from rgbd_seg_ros.data.layout import ClassInfo, DatasetMeta
+from rgbd_seg_ros.data.layout import DatasetMeta
 from rgbd_seg_ros.data.recordings import find_recordings, recording_name
 from rgbd_seg_ros.errors import DatasetError
 
@@ -102,7 +102,7 @@ def _convert_locked(
         label_source=options.label_source,
     )
     if options.label_topic and options.classes is None:
-        _name_new_label_ids(root, meta, report.label_ids())
+        name_label_ids(root, meta, dataset_label_ids(root, report))
     layout.atomic_write_bytes(root / REPORT_FILE, report.to_json().encode())
     return report
 
@@ -125,17 +125,3 @@ def _provenance(options: ConvertOptions, plans: list[RecordingPlan]) -> dict[str
         'recordings': [{'name': p.name, 'path': p.path} for p in plans],
         'options': options.provenance(),
     }
-
-
-def _name_new_label_ids(root: Path, meta: DatasetMeta, seen: set[int]) -> None:
-    """Without a class list, name the label ids that occurred ``class_<id>`` in dataset.yaml."""
-    new = sorted(seen - {c.id for c in meta.classes})
-    if not new:
-        return
-    palette = default_palette(max(new) + 1)
-    named = []
-    for i in new:
-        r, g, b = (int(c) for c in palette[i])
-        named.append(ClassInfo(i, f'class_{i}', (r, g, b)))
-    meta.classes = sorted([*meta.classes, *named], key=lambda c: c.id)
-    meta.save(root / layout.META_FILE)
