@@ -45,6 +45,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rgbd_seg_ros.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.errors import DatasetError
 
 FORMAT_VERSION = 1
@@ -291,24 +292,8 @@ class Sample(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic file helpers
+# PNG files
 # --------------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        with open(tmp, 'wb') as stream:
-            stream.write(data)
-            if fsync:
-                stream.flush()
-                os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def encode_png(array: np.ndarray) -> bytes:

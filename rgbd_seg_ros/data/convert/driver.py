@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rgbd_seg_ros import __version__
+from rgbd_seg_ros.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.core.palette import default_palette
 from rgbd_seg_ros.data import layout
 from rgbd_seg_ros.data.convert.chunk import ChunkJob, ChunkSettings
@@ -103,7 +104,7 @@ def _convert_locked(
     )
     if options.label_topic and options.classes is None:
         _name_new_label_ids(root, meta, report.label_ids())
-    layout.atomic_write_bytes(root / REPORT_FILE, report.to_json().encode())
+    atomic_write_bytes(root / REPORT_FILE, report.to_json().encode())
     return report
 
 
