@@ -121,11 +121,16 @@ def run(args: argparse.Namespace) -> int:
         return _list(args)
     if not args.out:
         raise ConfigError('--out is required (the dataset folder to write)')
+    from rgbd_seg_ros.cli.signals import sigterm_exits
     from rgbd_seg_ros.data.convert import convert, format_report
 
-    report = convert(args.inputs, args.out, _options(args))
+    with sigterm_exits():  # SIGTERM: workers stopped, journals folded, lock released; 143
+        report = convert(args.inputs, args.out, _options(args))
     print(report.to_json() if args.json else format_report(report))
-    return 1 if report.totals.failed_recordings else 0
+    problems = report.problems()
+    for problem in problems:
+        print(f'rgbd-seg bag2dataset: {problem}', file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _options(args: argparse.Namespace) -> ConvertOptions:

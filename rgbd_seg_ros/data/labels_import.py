@@ -24,6 +24,7 @@ import numpy as np
 
 from rgbd_seg_ros.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.data import layout
+from rgbd_seg_ros.data.dataset_lock import DatasetLock
 from rgbd_seg_ros.data.layout import ClassInfo, DatasetMeta, DatasetReader
 from rgbd_seg_ros.errors import ConfigError, DatasetError
 
@@ -66,7 +67,7 @@ def import_labels(
     root, source = Path(root), Path(source)
     if not source.is_dir():
         raise DatasetError(f'{source} is not a folder of label PNGs')
-    with layout.DatasetLock(root):
+    with DatasetLock(root):
         return _import_locked(
             root, source, suffix, mode, unknown, overwrite, classes, ignore_index
         )

@@ -469,3 +469,81 @@ def test_corrupt_middle_of_recording(tmp_path, recording):
     assert entry.damage
     assert 5 < entry.frames.written < 40
     _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry.frames.written)
+
+
+def _tree(root):
+    """Every file's bytes and mtime, the lock files aside (their content names the last
+    process that tried to own the dataset)."""
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in root.rglob('*')
+        if p.is_file() and p.name not in ('.lock', '.writers')
+    }
+
+
+def test_a_run_where_every_recording_fails_writes_nothing(tmp_path, recording, capsys):
+    recorded = recording(frames=3, labels=False)
+    out = tmp_path / 'new' / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--no-progress']
+    assert main([*args, '--depth-topic', '/nope']) == 1
+    captured = capsys.readouterr()
+    assert 'FAILED' in captured.out and 'annotate' not in captured.out
+    assert 'could not be converted' in captured.err
+    assert 'no dataset frame' in captured.err
+    assert not (tmp_path / 'new').exists()
+    # Into an existing dataset: nothing is touched, not even the report.
+    assert main([*args, '--split-guard', '0']) == 0
+    capsys.readouterr()
+    before = _tree(out)
+    assert main([*args, '--depth-topic', '/nope']) == 1
+    assert _tree(out) == before
+    assert 'could not be converted' in capsys.readouterr().err
+
+
+def test_a_run_where_every_frame_fails_exits_non_zero(tmp_path, recording, capsys):
+    """The colour topic given as the depth topic: planned, but no frame decodes."""
+    recorded = recording(frames=4, labels=False)
+    out = tmp_path / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--no-progress', '--json']
+    assert main([*args, '--rgb-topic', DEPTH, '--depth-topic', DEPTH]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report['recordings'][0]['frames']['errors'] == {'colour_undecodable': 4}
+    assert report['totals']['written'] == 0 and report['dataset_frames'] == 0
+    assert 'every frame failed (4); nothing was written' in captured.err
+    assert len(DatasetReader(out)) == 0
+
+
+def test_a_rerun_is_refused_while_writers_of_a_killed_run_live(tmp_path, recording):
+    """A pool worker of a killed run (its owner gone, still writing) keeps a rerun out."""
+    import signal
+    import subprocess
+    import sys
+
+    recorded = recording(frames=3, labels=False)
+    out = tmp_path / 'ds'
+    convert([recorded.path], out, _options(max_frames=1))
+    stale = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            'import os, sys, time\n'
+            'from rgbd_seg_ros.data.dataset_lock import DatasetLock, WriterLock\n'
+            'owner = DatasetLock(sys.argv[1]); writer = WriterLock(sys.argv[1], os.getpid())\n'
+            'owner.close(); print("writing", flush=True); time.sleep(120)\n',
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stale.stdout.readline().strip() == 'writing'
+        before = _tree(out)
+        with pytest.raises(DatasetError, match='still writing'):
+            convert([recorded.path], out, _options(writers_wait_s=0.2))
+        assert _tree(out) == before
+    finally:
+        stale.send_signal(signal.SIGKILL)
+        stale.wait()
+    report = convert([recorded.path], out, _options(writers_wait_s=0.2))
+    assert report.totals.written == 2 and report.dataset_frames == 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,6 +78,7 @@ class ChunkJob:
     meta: DatasetMeta
     settings: ChunkSettings
     source: str
+    owner_pid: int  # the process that owns the dataset lock for this run
 
 
 @dataclass
@@ -92,6 +94,7 @@ class ChunkResult:
     unmapped_label_pixels: int = 0
     low_confidence_pixels: int = 0
     seconds: float = 0.0
+    stopped: bool = False  # the run was stopped before the chunk was done
 
 
 class _FrameProcessor:
@@ -194,17 +197,27 @@ class _FrameProcessor:
 
 
 def convert_chunk(
-    job: ChunkJob, progress: Progress | None = None, labeller: Labeller | None = None
+    job: ChunkJob,
+    progress: Progress | None = None,
+    labeller: Labeller | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> ChunkResult:
     """Convert one chunk of planned frames; ``labeller`` pseudo-labels frames without labels.
 
     The labeller is an argument rather than part of the job so a worker process receives it
-    once (and loads its model once), not once per chunk.
+    once (and loads its model once), not once per chunk. ``should_stop`` is polled between
+    frames: a run being stopped ends its chunks at a frame boundary, every written frame
+    journalled.
     """
     started = time.perf_counter()
     result = ChunkResult(recording=job.source)
     writer = layout.DatasetWriter(
-        job.root, job.meta, resume=True, finalize=False, fsync=job.settings.fsync
+        job.root,
+        job.meta,
+        resume=True,
+        finalize=False,
+        fsync=job.settings.fsync,
+        owner_pid=job.owner_pid,
     )
     need_messages = job.settings.duplicate_threshold > 0
     todo = [f for f in job.frames if need_messages or not writer.has_frame(f.frame_id)]
@@ -230,6 +243,9 @@ def convert_chunk(
         with Recording(job.path) as rec:
             proc = _FrameProcessor(job, rec, writer, result, labeller)
             for msg in rec.messages(job.topics.topics(), start=start, stop=stop):
+                if should_stop():
+                    result.stopped = True
+                    break
                 stamp = rec.header_stamp(msg)
                 key = (msg.topic, msg.log_time_ns, stamp)
                 if key not in users or key in buffer:
@@ -250,7 +266,7 @@ def convert_chunk(
                             pending = 0
             proc.finish()
             result.damage = list(rec.damage)
-        lost = done.count(False)
+        lost = 0 if result.stopped else done.count(False)
         if lost:
             result.errors['messages_missing'] += lost
             result.examples.append(

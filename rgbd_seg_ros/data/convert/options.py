@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from rgbd_seg_ros.data.convert.labelling import Labeller
+from rgbd_seg_ros.data.dataset_lock import WRITERS_WAIT_S
 from rgbd_seg_ros.data.layout import ClassInfo
 from rgbd_seg_ros.errors import ConfigError
 
@@ -42,6 +43,7 @@ class ConvertOptions:
     resume: bool = True
     fsync: bool = True
     progress: bool = True
+    writers_wait_s: float = WRITERS_WAIT_S  # for the workers of a killed run to exit
 
     def check(self) -> None:
         if self.label_topic and self.labeller is not None:
@@ -68,7 +70,7 @@ class ConvertOptions:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ('classes', 'progress'):
+            if f.name in ('classes', 'progress', 'writers_wait_s'):
                 continue
             if f.name == 'label_map' and value is not None:
                 value = {str(k): v for k, v in value.items()}

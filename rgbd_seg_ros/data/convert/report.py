@@ -102,6 +102,18 @@ class ConversionReport:
         """Label ids present in the frames this run wrote, over all recordings."""
         return {i for r in self.recordings for i in r.frames.label_ids}
 
+    def problems(self) -> list[str]:
+        """Why the run did not do its job (empty when it did): a non-zero exit status."""
+        t = self.totals
+        found = []
+        if t.failed_recordings:
+            found.append(f'{t.failed_recordings} recording(s) could not be converted')
+        if t.written == 0 and t.frame_errors:
+            found.append(f'every frame failed ({t.frame_errors}); nothing was written')
+        if self.dataset_frames == 0:
+            found.append(f'no dataset frame in {self.output}: nothing to train on')
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         return {
             'output': self.output,
@@ -266,7 +278,7 @@ def format_report(report: ConversionReport) -> str:
         f'{report.dataset_frames} frames; {report.seconds} s '
         f'({report.frames_per_second} frames/s)'
     )
-    if report.label_source == 'none':
+    if report.label_source == 'none' and report.dataset_frames:
         lines.append(
             f'no labels: annotate {report.output}/rgb/<frame_id>.png, save one PNG per frame '
             f'named <frame_id>.png, then run `rgbd-seg import-labels {report.output} FOLDER`'
