@@ -18,6 +18,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Proc:
     pid: int
+    ppid: int
     start_ticks: int  # field 22 of /proc/<pid>/stat
     name: str
 
@@ -42,7 +43,7 @@ def descendants(pid: int) -> list[Proc]:
         stat = _stat(int(entry))
         if stat is None or stat[0] in 'ZX':
             continue
-        children.setdefault(stat[1], []).append(Proc(int(entry), stat[2], stat[3]))
+        children.setdefault(stat[1], []).append(Proc(int(entry), stat[1], stat[2], stat[3]))
     found: list[Proc] = []
     todo = [pid]
     while todo:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import queue
 import time
 from pathlib import Path
@@ -83,9 +84,11 @@ class TrainerNode(Node):
 
         self._events = self._ctx.Queue()
         self._stop = self._ctx.Event()
+        # The job dies with this process (PR_SET_PDEATHSIG, armed in the job). The kernel ties
+        # it to the starting thread: an executor thread, which lives as long as the node.
         self._process = self._ctx.Process(
             target=job_entry,
-            args=(job, self._events, self._stop),
+            args=(job, self._events, self._stop, os.getpid()),
             name='rgbd_seg_training',
             daemon=False,
         )
@@ -216,8 +219,6 @@ class TrainerNode(Node):
 
 
 def _default_output() -> Path:
-    import os
-
     base = os.environ.get('ROS_HOME') or str(Path.home() / '.ros')
     return Path(base) / 'rgbd_seg_training'
 

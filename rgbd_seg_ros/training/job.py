@@ -18,6 +18,7 @@ from rgbd_seg_ros.backends.checkpoint import read_checkpoint_meta
 from rgbd_seg_ros.data.convert import ConvertOptions, convert
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.inference.labeller import CheckpointLabeller
+from rgbd_seg_ros.parent_death import die_with_parent
 from rgbd_seg_ros.paths import default_model
 from rgbd_seg_ros.training.config import TrainConfig, load_config
 from rgbd_seg_ros.training.trainer import run_training
@@ -94,8 +95,15 @@ def run_job(
     return run_training(config, progress=progress, should_stop=should_stop)
 
 
-def job_entry(job: dict[str, Any], events: Any, stop: Any) -> None:
-    """Child-process entry point: report progress, the result or the failure on ``events``."""
+def job_entry(job: dict[str, Any], events: Any, stop: Any, parent_pid: int | None = None) -> None:
+    """Child-process entry point: report progress, the result or the failure on ``events``.
+
+    With ``parent_pid`` (the node that started it) the job dies with that process, and its
+    conversion and data-loader workers with the job: a trainer node killed with SIGKILL
+    leaves nothing training.
+    """
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     try:
         path = run_job(job, events.put, stop.is_set)
     except InterruptedError as err:
