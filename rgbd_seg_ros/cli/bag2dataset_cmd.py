@@ -178,6 +178,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
 
 def _list(args: argparse.Namespace) -> int:
     from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics
+    from rgbd_seg_ros.data.convert.colour_streams import count_colour_sources
     from rgbd_seg_ros.data.recordings import Recording, find_recordings, format_topics
     from rgbd_seg_ros.errors import RgbdSegError
 
@@ -201,6 +202,11 @@ def _list(args: argparse.Namespace) -> int:
                     try:
                         choice = choose_topics(rec, options)
                         print(f'  would convert: {choice.describe()}')
+                        if choice.colour_compressed:
+                            sources = count_colour_sources(
+                                rec, choice.colour, choice.colour_compressed
+                            )
+                            print(f'  colour stamps: {sources.describe()}')
                     except RgbdSegError as err:
                         print(f'  no automatic choice: {err}')
             except RgbdSegError as err:

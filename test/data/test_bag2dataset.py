@@ -12,7 +12,7 @@ from bag_fixtures import DEPTH, INFO, LABELS, H, K, W
 
 from rgbd_seg_ros.cli.main import main
 from rgbd_seg_ros.core import image_codec as ic
-from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics, convert
+from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics, convert, format_report
 from rgbd_seg_ros.data.layout import ClassInfo, DatasetReader
 from rgbd_seg_ros.data.recordings import Recording
 from rgbd_seg_ros.errors import ConfigError, DatasetError
@@ -547,3 +547,39 @@ def test_a_rerun_is_refused_while_writers_of_a_killed_run_live(tmp_path, recordi
         stale.wait()
     report = convert([recorded.path], out, _options(writers_wait_s=0.2))
     assert report.totals.written == 2 and report.dataset_frames == 3
+
+
+def test_colour_only_on_compressed_is_used_raw_preferred(tmp_path, recording, capsys):
+    """A fifth of the frames exist only on /compressed: they are converted too; where both
+    topics have a frame the raw one is used, and --list and the report give the counts."""
+    from bag_fixtures import COLOUR, COLOUR_COMPRESSED
+
+    only, both = {3, 7, 8, 15}, {0, 1, 2}
+    recorded = recording(frames=20, compressed_only=only, compressed_too=both)
+    assert main(['bag2dataset', '--list', str(recorded.path)]) == 0
+    listing = capsys.readouterr().out
+    assert f'would convert: rgb={COLOUR}+{COLOUR_COMPRESSED};' in listing
+    assert (
+        f'colour stamps: 16 on {COLOUR}, 4 only on {COLOUR_COMPRESSED} (used), 3 on both '
+        '(raw used)' in listing
+    )
+    out = tmp_path / 'ds'
+    report = convert([recorded.path], out, _options(label_topic=LABELS))
+    reader = _check_dataset(out, recorded)  # every frame, pixel-exact, raw where both
+    entry = report.recordings[0]
+    assert entry.frames.colour_topics == {COLOUR: 16, COLOUR_COMPRESSED: 4}
+    assert entry.colour_sources.to_dict() == {
+        'raw_topic': COLOUR,
+        'compressed_topic': COLOUR_COMPRESSED,
+        'raw': 16,
+        'compressed_only': 4,
+        'both': 3,
+    }
+    from_compressed = {
+        r.stamp_ns for r in reader.frames() if f'rgb={COLOUR_COMPRESSED};' in r.topics
+    }
+    assert from_compressed == {recorded.stamps[i] for i in only}
+    text = format_report(report)
+    assert f'colour of the frames written: 16 from {COLOUR}, 4 from {COLOUR_COMPRESSED}' in text
+    saved = json.loads((out / 'conversion_report.json').read_text())
+    assert saved['recordings'][0]['frames']['colour_topics'] == {COLOUR: 16, COLOUR_COMPRESSED: 4}

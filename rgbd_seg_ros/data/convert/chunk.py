@@ -91,6 +91,7 @@ class ChunkResult:
     examples: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
     label_ids: set[int] = field(default_factory=set)
+    colour_topics: Counter[str] = field(default_factory=Counter)  # frames written, by topic
     unmapped_label_pixels: int = 0
     low_confidence_pixels: int = 0
     seconds: float = 0.0
@@ -177,7 +178,7 @@ class _FrameProcessor:
             stamp_ns=frame.stamp_ns,
             split=frame.split,
             source=self.job.source,
-            topics=self.job.topics.describe(),
+            topics=self.job.topics.describe(colour=frame.colour[0]),
             width=w,
             height=h,
             fx=K[0, 0],
@@ -187,6 +188,7 @@ class _FrameProcessor:
         )
         self.writer.write_frame(record, rgb, depth, labels, confidence)
         self.result.written += 1
+        self.result.colour_topics[frame.colour[0]] += 1
 
     def finish(self) -> None:
         """Fold the label counters into the result."""
