@@ -38,7 +38,12 @@ PARAMS: dict[str, tuple[Any, str]] = {
         "'topic' (a label topic in the recordings) or 'pseudo' "
         '(labels predicted by base_checkpoint above a confidence threshold).',
     ),
-    'label_topic': ('', "Label topic for label_source 'topic' (empty: detected)."),
+    'label_topic': (
+        '',
+        "Label topic for label_source 'topic' (empty: detected, the one Image topic named like "
+        'labels (label, semantic, segment, class) with a class-id encoding (mono8, 8UC1, '
+        'mono16, 16UC1); several or none fails the job, naming the topics found).',
+    ),
     'pseudo_confidence': (0.9, 'Pseudo-label pixels below this confidence are ignored.'),
     'base_checkpoint': ('', 'Checkpoint to fine-tune (empty: the embedded default model).'),
     'recipe': ('finetune', 'Training recipe: a name under config/train/ or a YAML path.'),

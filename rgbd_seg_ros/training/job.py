@@ -46,6 +46,7 @@ def make_dataset(job: dict[str, Any], base: str | None, progress: Progress) -> P
         depth_topic=topics.get('depth') or None,
         info_topic=topics.get('info') or None,
         label_topic=None if pseudo else (topics.get('label') or None),
+        detect_label_topic=not pseudo and not topics.get('label'),
         confidence_threshold=float(job.get('pseudo_confidence', 0.9)),
         progress=False,
         jobs=int(job.get('convert_jobs', 1)),

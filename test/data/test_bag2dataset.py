@@ -583,3 +583,81 @@ def test_colour_only_on_compressed_is_used_raw_preferred(tmp_path, recording, ca
     assert f'colour of the frames written: 16 from {COLOUR}, 4 from {COLOUR_COMPRESSED}' in text
     saved = json.loads((out / 'conversion_report.json').read_text())
     assert saved['recordings'][0]['frames']['colour_topics'] == {COLOUR: 16, COLOUR_COMPRESSED: 4}
+
+
+def _with_label_like_topics(path, topics: dict[str, str]):
+    """A one-frame recording: colour, depth, camera_info and ``topics`` {name: encoding}."""
+    from bag_fixtures import COLOUR, frame_arrays
+
+    from rgbd_seg_ros.data.rosbag_messages import CAMERA_INFO, IMAGE, RecordingWriter
+
+    rgb, depth, labels = frame_arrays(0)
+    with RecordingWriter(path) as rec:
+        for name in (COLOUR, DEPTH, *topics):
+            rec.add_topic(name, IMAGE)
+        rec.add_topic(INFO, CAMERA_INFO)
+        rec.write(COLOUR, 1, rec.image(rgb, 'rgb8', 1))
+        rec.write(DEPTH, 1, rec.image(depth, '16UC1', 1))
+        rec.write(INFO, 1, rec.camera_info(K, W, H, 1))
+        for name, encoding in topics.items():
+            image = {'rgb8': rgb, 'mono8': labels}.get(encoding, labels.astype(np.uint16))
+            rec.write(name, 1, rec.image(image, encoding, 1))
+    return path
+
+
+def test_label_topic_auto_is_detected(tmp_path, recording, capsys):
+    recorded = recording(frames=6)
+    assert main(['bag2dataset', '--list', str(recorded.path)]) == 0
+    assert f'label topic found: {LABELS} (convert it with --label-topic auto)' in (
+        capsys.readouterr().out
+    )
+    out = tmp_path / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--label-topic', 'auto']
+    assert main([*args, '--split-guard', '0', '--no-progress', '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['label_source'] == 'topic'
+    assert report['recordings'][0]['topics']['label'] == LABELS
+    _check_dataset(out, recorded)  # the recorded labels, pixel for pixel
+    options = ConvertOptions(detect_label_topic=True)
+    assert options.label_source == 'topic'
+
+
+def test_label_topic_detection_names_what_it_found(tmp_path):
+    def detect(name, topics):
+        path = _with_label_like_topics(tmp_path / name, topics)
+        with Recording(path) as rec:
+            return choose_topics(rec, ConvertOptions(detect_label_topic=True)).label
+
+    # One label-like name with a class-id encoding; the node's own output is not it.
+    assert (
+        detect(
+            'one',
+            {
+                '/cam/semantic': 'mono16',
+                '/segmentation/labels': 'mono8',
+                '/cam/label_overlay': 'rgb8',
+            },
+        )
+        == '/cam/semantic'
+    )
+    with pytest.raises(DatasetError, match='several label topics') as several:
+        detect('two', {'/a/labels': 'mono8', '/b/class_ids': '16UC1'})
+    assert '/a/labels (mono8)' in str(several.value) and '/b/class_ids (16UC1)' in str(
+        several.value
+    )
+    with pytest.raises(DatasetError, match='no label topic found') as none:
+        detect('none', {'/segmentation/labels': 'mono8', '/cam/label_overlay': 'rgb8'})
+    text = str(none.value)
+    assert "/segmentation/labels (mono8): the segmentation node's own output" in text
+    assert '/cam/label_overlay (rgb8): not a class-id encoding' in text
+    assert '--label-topic' in text and 'label_topic' in text
+    with pytest.raises(DatasetError, match='no image topic is named like labels'):
+        detect('nothing', {})
+
+
+def test_a_failed_detection_fails_the_recording_with_its_reason(tmp_path, recording, capsys):
+    recorded = recording(frames=3, labels=False)
+    out = tmp_path / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--label-topic', 'auto']
+    assert main([*args, '--no-progress']) == 1
+    assert 'FAILED: ' in capsys.readouterr().out and not out.exists()

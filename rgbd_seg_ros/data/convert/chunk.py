@@ -63,7 +63,7 @@ class ChunkSettings:
         return cls(
             duplicate_threshold=options.duplicate_threshold,
             label_map=options.label_map,
-            check_label_ids=bool(options.label_topic),
+            check_label_ids=options.label_source == 'topic',
             confidence_threshold=options.confidence_threshold,
             fsync=options.fsync,
         )

@@ -115,7 +115,7 @@ def _convert_locked(
     report = _report(
         plans, results, root, options, meta, started, len(layout.read_all_records(root))
     )
-    if options.label_topic and options.classes is None:
+    if options.label_source == 'topic' and options.classes is None:
         _name_new_label_ids(root, meta, report.label_ids())
     atomic_write_bytes(root / REPORT_FILE, report.to_json().encode())
     return report

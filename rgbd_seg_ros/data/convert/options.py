@@ -25,6 +25,7 @@ class ConvertOptions:
     depth_topic: str | None = None
     info_topic: str | None = None
     label_topic: str | None = None
+    detect_label_topic: bool = False  # find the label topic (when label_topic is not given)
     slop_s: float = 0.02
     info_slop_s: float = 1.0
     min_gap_s: float = 0.0
@@ -46,7 +47,7 @@ class ConvertOptions:
     writers_wait_s: float = WRITERS_WAIT_S  # for the workers of a killed run to exit
 
     def check(self) -> None:
-        if self.label_topic and self.labeller is not None:
+        if self.label_source == 'topic' and self.labeller is not None:
             raise ConfigError('choose one label source: --label-topic or --checkpoint')
         if self.labeller is not None and self.classes is None:
             raise ConfigError('pseudo-labelling needs the class list the labeller predicts')
@@ -56,12 +57,12 @@ class ConvertOptions:
             raise ConfigError('--jobs and --chunk-frames must be at least 1')
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise ConfigError('--confidence-threshold must be in [0, 1]')
-        if self.label_map and not self.label_topic:
+        if self.label_map and self.label_source != 'topic':
             raise ConfigError('--label-map only applies to --label-topic')
 
     @property
     def label_source(self) -> LabelSource:
-        if self.label_topic:
+        if self.label_topic or self.detect_label_topic:
             return 'topic'
         return 'pseudo' if self.labeller is not None else 'none'
 

@@ -1,4 +1,5 @@
-"""Which topics of a recording to convert: the given ones (checked) or picked by name."""
+"""Which topics of a recording to convert: the given ones (checked) or picked by name (the
+label topic, when asked for, by name and encoding: :mod:`.label_topics`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rgbd_seg_ros.data.convert.colour_streams import colour_pair
+from rgbd_seg_ros.data.convert.label_topics import detect_label_topic
 from rgbd_seg_ros.data.convert.options import ConvertOptions
 from rgbd_seg_ros.data.recordings import IMAGE_TYPES, INFO_TYPE, Recording, format_topics
 from rgbd_seg_ros.errors import DatasetError
@@ -108,4 +110,6 @@ def choose_topics(rec: Recording, options: ConvertOptions) -> TopicChoice:
     label = None
     if options.label_topic:
         label = rec.require_topic(options.label_topic, IMAGE_TYPES).name
+    elif options.detect_label_topic:
+        label = detect_label_topic(rec, {colour, depth, compressed or colour})
     return TopicChoice(colour, depth, info, label, compressed)
