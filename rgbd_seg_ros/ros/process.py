@@ -2,7 +2,9 @@
 
 Shared by the test harness, the demo and the benchmarks: each started process is stopped with
 SIGINT (a node must then exit 0), escalated to SIGTERM and SIGKILL if it hangs, and always
-reaped, so no run leaves a node behind.
+reaped, so no run leaves a node behind. A started node is told its starter's pid
+(``RGBD_SEG_PARENT_PID``) and dies with it (``rgbd_seg_ros.parent_death``), so not even a
+starter killed with SIGKILL leaves one.
 """
 
 from __future__ import annotations
