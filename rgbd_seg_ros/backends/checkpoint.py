@@ -44,8 +44,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from rgbd_seg_ros.atomic_files import atomic_path, fsync_dir
 from rgbd_seg_ros.backends.registry import build_backend, get_entry
+from rgbd_seg_ros.core.atomic_files import atomic_path, fsync_dir
 from rgbd_seg_ros.core.depth import depth_channels as encoding_channels
 from rgbd_seg_ros.core.depth import resolve_depth_params
 from rgbd_seg_ros.core.palette import default_palette

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from rgbd_seg_ros.atomic_files import remove_temporaries
+from rgbd_seg_ros.core.atomic_files import remove_temporaries
 from rgbd_seg_ros.errors import DatasetError
 
 LOCK_FILE = '.lock'

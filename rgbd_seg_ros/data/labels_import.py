@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rgbd_seg_ros.atomic_files import atomic_write_bytes
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.data import layout
 from rgbd_seg_ros.data.dataset_lock import DatasetLock
 from rgbd_seg_ros.data.layout import ClassInfo, DatasetMeta, DatasetReader

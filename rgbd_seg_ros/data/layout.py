@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rgbd_seg_ros.atomic_files import atomic_write_bytes
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.data.dataset_lock import DatasetLock, WriterLock
 from rgbd_seg_ros.errors import DatasetError
 

@@ -3,7 +3,7 @@
 Shared by the test harness, the demo and the benchmarks: each started process is stopped with
 SIGINT (a node must then exit 0), escalated to SIGTERM and SIGKILL if it hangs, and always
 reaped, so no run leaves a node behind. A started node is told its starter's pid
-(``RGBD_SEG_PARENT_PID``) and dies with it (``rgbd_seg_ros.parent_death``), so not even a
+(``RGBD_SEG_PARENT_PID``) and dies with it (``rgbd_seg_ros.core.parent_death``), so not even a
 starter killed with SIGKILL leaves one.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rgbd_seg_ros.parent_death import PARENT_PID_VARIABLE
+from rgbd_seg_ros.core.parent_death import PARENT_PID_VARIABLE
 
 
 def console_script(name: str) -> str:

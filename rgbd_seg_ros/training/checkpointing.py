@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rgbd_seg_ros.atomic_files import atomic_output
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
 from rgbd_seg_ros.backends.registry import config_to_dict
+from rgbd_seg_ros.core.atomic_files import atomic_output
 from rgbd_seg_ros.data.layout import DatasetMeta
 from rgbd_seg_ros.training.config import TrainConfig, to_dict
 from rgbd_seg_ros.training.distributed import DistContext

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rgbd_seg_ros.atomic_files import atomic_write_bytes
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.modes import (
     DEPTH_ENCODINGS,

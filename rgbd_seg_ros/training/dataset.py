@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from rgbd_seg_ros.core.parent_death import die_with_parent
 from rgbd_seg_ros.errors import EmptySplitError
-from rgbd_seg_ros.parent_death import die_with_parent
 from rgbd_seg_ros.training.augment import Frame, augment_frame, resize_frame
 from rgbd_seg_ros.training.config import AugmentConfig
 

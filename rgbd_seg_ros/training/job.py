@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from rgbd_seg_ros.backends.checkpoint import read_checkpoint_meta
+from rgbd_seg_ros.core.parent_death import die_with_parent
 from rgbd_seg_ros.data.convert import ConvertOptions, convert
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.inference.labeller import CheckpointLabeller
-from rgbd_seg_ros.parent_death import die_with_parent
 from rgbd_seg_ros.paths import default_model
 from rgbd_seg_ros.training.config import TrainConfig, load_config
 from rgbd_seg_ros.training.trainer import run_training

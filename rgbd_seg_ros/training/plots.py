@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rgbd_seg_ros.atomic_files import atomic_path
+from rgbd_seg_ros.core.atomic_files import atomic_path
 
 LOG_FIELDS: tuple[str, ...] = (
     'stage',

@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from rgbd_seg_ros.atomic_files import remove_temporaries
 from rgbd_seg_ros.backends.checkpoint import (
     build_from_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
+from rgbd_seg_ros.core.atomic_files import remove_temporaries
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.training import distributed as dd
 from rgbd_seg_ros.training.config import TrainConfig, save_config

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from bag_fixtures import LABELS
 
-from rgbd_seg_ros.atomic_files import is_temporary
+from rgbd_seg_ros.core.atomic_files import is_temporary
 from rgbd_seg_ros.data.dataset_lock import LOCK_FILE, WRITERS_FILE, DatasetLock
 from rgbd_seg_ros.data.layout import DatasetReader, frame_paths
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rgbd_seg_ros import atomic_files as af
+from rgbd_seg_ros.core import atomic_files as af
 from rgbd_seg_ros.data import layout as L
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rgbd_seg_ros.atomic_files import temporary_path
+from rgbd_seg_ros.core.atomic_files import temporary_path
 from rgbd_seg_ros.data import layout as L
 from rgbd_seg_ros.data.dataset_lock import LOCK_FILE, DatasetLock, WriterLock, owner_pid
 from rgbd_seg_ros.errors import DatasetError

@@ -17,10 +17,10 @@ import pytest
 
 PARENT = """
 import os, subprocess, sys, time
-from rgbd_seg_ros.parent_death import PARENT_PID_VARIABLE
+from rgbd_seg_ros.core.parent_death import PARENT_PID_VARIABLE
 how = sys.argv[1]
 arm = "die_with_parent()" if how == "env" else f"die_with_parent({os.getpid()})"
-code = "from rgbd_seg_ros.parent_death import die_with_parent; import time; "\\
+code = "from rgbd_seg_ros.core.parent_death import die_with_parent; import time; "\\
        f"{arm}; print('armed', flush=True); time.sleep(120)"
 env = dict(os.environ)
 env.pop(PARENT_PID_VARIABLE, None)
@@ -57,18 +57,18 @@ def test_child_gets_sigterm_when_its_parent_is_killed(how):
 
 
 def test_without_the_variable_nothing_is_armed(monkeypatch):
-    from rgbd_seg_ros.parent_death import PARENT_PID_VARIABLE, die_with_parent
+    from rgbd_seg_ros.core.parent_death import PARENT_PID_VARIABLE, die_with_parent
 
     monkeypatch.delenv(PARENT_PID_VARIABLE, raising=False)
     assert die_with_parent() is False  # started by hand or by ros2 launch: nothing armed
 
 
 def test_a_starter_that_already_exited_ends_the_node():
-    from rgbd_seg_ros.parent_death import PARENT_PID_VARIABLE
+    from rgbd_seg_ros.core.parent_death import PARENT_PID_VARIABLE
 
     # In a child: arming PR_SET_PDEATHSIG in the test process itself would outlive the test.
     env = {**os.environ, PARENT_PID_VARIABLE: '999999999'}
-    code = 'from rgbd_seg_ros.parent_death import die_with_parent; die_with_parent()'
+    code = 'from rgbd_seg_ros.core.parent_death import die_with_parent; die_with_parent()'
     done = subprocess.run(
         [sys.executable, '-c', code],
         check=False,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rgbd_seg_ros import __version__
-from rgbd_seg_ros.atomic_files import atomic_write_bytes
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.core.palette import default_palette
 from rgbd_seg_ros.data import layout
 from rgbd_seg_ros.data.convert.chunk import ChunkJob, ChunkResult, ChunkSettings
@@ -78,9 +78,7 @@ def convert(
         root.mkdir(parents=True, exist_ok=True)
         with DatasetLock(root, options.writers_wait_s) as lock:
             if lock.removed_temporaries:
-                log(
-                    f'removed {lock.removed_temporaries} temporary file(s) an interrupted run left'
-                )
+                log(f'removed {lock.removed_temporaries} temporary file(s) of a killed run')
             return _convert_locked(plans, pool, root, options, started)
 
 

@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from rgbd_seg_ros.core.parent_death import die_with_parent
 from rgbd_seg_ros.data.convert.chunk import ChunkJob, ChunkResult, Progress, convert_chunk
 from rgbd_seg_ros.data.convert.labelling import Labeller
-from rgbd_seg_ros.parent_death import die_with_parent
 
 R = TypeVar('R')
 

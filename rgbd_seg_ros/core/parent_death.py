@@ -14,7 +14,7 @@ Two details of the kernel rule matter to callers:
 * a parent that died before the child armed the signal sends nothing, so the child compares
   its parent with the pid the starter gave it and exits at once when they differ.
 
-This module imports nothing of the package, so every layer may use it.
+Standard library only: it sits in ``core`` so every layer may use it.
 """
 
 from __future__ import annotations

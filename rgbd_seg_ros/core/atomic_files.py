@@ -9,7 +9,7 @@ Temporaries are created with mode ``0666`` less the umask, as any file opened fo
 checkpoint or a dataset written by the trainer must be readable by a node running as another
 user, and the rename keeps the temporary's mode.
 
-This module imports nothing of the package, so every layer may use it.
+Standard library only: it sits in ``core`` so every layer may use it.
 """
 
 from __future__ import annotations
