@@ -34,7 +34,6 @@ import json
 import math
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from rgbd_seg_ros.backends.registry import build_backend, get_entry
+from rgbd_seg_ros.core.atomic_files import atomic_path, fsync_dir
 from rgbd_seg_ros.core.depth import depth_channels as encoding_channels
 from rgbd_seg_ros.core.depth import resolve_depth_params
 from rgbd_seg_ros.core.palette import default_palette
@@ -420,48 +420,17 @@ def save_checkpoint(
     digest = _digest(doc, tensors)
     folder = path.parent if str(path.parent) else Path('.')
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=folder)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:  # mode 0666 less the umask, like any other file
         if _is_torch_container(path):
-            with os.fdopen(fd, 'wb') as stream:
-                fd = -1
+            with open(tmp, 'wb') as stream:
                 torch.save(
                     {'meta': json.loads(doc), 'state_dict': tensors, 'sha256': digest}, stream
                 )
-                stream.flush()
-                os.fsync(stream.fileno())
         else:
-            os.close(fd)
-            fd = -1
             safetensors.torch.save_file(
                 tensors, str(tmp), metadata={'format': 'pt', META_KEY: doc, DIGEST_KEY: digest}
             )
-            sync_fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(sync_fd)
-            finally:
-                os.close(sync_fd)
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    fsync_dir(folder)
 
 
 def _sniff(path: Path) -> str:

@@ -7,7 +7,10 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rgbd_seg_ros.data.convert import ConvertOptions
+    from rgbd_seg_ros.data.convert import ConvertOptions, TopicChoice
+    from rgbd_seg_ros.data.recordings import Recording
+
+AUTO = 'auto'  # --label-topic auto: find it
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument('--depth-topic')
     g.add_argument('--info-topic', help='camera_info matching the colour image')
     g.add_argument(
-        '--label-topic', help='a label image topic (mono8/mono16/png), e.g. from a simulator'
+        '--label-topic',
+        help="a label image topic (mono8/mono16/png), e.g. from a simulator; 'auto': the one "
+        'Image topic named like labels (label, semantic, segment, class) with a class-id '
+        'encoding (several or none: an error naming them)',
     )
     g = p.add_argument_group('pairing and selection')
     g.add_argument('--slop', type=float, default=0.02, help='max colour-depth(-label) |dt|, s')
@@ -121,11 +127,16 @@ def run(args: argparse.Namespace) -> int:
         return _list(args)
     if not args.out:
         raise ConfigError('--out is required (the dataset folder to write)')
+    from rgbd_seg_ros.cli.signals import sigterm_exits
     from rgbd_seg_ros.data.convert import convert, format_report
 
-    report = convert(args.inputs, args.out, _options(args))
+    with sigterm_exits():  # SIGTERM: workers stopped, journals folded, lock released; 143
+        report = convert(args.inputs, args.out, _options(args))
     print(report.to_json() if args.json else format_report(report))
-    return 1 if report.totals.failed_recordings else 0
+    problems = report.problems()
+    for problem in problems:
+        print(f'rgbd-seg bag2dataset: {problem}', file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _options(args: argparse.Namespace) -> ConvertOptions:
@@ -149,7 +160,8 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
         colour_topic=args.colour_topic,
         depth_topic=args.depth_topic,
         info_topic=args.info_topic,
-        label_topic=args.label_topic,
+        label_topic=_label_topic(args),
+        detect_label_topic=args.label_topic == AUTO,
         slop_s=args.slop,
         info_slop_s=args.info_slop,
         min_gap_s=args.min_gap,
@@ -173,6 +185,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
 
 def _list(args: argparse.Namespace) -> int:
     from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics
+    from rgbd_seg_ros.data.convert.colour_streams import count_colour_sources
     from rgbd_seg_ros.data.recordings import Recording, find_recordings, format_topics
     from rgbd_seg_ros.errors import RgbdSegError
 
@@ -180,7 +193,8 @@ def _list(args: argparse.Namespace) -> int:
         colour_topic=args.colour_topic,
         depth_topic=args.depth_topic,
         info_topic=args.info_topic,
-        label_topic=args.label_topic,
+        label_topic=_label_topic(args),
+        detect_label_topic=args.label_topic == AUTO,
     )
     status = 0
     for item in args.inputs:
@@ -196,9 +210,32 @@ def _list(args: argparse.Namespace) -> int:
                     try:
                         choice = choose_topics(rec, options)
                         print(f'  would convert: {choice.describe()}')
+                        if choice.colour_compressed:
+                            sources = count_colour_sources(
+                                rec, choice.colour, choice.colour_compressed
+                            )
+                            print(f'  colour stamps: {sources.describe()}')
+                        if not args.label_topic:
+                            _print_label_hint(rec, choice)
                     except RgbdSegError as err:
                         print(f'  no automatic choice: {err}')
             except RgbdSegError as err:
                 print(f'  error: {err}', file=sys.stderr)
                 status = 1
     return status
+
+
+def _label_topic(args: argparse.Namespace) -> str | None:
+    return None if args.label_topic == AUTO else args.label_topic
+
+
+def _print_label_hint(rec: Recording, choice: TopicChoice) -> None:
+    """Name the label topic ``--label-topic auto`` would use, when there is exactly one."""
+    from rgbd_seg_ros.data.convert.label_topics import detect_label_topic
+    from rgbd_seg_ros.errors import DatasetError
+
+    try:
+        label = detect_label_topic(rec, {choice.colour, choice.depth})
+    except DatasetError:
+        return
+    print(f'  label topic found: {label} (convert it with --label-topic auto)')

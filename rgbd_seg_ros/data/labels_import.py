@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.data import layout
+from rgbd_seg_ros.data.dataset_lock import DatasetLock
 from rgbd_seg_ros.data.layout import ClassInfo, DatasetMeta, DatasetReader
 from rgbd_seg_ros.errors import ConfigError, DatasetError
 
@@ -65,7 +67,7 @@ def import_labels(
     root, source = Path(root), Path(source)
     if not source.is_dir():
         raise DatasetError(f'{source} is not a folder of label PNGs')
-    with layout.DatasetLock(root):
+    with DatasetLock(root):
         return _import_locked(
             root, source, suffix, mode, unknown, overwrite, classes, ignore_index
         )
@@ -151,7 +153,7 @@ def _import_locked(
             unknown_pixels += n_bad
         dtype = np.uint8 if ids.max(initial=0) <= 255 and meta.ignore_index <= 255 else np.uint16
         target.parent.mkdir(exist_ok=True)
-        layout.atomic_write_bytes(target, layout.encode_png(ids.astype(dtype)))
+        atomic_write_bytes(target, layout.encode_png(ids.astype(dtype)))
         counts['imported'] += 1
     unlabelled = sum(1 for r in records.values() if not reader.has_labels(r.frame_id))
     return {

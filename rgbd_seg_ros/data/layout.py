@@ -19,11 +19,13 @@ Writing is crash-safe and resumable:
   (atomic rename), then removes the journals it folded. Several writers (one per process) may
   share a root; only a writer with ``finalize=True`` folds.
 
-A finalising writer (and ``bag2dataset`` / ``import-labels`` as a whole) holds an exclusive
-flock on ``root/.lock`` so two processes never write one dataset at once.
+A finalising writer (and ``bag2dataset`` / ``import-labels`` as a whole) owns the dataset: it
+holds an exclusive flock on ``root/.lock``, so two runs never write one dataset at once, and the
+per-process writers it starts write only while it does (:mod:`.dataset_lock`).
 
 After a crash the journals still hold every finished frame: a rerun with ``resume=True`` skips
-them (``has_frame``) and :class:`DatasetReader` reads them too.
+them (``has_frame``) and :class:`DatasetReader` reads them too. Taking the lock removes the
+temporaries a killed writer left.
 
 Frame ids are restricted to ``[A-Za-z0-9._-]`` (no leading dot, at most 160 characters) so they
 are safe file names; :func:`safe_frame_id` turns arbitrary text (topic names, recording names)
@@ -45,13 +47,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
+from rgbd_seg_ros.data.dataset_lock import DatasetLock, WriterLock
 from rgbd_seg_ros.errors import DatasetError
 
 FORMAT_VERSION = 1
 META_FILE = 'dataset.yaml'
 INDEX_FILE = 'index.csv'
 JOURNAL_DIR = '.journal'
-LOCK_FILE = '.lock'
 RGB_DIR, DEPTH_DIR, LABELS_DIR, CONFIDENCE_DIR = 'rgb', 'depth', 'labels', 'confidence'
 SPLITS: tuple[str, ...] = ('train', 'val', 'test')
 INDEX_COLUMNS: tuple[str, ...] = (
@@ -301,24 +304,8 @@ class Sample(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic file helpers
+# PNG files
 # --------------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        with open(tmp, 'wb') as stream:
-            stream.write(data)
-            if fsync:
-                stream.flush()
-                os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -413,36 +400,6 @@ def _write_index(root: Path, records: Iterable[FrameRecord]) -> None:
     atomic_write_bytes(root / INDEX_FILE, buffer.getvalue().encode('utf-8'))
 
 
-class DatasetLock:
-    """An exclusive, advisory lock on a dataset folder (``root/.lock``, flock), so two
-    conversions or imports never write the same dataset at once. Released on close or exit
-    (also when the process dies)."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        import fcntl
-
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        self._stream = open(root / LOCK_FILE, 'a+')  # noqa: SIM115 - held until close()
-        try:
-            fcntl.flock(self._stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._stream.close()
-            raise DatasetError(
-                f'another process is writing to the dataset in {root} (lock {LOCK_FILE})'
-            ) from None
-
-    def close(self) -> None:
-        if not self._stream.closed:
-            self._stream.close()  # closing the descriptor releases the flock
-
-    def __enter__(self) -> DatasetLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def finalize_index(root: str | os.PathLike) -> int:
     """Fold every journal into ``index.csv`` (atomic) and remove them; returns the row count."""
     root = Path(root)
@@ -486,19 +443,24 @@ class DatasetWriter:
         *,
         finalize: bool = True,
         fsync: bool = True,
+        owner_pid: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.meta = meta
         self.finalize = finalize
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
-        # The finalising writer owns the dataset; per-process writers work under its lock.
-        self._lock = DatasetLock(self.root) if finalize else None
+        # The finalising writer owns the dataset; per-process writers work under the lock of
+        # their owner (``owner_pid``, default this process) and refuse to write without it.
+        self._lock: DatasetLock | WriterLock = (
+            DatasetLock(self.root)
+            if finalize
+            else WriterLock(self.root, os.getpid() if owner_pid is None else owner_pid)
+        )
         try:
             self._open_existing(meta, resume)
         except BaseException:
-            if self._lock is not None:
-                self._lock.close()
+            self._lock.close()
             raise
         for sub in (RGB_DIR, DEPTH_DIR, JOURNAL_DIR):
             (self.root / sub).mkdir(exist_ok=True)
@@ -619,8 +581,7 @@ class DatasetWriter:
             if self.finalize:
                 finalize_index(self.root)
         finally:
-            if self._lock is not None:
-                self._lock.close()
+            self._lock.close()
 
 
 class DatasetReader:

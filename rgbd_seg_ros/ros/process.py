@@ -2,7 +2,9 @@
 
 Shared by the test harness, the demo and the benchmarks: each started process is stopped with
 SIGINT (a node must then exit 0), escalated to SIGTERM and SIGKILL if it hangs, and always
-reaped, so no run leaves a node behind.
+reaped, so no run leaves a node behind. A started node is told its starter's pid
+(``RGBD_SEG_PARENT_PID``) and dies with it (``rgbd_seg_ros.core.parent_death``), so not even a
+starter killed with SIGKILL leaves one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from rgbd_seg_ros.core.parent_death import PARENT_PID_VARIABLE
+
 
 def console_script(name: str) -> str:
     """Path of a console script installed beside this interpreter (or on PATH)."""
@@ -26,31 +30,6 @@ def console_script(name: str) -> str:
     if path is None:
         raise FileNotFoundError(f'console script {name!r} is not installed')
     return path
-
-
-PARENT_PID_VARIABLE = 'RGBD_SEG_PARENT_PID'
-
-
-def die_with_parent() -> None:
-    """Called by a node at start: get SIGTERM when the process that started it dies.
-
-    A harness killed by SIGKILL or a broken pipe never runs its clean-up, and its node would
-    keep running (and keep a DDS participant alive); Linux's PR_SET_PDEATHSIG makes the kernel
-    end it. The starter names itself in ``RGBD_SEG_PARENT_PID`` (NodeProcess does); without it
-    this does nothing. Done in the child rather than in a ``preexec_fn``, which can deadlock in
-    a threaded starter. If the starter already died before this ran, the node exits at once.
-    """
-    expected = os.environ.get(PARENT_PID_VARIABLE)
-    if not expected or not sys.platform.startswith('linux'):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
-        return
-    if os.getppid() != int(expected):
-        raise SystemExit(f'the process that started this node ({expected}) has already exited')
 
 
 def write_params(path: Path, params: dict[str, Any]) -> Path:

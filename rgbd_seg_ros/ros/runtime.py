@@ -14,7 +14,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
-from rgbd_seg_ros.ros.process import die_with_parent
+from rgbd_seg_ros.core.parent_death import die_with_parent
 
 
 def run_node(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import queue
 import time
 from pathlib import Path
@@ -45,7 +46,12 @@ PARAMS: dict[str, tuple[Any, str]] = {
         "'topic' (a label topic in the recordings) or 'pseudo' "
         '(labels predicted by base_checkpoint above a confidence threshold).',
     ),
-    'label_topic': ('', "Label topic for label_source 'topic' (empty: detected)."),
+    'label_topic': (
+        '',
+        "Label topic for label_source 'topic' (empty: detected, the one Image topic named like "
+        'labels (label, semantic, segment, class) with a class-id encoding (mono8, 8UC1, '
+        'mono16, 16UC1); several or none fails the job, naming the topics found).',
+    ),
     'pseudo_confidence': (0.9, 'Pseudo-label pixels below this confidence are ignored.'),
     'base_checkpoint': ('', 'Checkpoint to fine-tune (empty: the embedded default model).'),
     'recipe': ('finetune', 'Training recipe: a name under config/train/ or a YAML path.'),
@@ -106,9 +112,11 @@ class TrainerNode(Node):
         self._events = self._ctx.Queue()
         self._stop = self._ctx.Event()
         self._replies = self._ctx.Queue()
+        # The job dies with this process (PR_SET_PDEATHSIG, armed in the job). The kernel ties
+        # it to the starting thread: an executor thread, which lives as long as the node.
         self._process = self._ctx.Process(
             target=job_entry,
-            args=(job, self._events, self._stop, self._replies),
+            args=(job, self._events, self._stop, self._replies, os.getpid()),
             name='rgbd_seg_training',
             daemon=False,
         )
@@ -319,8 +327,6 @@ def _new_run_dir(output: Path) -> Path:
 
 
 def _default_output() -> Path:
-    import os
-
     base = os.environ.get('ROS_HOME') or str(Path.home() / '.ros')
     return Path(base) / 'rgbd_seg_training'
 

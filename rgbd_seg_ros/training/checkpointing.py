@@ -16,10 +16,8 @@ metadata, so every stage writes the same and a stage does not need the trainer t
 from __future__ import annotations
 
 import functools
-import os
 import random
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from torch import nn
 
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
 from rgbd_seg_ros.backends.registry import config_to_dict
+from rgbd_seg_ros.core.atomic_files import atomic_output
 from rgbd_seg_ros.data.layout import DatasetMeta
 from rgbd_seg_ros.training.config import TrainConfig, to_dict
 from rgbd_seg_ros.training.distributed import DistContext
@@ -44,16 +43,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as stream:
+        torch.save(obj, stream)
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:

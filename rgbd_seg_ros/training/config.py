@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.modes import (
     DEPTH_ENCODINGS,
@@ -433,9 +434,8 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved configuration as YAML (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding='utf-8')
-    tmp.replace(path)
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write_bytes(path, text.encode('utf-8'))
 
 
 def read_config(path: str | Path) -> TrainConfig:

@@ -14,7 +14,9 @@ seen (``start_step=k``). Under DDP each rank takes its own slice of every global
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from rgbd_seg_ros.core.label_space import output_lut, target_ignore, to_outputs
+from rgbd_seg_ros.core.parent_death import die_with_parent
 from rgbd_seg_ros.data.layout import META_FILE
 from rgbd_seg_ros.errors import DatasetError, EmptySplitError
 from rgbd_seg_ros.training.augment import Frame, augment_frame, resize_frame
@@ -191,9 +194,17 @@ def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, n, world_size))
 
 
-def worker_init(_: int) -> None:
-    """Data-loader workers: one thread each for torch and OpenCV."""
+def worker_init(_: int, parent_pid: int | None = None) -> None:
+    """Data-loader workers: one thread each for torch and OpenCV; with ``parent_pid`` they die
+    with that process (a killed training job does not leave its loaders behind)."""
     import cv2
 
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+
+
+def loader_worker_init() -> Callable[[int], None]:
+    """``worker_init_fn`` for a loader iterated by this process: its workers die with it."""
+    return functools.partial(worker_init, parent_pid=os.getpid())

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from rgbd_seg_ros.inference.precision import autocast_dtype
-from rgbd_seg_ros.training.dataset import SegDataset, shard_indices, worker_init
+from rgbd_seg_ros.training.dataset import SegDataset, loader_worker_init, shard_indices
 from rgbd_seg_ros.training.distributed import DistContext
 from rgbd_seg_ros.training.metrics import ConfusionMatrix, SegMetrics
 
@@ -107,7 +107,7 @@ def evaluate(
         shuffle=False,
         num_workers=num_workers,
         pin_memory=ctx.device.type == 'cuda',
-        worker_init_fn=worker_init,
+        worker_init_fn=loader_worker_init(),
         generator=torch.Generator(),
     )  # leaves the global RNG alone
     cm = ConfusionMatrix(dataset.num_classes, dataset.target_ignore, ctx.device)

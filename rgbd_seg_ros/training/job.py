@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rgbd_seg_ros.backends.checkpoint import read_checkpoint_meta
+from rgbd_seg_ros.core.parent_death import die_with_parent
 from rgbd_seg_ros.data.convert import ConvertOptions, convert
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.inference.labeller import CheckpointLabeller
@@ -56,6 +57,7 @@ def make_dataset(job: dict[str, Any], base: str | None, progress: Progress) -> P
         depth_topic=topics.get('depth') or None,
         info_topic=topics.get('info') or None,
         label_topic=None if pseudo else (topics.get('label') or None),
+        detect_label_topic=not pseudo and not topics.get('label'),
         confidence_threshold=float(job.get('pseudo_confidence', 0.9)),
         progress=False,
         jobs=int(job.get('convert_jobs', 1)),
@@ -153,9 +155,22 @@ def ask_parent(events: Any, replies: Any, stop: Any, timeout_s: float = 60.0) ->
     return ServingModel(None, 'the trainer node did not say which model is serving')
 
 
-def job_entry(job: dict[str, Any], events: Any, stop: Any, replies: Any = None) -> None:
+def job_entry(
+    job: dict[str, Any],
+    events: Any,
+    stop: Any,
+    replies: Any = None,
+    parent_pid: int | None = None,
+) -> None:
     """Child-process entry point: report progress, the result or the failure on ``events``.
-    With ``replies``, the parent is asked which model is serving before the gate."""
+
+    With ``replies``, the parent is asked which model is serving before the gate. With
+    ``parent_pid`` (the node that started it) the job dies with that process, and its
+    conversion and data-loader workers with the job: a trainer node killed with SIGKILL
+    leaves nothing training.
+    """
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
 
     def serving() -> ServingModel:
         if replies is None:

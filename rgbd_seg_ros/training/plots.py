@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rgbd_seg_ros.core.atomic_files import atomic_path
+
 LOG_FIELDS: tuple[str, ...] = (
     'stage',
     'step',
@@ -92,9 +94,8 @@ def plot_log(csv_path: str | Path, png_path: str | Path, title: str = '') -> Pat
         ax.grid(alpha=0.3)
         fig.tight_layout()
         png_path = Path(png_path)
-        tmp = png_path.with_name(png_path.name + '.tmp.png')
-        fig.savefig(tmp)
-        tmp.replace(png_path)
+        with atomic_path(png_path, fsync=False) as tmp:
+            fig.savefig(tmp, format='png')
     finally:
         plt.close(fig)
     return png_path

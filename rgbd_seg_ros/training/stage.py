@@ -24,7 +24,7 @@ from rgbd_seg_ros.backends.base import needs_intrinsics
 from rgbd_seg_ros.training import checkpointing as ck
 from rgbd_seg_ros.training import distributed as dd
 from rgbd_seg_ros.training.context import RunContext, StagePlan
-from rgbd_seg_ros.training.dataset import SegDataset, StreamBatchSampler, worker_init
+from rgbd_seg_ros.training.dataset import SegDataset, StreamBatchSampler, loader_worker_init
 from rgbd_seg_ros.training.evaluate import autocast, evaluate
 from rgbd_seg_ros.training.optim import set_bn_eval, set_frozen_eval
 from rgbd_seg_ros.training.plots import CsvLog, plot_log
@@ -172,7 +172,7 @@ class StageRun:
             batch_sampler=sampler,
             num_workers=c.data.num_workers,
             pin_memory=dist.device.type == 'cuda',
-            worker_init_fn=worker_init,
+            worker_init_fn=loader_worker_init(),
             persistent_workers=False,
             generator=torch.Generator(),
         )

@@ -33,6 +33,7 @@ from rgbd_seg_ros.backends.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from rgbd_seg_ros.core.atomic_files import remove_temporaries
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.training import distributed as dd
 from rgbd_seg_ros.training.config import TrainConfig, save_config
@@ -90,8 +91,18 @@ class Trainer:
         if problem:
             raise ConfigError(problem)
         if self.ctx.is_main:
+            if self.resume:
+                self._remove_temporaries()
             save_config(self.config, self.out / 'config.yaml')
         dd.barrier(self.ctx)
+
+    def _remove_temporaries(self) -> None:
+        """Temporaries of a run killed mid-write (checkpoints, training states, plots): no
+        longer anybody's, unless their writer still runs."""
+        folders = [self.out, *(self.out / stage.name for stage in self.config.stages)]
+        removed = sum(remove_temporaries(folder) for folder in folders)
+        if removed:
+            self.events.note(f'removed {removed} temporary file(s) of an interrupted run')
 
     def run(self) -> Path:
         self._prepare_output()

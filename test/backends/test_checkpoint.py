@@ -497,3 +497,14 @@ def test_meta_dict_is_accepted_and_module_exports() -> None:
     meta = CheckpointMeta.from_dict(good_doc())
     assert meta.depth_channels == 1
     assert ckpt.FORMAT_VERSION == 1
+
+
+@pytest.mark.parametrize('name', ['model.safetensors', 'model.pt'])
+def test_checkpoints_are_readable_by_group_and_others(tmp_path: Path, name: str) -> None:
+    """0644 under umask 022, like any other file: a node running as another user loads it."""
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / name, trained_model(), make_meta())
+    finally:
+        os.umask(old)
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o644

@@ -23,6 +23,7 @@ COLOUR, DEPTH, INFO, LABELS = (
     '/camera/color/camera_info',
     '/sim/labels',
 )
+COLOUR_COMPRESSED = COLOUR + '/compressed'
 
 
 @dataclass
@@ -62,8 +63,15 @@ def write_recording(
     bad_info: dict[int, str] | None = None,  # frame -> 'zero_size' | 'nan_focal'
     big_endian_depth: bool = False,
     row_padding: int = 0,
+    compressed_only: set[int] | None = None,
+    compressed_too: set[int] | None = None,
 ) -> Recorded:
-    """A recording with colour, depth, camera_info and (optionally) a label topic."""
+    """A recording with colour, depth, camera_info and (optionally) a label topic.
+
+    ``compressed_only`` frames have their colour only on ``COLOUR/compressed`` (a lossless
+    png of the frame); ``compressed_too`` frames have it on both topics, the compressed copy
+    a different (inverted) image, so a test can tell which one was used.
+    """
     rec_data = Recorded(path=path, stamps=[])
     events = []  # (log time, topic, builder)
     for i in range(frames):
@@ -72,7 +80,12 @@ def write_recording(
         rec_data.stamps.append(stamp)
         rec_data.rgb[stamp], rec_data.depth_mm[stamp], rec_data.labels[stamp] = rgb, depth_mm, lab
         dstamp = stamp + depth_offset_ns
-        events.append((stamp, COLOUR, i, stamp, 'colour'))
+        if i in (compressed_only or ()):
+            events.append((stamp, COLOUR_COMPRESSED, i, stamp, 'compressed'))
+        else:
+            events.append((stamp, COLOUR, i, stamp, 'colour'))
+        if i in (compressed_too or ()):
+            events.append((stamp, COLOUR_COMPRESSED, i, stamp, 'inverted'))
         events.append((dstamp, DEPTH, i, dstamp, 'depth'))
         if not (info_missing and i in info_missing):
             events.append((stamp, INFO, i, stamp, 'info'))
@@ -91,9 +104,14 @@ def write_recording(
         rec.add_topic(INFO, CAMERA_INFO)
         if labels:
             rec.add_topic(LABELS, IMAGE)
+        if compressed_only or compressed_too:
+            rec.add_topic(COLOUR_COMPRESSED, COMPRESSED_IMAGE)
         for log_time, topic, i, stamp, kind in events:
             rgb, depth_mm, lab = frame_arrays(i)
-            if kind == 'colour':
+            if kind in ('compressed', 'inverted'):
+                image = rgb if kind == 'compressed' else 255 - rgb
+                msg = rec.compressed_image(image, stamp, codec='png')
+            elif kind == 'colour':
                 if colour in ('jpeg', 'png'):
                     msg = rec.compressed_image(rgb, stamp, codec=colour)
                 elif colour == 'mono8':

@@ -12,7 +12,7 @@ from bag_fixtures import DEPTH, INFO, LABELS, H, K, W
 
 from rgbd_seg_ros.cli.main import main
 from rgbd_seg_ros.core import image_codec as ic
-from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics, convert
+from rgbd_seg_ros.data.convert import ConvertOptions, choose_topics, convert, format_report
 from rgbd_seg_ros.data.layout import ClassInfo, DatasetReader
 from rgbd_seg_ros.data.recordings import Recording
 from rgbd_seg_ros.errors import ConfigError, DatasetError
@@ -469,3 +469,195 @@ def test_corrupt_middle_of_recording(tmp_path, recording):
     assert entry.damage
     assert 5 < entry.frames.written < 40
     _check_dataset(tmp_path / 'ds', recorded, labels=False, count=entry.frames.written)
+
+
+def _tree(root):
+    """Every file's bytes and mtime, the lock files aside (their content names the last
+    process that tried to own the dataset)."""
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in root.rglob('*')
+        if p.is_file() and p.name not in ('.lock', '.writers')
+    }
+
+
+def test_a_run_where_every_recording_fails_writes_nothing(tmp_path, recording, capsys):
+    recorded = recording(frames=3, labels=False)
+    out = tmp_path / 'new' / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--no-progress']
+    assert main([*args, '--depth-topic', '/nope']) == 1
+    captured = capsys.readouterr()
+    assert 'FAILED' in captured.out and 'annotate' not in captured.out
+    assert 'could not be converted' in captured.err
+    assert 'no dataset frame' in captured.err
+    assert not (tmp_path / 'new').exists()
+    # Into an existing dataset: nothing is touched, not even the report.
+    assert main([*args, '--split-guard', '0']) == 0
+    capsys.readouterr()
+    before = _tree(out)
+    assert main([*args, '--depth-topic', '/nope']) == 1
+    assert _tree(out) == before
+    assert 'could not be converted' in capsys.readouterr().err
+
+
+def test_a_run_where_every_frame_fails_exits_non_zero(tmp_path, recording, capsys):
+    """The colour topic given as the depth topic: planned, but no frame decodes."""
+    recorded = recording(frames=4, labels=False)
+    out = tmp_path / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--no-progress', '--json']
+    assert main([*args, '--rgb-topic', DEPTH, '--depth-topic', DEPTH]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report['recordings'][0]['frames']['errors'] == {'colour_undecodable': 4}
+    assert report['totals']['written'] == 0 and report['dataset_frames'] == 0
+    assert 'every frame failed (4); nothing was written' in captured.err
+    assert len(DatasetReader(out)) == 0
+
+
+def test_a_rerun_is_refused_while_writers_of_a_killed_run_live(tmp_path, recording):
+    """A pool worker of a killed run (its owner gone, still writing) keeps a rerun out."""
+    import signal
+    import subprocess
+    import sys
+
+    recorded = recording(frames=3, labels=False)
+    out = tmp_path / 'ds'
+    convert([recorded.path], out, _options(max_frames=1))
+    stale = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            'import os, sys, time\n'
+            'from rgbd_seg_ros.data.dataset_lock import DatasetLock, WriterLock\n'
+            'owner = DatasetLock(sys.argv[1]); writer = WriterLock(sys.argv[1], os.getpid())\n'
+            'owner.close(); print("writing", flush=True); time.sleep(120)\n',
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stale.stdout.readline().strip() == 'writing'
+        before = _tree(out)
+        with pytest.raises(DatasetError, match='still writing'):
+            convert([recorded.path], out, _options(writers_wait_s=0.2))
+        assert _tree(out) == before
+    finally:
+        stale.send_signal(signal.SIGKILL)
+        stale.wait()
+    report = convert([recorded.path], out, _options(writers_wait_s=0.2))
+    assert report.totals.written == 2 and report.dataset_frames == 3
+
+
+def test_colour_only_on_compressed_is_used_raw_preferred(tmp_path, recording, capsys):
+    """A fifth of the frames exist only on /compressed: they are converted too; where both
+    topics have a frame the raw one is used, and --list and the report give the counts."""
+    from bag_fixtures import COLOUR, COLOUR_COMPRESSED
+
+    only, both = {3, 7, 8, 15}, {0, 1, 2}
+    recorded = recording(frames=20, compressed_only=only, compressed_too=both)
+    assert main(['bag2dataset', '--list', str(recorded.path)]) == 0
+    listing = capsys.readouterr().out
+    assert f'would convert: rgb={COLOUR}+{COLOUR_COMPRESSED};' in listing
+    assert (
+        f'colour stamps: 16 on {COLOUR}, 4 only on {COLOUR_COMPRESSED} (used), 3 on both '
+        '(raw used)' in listing
+    )
+    out = tmp_path / 'ds'
+    report = convert([recorded.path], out, _options(label_topic=LABELS))
+    reader = _check_dataset(out, recorded)  # every frame, pixel-exact, raw where both
+    entry = report.recordings[0]
+    assert entry.frames.colour_topics == {COLOUR: 16, COLOUR_COMPRESSED: 4}
+    assert entry.colour_sources.to_dict() == {
+        'raw_topic': COLOUR,
+        'compressed_topic': COLOUR_COMPRESSED,
+        'raw': 16,
+        'compressed_only': 4,
+        'both': 3,
+    }
+    from_compressed = {
+        r.stamp_ns for r in reader.frames() if f'rgb={COLOUR_COMPRESSED};' in r.topics
+    }
+    assert from_compressed == {recorded.stamps[i] for i in only}
+    text = format_report(report)
+    assert f'colour of the frames written: 16 from {COLOUR}, 4 from {COLOUR_COMPRESSED}' in text
+    saved = json.loads((out / 'conversion_report.json').read_text())
+    assert saved['recordings'][0]['frames']['colour_topics'] == {COLOUR: 16, COLOUR_COMPRESSED: 4}
+
+
+def _with_label_like_topics(path, topics: dict[str, str]):
+    """A one-frame recording: colour, depth, camera_info and ``topics`` {name: encoding}."""
+    from bag_fixtures import COLOUR, frame_arrays
+
+    from rgbd_seg_ros.data.rosbag_messages import CAMERA_INFO, IMAGE, RecordingWriter
+
+    rgb, depth, labels = frame_arrays(0)
+    with RecordingWriter(path) as rec:
+        for name in (COLOUR, DEPTH, *topics):
+            rec.add_topic(name, IMAGE)
+        rec.add_topic(INFO, CAMERA_INFO)
+        rec.write(COLOUR, 1, rec.image(rgb, 'rgb8', 1))
+        rec.write(DEPTH, 1, rec.image(depth, '16UC1', 1))
+        rec.write(INFO, 1, rec.camera_info(K, W, H, 1))
+        for name, encoding in topics.items():
+            image = {'rgb8': rgb, 'mono8': labels}.get(encoding, labels.astype(np.uint16))
+            rec.write(name, 1, rec.image(image, encoding, 1))
+    return path
+
+
+def test_label_topic_auto_is_detected(tmp_path, recording, capsys):
+    recorded = recording(frames=6)
+    assert main(['bag2dataset', '--list', str(recorded.path)]) == 0
+    assert f'label topic found: {LABELS} (convert it with --label-topic auto)' in (
+        capsys.readouterr().out
+    )
+    out = tmp_path / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--label-topic', 'auto']
+    assert main([*args, '--split-guard', '0', '--no-progress', '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['label_source'] == 'topic'
+    assert report['recordings'][0]['topics']['label'] == LABELS
+    _check_dataset(out, recorded)  # the recorded labels, pixel for pixel
+    options = ConvertOptions(detect_label_topic=True)
+    assert options.label_source == 'topic'
+
+
+def test_label_topic_detection_names_what_it_found(tmp_path):
+    def detect(name, topics):
+        path = _with_label_like_topics(tmp_path / name, topics)
+        with Recording(path) as rec:
+            return choose_topics(rec, ConvertOptions(detect_label_topic=True)).label
+
+    # One label-like name with a class-id encoding; the node's own output is not it.
+    assert (
+        detect(
+            'one',
+            {
+                '/cam/semantic': 'mono16',
+                '/segmentation/labels': 'mono8',
+                '/cam/label_overlay': 'rgb8',
+            },
+        )
+        == '/cam/semantic'
+    )
+    with pytest.raises(DatasetError, match='several label topics') as several:
+        detect('two', {'/a/labels': 'mono8', '/b/class_ids': '16UC1'})
+    assert '/a/labels (mono8)' in str(several.value) and '/b/class_ids (16UC1)' in str(
+        several.value
+    )
+    with pytest.raises(DatasetError, match='no label topic found') as none:
+        detect('none', {'/segmentation/labels': 'mono8', '/cam/label_overlay': 'rgb8'})
+    text = str(none.value)
+    assert "/segmentation/labels (mono8): the segmentation node's own output" in text
+    assert '/cam/label_overlay (rgb8): not a class-id encoding' in text
+    assert '--label-topic' in text and 'label_topic' in text
+    with pytest.raises(DatasetError, match='no image topic is named like labels'):
+        detect('nothing', {})
+
+
+def test_a_failed_detection_fails_the_recording_with_its_reason(tmp_path, recording, capsys):
+    recorded = recording(frames=3, labels=False)
+    out = tmp_path / 'ds'
+    args = ['bag2dataset', str(recorded.path), '-o', str(out), '--label-topic', 'auto']
+    assert main([*args, '--no-progress']) == 1
+    assert 'FAILED: ' in capsys.readouterr().out and not out.exists()

@@ -5,13 +5,15 @@ recording's class set only when it is better than the model it serves."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
+import proc_tree
 import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_fixtures import HEIGHT, WIDTH, Streamer
+from node_fixtures import HEIGHT, WIDTH, Streamer, small_checkpoint
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 from ros_frames import intrinsics
@@ -227,3 +229,52 @@ def test_trainer_gates_the_hot_swap(launch_node, ros_peer, tmp_path):
     assert serving_checkpoint(ros_peer, seg) == good  # never swapped
     assert seg.interrupt() == 0
     assert trainer.interrupt() == 0
+
+
+def test_a_killed_trainer_leaves_no_training_behind(launch_node, ros_peer, tmp_path):
+    """SIGKILL to trainer_node (no clean-up runs): its job process and the job's data-loader
+    workers die with it, checked in /proc within a bounded wait."""
+    base = small_checkpoint(tmp_path / 'base.safetensors', num_classes=5, seed=3)
+    recording = tmp_path / 'recording'
+    write_recording(recording)
+    trainer = launch_node(
+        'trainer_node',
+        params={
+            'recordings': [str(recording)],
+            'rgb_topic': TOPICS['rgb'],
+            'depth_topic': TOPICS['depth'],
+            'info_topic': TOPICS['info'],
+            'label_topic': TOPICS['label'],
+            'base_checkpoint': str(base),
+            'recipe': 'tiny_cpu',
+            'output_dir': str(tmp_path / 'training'),
+            'overrides': [
+                'stages.0.steps=100000',  # still training when it is killed
+                'stages.0.batch_size=2',
+                'eval.every_steps=0',
+                'augment.crop=null',
+                'log_every=1',
+                'data.num_workers=2',
+                'data.val_split=train',
+            ],
+        },
+    )
+    progress = ros_peer.subscribe(String, '/trainer_node/progress')
+    start = ros_peer.node.create_client(Trigger, '/trainer_node/start')
+    assert ros_peer.call(start, Trigger.Request(), node=trainer).success
+    ros_peer.wait_for(
+        lambda: any('step' in json.loads(m.data) for m in progress),
+        240,
+        'the first training step (data loaders running)',
+        trainer,
+    )
+    started = proc_tree.descendants(trainer.proc.pid)
+    try:
+        jobs = {p.pid for p in started if p.ppid == trainer.proc.pid}
+        loaders = [p for p in started if p.ppid in jobs]
+        assert len(loaders) >= 2, started  # the job process and its two loader workers
+        trainer.proc.send_signal(signal.SIGKILL)
+        trainer.proc.wait(timeout=30)
+        assert proc_tree.wait_gone(started) == [], 'training processes outlived the node'
+    finally:
+        proc_tree.kill(started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import sys
 import threading
@@ -95,3 +96,20 @@ def test_pseudo_labels_come_from_the_base_checkpoint(tmp_path):
         sample = dataset.load(record.frame_id)
         assert sample.confidence is not None and sample.confidence.shape == (48, 64)
         assert sample.labels.shape == (48, 64) and int(sample.labels.max()) < len(names)
+
+
+def test_an_empty_label_topic_is_detected(tmp_path):
+    """label_source 'topic' with label_topic '' (the node's default): the recording's one
+    label topic is found by name and encoding, and its labels are converted."""
+    recording = tmp_path / 'rec'
+    write_recording(recording, frames=3)
+    spec = job(tmp_path, recording)
+    spec['topics']['label'] = ''
+    stop = threading.Event()
+    stop.set()
+    events = events_of(spec, stop)
+    assert [e['frames'] for e in events if e['event'] == 'converted'] == [3]
+    dataset = DatasetReader(tmp_path / 'run' / 'dataset')
+    assert all(dataset.has_labels(r.frame_id) for r in dataset.frames())
+    report = json.loads((tmp_path / 'run' / 'dataset' / 'conversion_report.json').read_text())
+    assert report['recordings'][0]['topics']['label'] == TOPICS['label']

@@ -107,7 +107,18 @@ def test_resume_is_exact(dataset, tmp_path):
     assert not (tmp_path / 'half' / 'train' / 'done.json').exists()
     with pytest.raises(Exception, match='resume'):
         run_training(half)  # refuses to overwrite a run without resume
+    # What a run killed mid-write leaves (up to a whole checkpoint each): the resume clears it.
+    dead = _dead_pid()
+    stage_dir = tmp_path / 'half' / 'train'
+    left = [
+        stage_dir / f'.last.safetensors.{dead}.0123abcd.tmp',
+        stage_dir / f'.{ck.STATE_FILE}.{dead}.89abcdef.tmp',
+        tmp_path / 'half' / f'.config.yaml.{dead}.00ff00ff.tmp',
+    ]
+    for path in left:
+        path.write_bytes(b'\0' * 1000)
     run_training(half, resume=True)
+    assert not [p for p in left if p.exists()]
     _, a = load_checkpoint(tmp_path / 'full' / 'train' / 'last.safetensors', check_backend=False)
     _, b = load_checkpoint(tmp_path / 'half' / 'train' / 'last.safetensors', check_backend=False)
     assert tf.state_allclose(a, b, atol=1e-6)
@@ -148,3 +159,17 @@ def test_stages_init_from_freeze_and_continue(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'b: initialised from' in err and 'c: initialised from' in err
     assert 'd: initialised from' not in err
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (as a killed writer's has)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from rgbd_seg_ros.data import layout as L
+from rgbd_seg_ros.data.dataset_lock import DatasetLock
 from rgbd_seg_ros.errors import DatasetError
 
 H, W = 48, 64
@@ -133,13 +134,14 @@ def test_resume_refuses_other_classes(tmp_path):
 
 
 def test_several_writers_share_a_root(tmp_path):
-    workers = [L.DatasetWriter(tmp_path, _meta(), finalize=False) for _ in range(2)]
-    for i in range(4):
-        workers[i % 2].write_frame(_record(i), *_arrays(i)[:2])
-    for worker in workers:
-        worker.close()
-    assert not (tmp_path / 'index.csv').exists()
-    assert L.finalize_index(tmp_path) == 4
+    with DatasetLock(tmp_path):  # the owner: per-process writers write under its lock
+        workers = [L.DatasetWriter(tmp_path, _meta(), finalize=False) for _ in range(2)]
+        for i in range(4):
+            workers[i % 2].write_frame(_record(i), *_arrays(i)[:2])
+        for worker in workers:
+            worker.close()
+        assert not (tmp_path / 'index.csv').exists()
+        assert L.finalize_index(tmp_path) == 4
     assert len(L.DatasetReader(tmp_path)) == 4
 
 

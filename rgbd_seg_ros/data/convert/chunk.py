@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,7 +64,7 @@ class ChunkSettings:
             duplicate_threshold=options.duplicate_threshold,
             label_map=options.label_map,
             # Without a given list every id is a class (named at the end from the dataset).
-            check_label_ids=bool(options.label_topic) and options.classes is not None,
+            check_label_ids=options.label_source == 'topic' and options.classes is not None,
             confidence_threshold=options.confidence_threshold,
             fsync=options.fsync,
         )
@@ -78,6 +79,7 @@ class ChunkJob:
     meta: DatasetMeta
     settings: ChunkSettings
     source: str
+    owner_pid: int  # the process that owns the dataset lock for this run
 
 
 @dataclass
@@ -90,9 +92,11 @@ class ChunkResult:
     examples: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
     label_ids: set[int] = field(default_factory=set)
+    colour_topics: Counter[str] = field(default_factory=Counter)  # frames written, by topic
     unmapped_label_pixels: int = 0
     low_confidence_pixels: int = 0
     seconds: float = 0.0
+    stopped: bool = False  # the run was stopped before the chunk was done
 
 
 class _FrameProcessor:
@@ -175,7 +179,7 @@ class _FrameProcessor:
             stamp_ns=frame.stamp_ns,
             split=frame.split,
             source=self.job.source,
-            topics=self.job.topics.describe(),
+            topics=self.job.topics.describe(colour=frame.colour[0]),
             width=w,
             height=h,
             fx=K[0, 0],
@@ -185,6 +189,7 @@ class _FrameProcessor:
         )
         self.writer.write_frame(record, rgb, depth, labels, confidence)
         self.result.written += 1
+        self.result.colour_topics[frame.colour[0]] += 1
 
     def finish(self) -> None:
         """Fold the label counters into the result."""
@@ -195,17 +200,27 @@ class _FrameProcessor:
 
 
 def convert_chunk(
-    job: ChunkJob, progress: Progress | None = None, labeller: Labeller | None = None
+    job: ChunkJob,
+    progress: Progress | None = None,
+    labeller: Labeller | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> ChunkResult:
     """Convert one chunk of planned frames; ``labeller`` pseudo-labels frames without labels.
 
     The labeller is an argument rather than part of the job so a worker process receives it
-    once (and loads its model once), not once per chunk.
+    once (and loads its model once), not once per chunk. ``should_stop`` is polled between
+    frames: a run being stopped ends its chunks at a frame boundary, every written frame
+    journalled.
     """
     started = time.perf_counter()
     result = ChunkResult(recording=job.source)
     writer = layout.DatasetWriter(
-        job.root, job.meta, resume=True, finalize=False, fsync=job.settings.fsync
+        job.root,
+        job.meta,
+        resume=True,
+        finalize=False,
+        fsync=job.settings.fsync,
+        owner_pid=job.owner_pid,
     )
     need_messages = job.settings.duplicate_threshold > 0
     todo = [f for f in job.frames if need_messages or not writer.has_frame(f.frame_id)]
@@ -231,6 +246,9 @@ def convert_chunk(
         with Recording(job.path) as rec:
             proc = _FrameProcessor(job, rec, writer, result, labeller)
             for msg in rec.messages(job.topics.topics(), start=start, stop=stop):
+                if should_stop():
+                    result.stopped = True
+                    break
                 stamp = rec.header_stamp(msg)
                 key = (msg.topic, msg.log_time_ns, stamp)
                 if key not in users or key in buffer:
@@ -251,7 +269,7 @@ def convert_chunk(
                             pending = 0
             proc.finish()
             result.damage = list(rec.damage)
-        lost = done.count(False)
+        lost = 0 if result.stopped else done.count(False)
         if lost:
             result.errors['messages_missing'] += lost
             result.examples.append(

@@ -1,8 +1,10 @@
 """One conversion run: find the recordings, plan them, convert their chunks, report.
 
 Nothing already written is touched by a rerun: frames whose row is in the index (or a
-journal) are skipped, so an interrupted conversion resumes where it stopped. The dataset is
-locked for the whole run, and the report is written atomically next to it.
+journal) are skipped, so an interrupted conversion resumes where it stopped. Planning writes
+nothing; a run with no frame to make leaves the output folder as it was. Otherwise the
+dataset is locked from the first write to the report (the workers write under that lock, and
+are stopped before it is released), and the report is written atomically next to it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from rgbd_seg_ros import __version__
+from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.data import layout
-from rgbd_seg_ros.data.convert.chunk import ChunkJob, ChunkSettings
+from rgbd_seg_ros.data.convert.chunk import ChunkJob, ChunkResult, ChunkSettings
 from rgbd_seg_ros.data.convert.class_list import dataset_label_ids, name_label_ids
 from rgbd_seg_ros.data.convert.options import ConvertOptions
 from rgbd_seg_ros.data.convert.parallel import WorkerPool
 from rgbd_seg_ros.data.convert.planning import RecordingPlan, plan_recording
 from rgbd_seg_ros.data.convert.report import ConversionReport, build_report
+from rgbd_seg_ros.data.dataset_lock import DatasetLock
 from rgbd_seg_ros.data.layout import DatasetMeta
 from rgbd_seg_ros.data.recordings import find_recordings, recording_name
 from rgbd_seg_ros.errors import DatasetError
@@ -57,54 +61,82 @@ def convert(
         )
     if not options.resume and (root / layout.INDEX_FILE).exists():
         raise DatasetError(f'{root} already holds a dataset; pass --resume or pick a new folder')
-    root.mkdir(parents=True, exist_ok=True)
-    with layout.DatasetLock(root):
-        return _convert_locked(paths, root, options, log, started)
+    with WorkerPool(options.jobs, options.labeller) as pool:
+        log(f'planning {len(paths)} recording(s)')
+        planning = dataclasses.replace(options, labeller=None)  # workers get it once
+        plan_args = [(str(p), str(b) if b.is_dir() else None, planning) for p, b in paths]
+        plans = pool.map(plan_recording, plan_args)
+        for plan in plans:
+            if plan.error:
+                log(f'{plan.name}: {plan.error}')
+        if not any(plan.frames for plan in plans):
+            # Every recording failed, or none has a frame to make: the output is left as it
+            # was (no empty dataset, no report file); the report says why.
+            existing = len(layout.read_all_records(root)) if root.is_dir() else 0
+            meta = _initial_meta(root, options)
+            return _report(plans, [], root, options, meta, started, existing)
+        root.mkdir(parents=True, exist_ok=True)
+        with DatasetLock(root, options.writers_wait_s) as lock:
+            if lock.removed_temporaries:
+                log(f'removed {lock.removed_temporaries} temporary file(s) of a killed run')
+            return _convert_locked(plans, pool, root, options, started)
 
 
 def _convert_locked(
-    paths: list[tuple[Path, Path]],
+    plans: list[RecordingPlan],
+    pool: WorkerPool,
     root: Path,
     options: ConvertOptions,
-    log: Callable[[str], None],
     started: float,
 ) -> ConversionReport:
     meta = _initial_meta(root, options)
+    meta.provenance = _provenance(options, plans)
+    owner = os.getpid()
+    layout.DatasetWriter(
+        root, meta, resume=options.resume, finalize=False, owner_pid=owner
+    ).close()
+    settings = ChunkSettings.of(options)
+    jobs = [
+        ChunkJob(plan.path, chunk, plan.topics, str(root), meta, settings, plan.name, owner)
+        for plan in plans
+        if plan.topics is not None
+        for chunk in plan.chunks(options.chunk_frames)
+    ]
+    total = sum(len(j.frames) for j in jobs)
     try:
-        with WorkerPool(options.jobs, options.labeller) as pool:
-            log(f'planning {len(paths)} recording(s)')
-            planning = dataclasses.replace(options, labeller=None)  # workers get it once
-            plan_args = [(str(p), str(b) if b.is_dir() else None, planning) for p, b in paths]
-            plans = pool.map(plan_recording, plan_args)
-            for plan in plans:
-                if plan.error:
-                    log(f'{plan.name}: {plan.error}')
-            meta.provenance = _provenance(options, plans)
-            layout.DatasetWriter(root, meta, resume=options.resume, finalize=False).close()
-            settings = ChunkSettings.of(options)
-            jobs = [
-                ChunkJob(plan.path, chunk, plan.topics, str(root), meta, settings, plan.name)
-                for plan in plans
-                if plan.topics is not None
-                for chunk in plan.chunks(options.chunk_frames)
-            ]
-            total = sum(len(j.frames) for j in jobs)
-            results = pool.convert_chunks(jobs, total, options.progress)
+        results = pool.convert_chunks(jobs, total, options.progress)
+    except BaseException:
+        pool.close(stop=True)  # no worker may write once the lock is released
+        raise
     finally:
-        layout.finalize_index(root)
-    report = build_report(
+        layout.finalize_index(root)  # every journalled frame is in index.csv, also on a stop
+    report = _report(
+        plans, results, root, options, meta, started, len(layout.read_all_records(root))
+    )
+    if options.label_source == 'topic' and options.classes is None:
+        name_label_ids(root, meta, dataset_label_ids(root, report))
+    atomic_write_bytes(root / REPORT_FILE, report.to_json().encode())
+    return report
+
+
+def _report(
+    plans: list[RecordingPlan],
+    results: list[ChunkResult],
+    root: Path,
+    options: ConvertOptions,
+    meta: DatasetMeta,
+    started: float,
+    dataset_frames: int,
+) -> ConversionReport:
+    return build_report(
         plans,
         results,
         output=str(root),
         seconds=time.perf_counter() - started,
-        dataset_frames=len(layout.read_all_records(root)),
+        dataset_frames=dataset_frames,
         ignore_index=meta.ignore_index,
         label_source=options.label_source,
     )
-    if options.label_topic and options.classes is None:
-        name_label_ids(root, meta, dataset_label_ids(root, report))
-    layout.atomic_write_bytes(root / REPORT_FILE, report.to_json().encode())
-    return report
 
 
 def _initial_meta(root: Path, options: ConvertOptions) -> DatasetMeta:

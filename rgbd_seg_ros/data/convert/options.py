@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from rgbd_seg_ros.data.convert.labelling import Labeller
+from rgbd_seg_ros.data.dataset_lock import WRITERS_WAIT_S
 from rgbd_seg_ros.data.layout import ClassInfo
 from rgbd_seg_ros.errors import ConfigError
 
@@ -24,6 +25,7 @@ class ConvertOptions:
     depth_topic: str | None = None
     info_topic: str | None = None
     label_topic: str | None = None
+    detect_label_topic: bool = False  # find the label topic (when label_topic is not given)
     slop_s: float = 0.02
     info_slop_s: float = 1.0
     min_gap_s: float = 0.0
@@ -42,9 +44,10 @@ class ConvertOptions:
     resume: bool = True
     fsync: bool = True
     progress: bool = True
+    writers_wait_s: float = WRITERS_WAIT_S  # for the workers of a killed run to exit
 
     def check(self) -> None:
-        if self.label_topic and self.labeller is not None:
+        if self.label_source == 'topic' and self.labeller is not None:
             raise ConfigError('choose one label source: --label-topic or --checkpoint')
         if self.labeller is not None and self.classes is None:
             raise ConfigError('pseudo-labelling needs the class list the labeller predicts')
@@ -54,12 +57,12 @@ class ConvertOptions:
             raise ConfigError('--jobs and --chunk-frames must be at least 1')
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise ConfigError('--confidence-threshold must be in [0, 1]')
-        if self.label_map and not self.label_topic:
+        if self.label_map and self.label_source != 'topic':
             raise ConfigError('--label-map only applies to --label-topic')
 
     @property
     def label_source(self) -> LabelSource:
-        if self.label_topic:
+        if self.label_topic or self.detect_label_topic:
             return 'topic'
         return 'pseudo' if self.labeller is not None else 'none'
 
@@ -68,7 +71,7 @@ class ConvertOptions:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ('classes', 'progress'):
+            if f.name in ('classes', 'progress', 'writers_wait_s'):
                 continue
             if f.name == 'label_map' and value is not None:
                 value = {str(k): v for k, v in value.items()}

@@ -1,6 +1,7 @@
 """The planning pass over one recording: pair, select and split frames from stamps alone.
 
-Only header stamps are read: colour / depth / camera_info (/ labels) are paired offline
+Only header stamps are read: colour (a camera's raw and ``/compressed`` streams merged by stamp,
+:mod:`.colour_streams`) / depth / camera_info (/ labels) are paired offline
 (:mod:`rgbd_seg_ros.data.pairing_offline`), frames are selected (minimum gap, maximum count)
 and given splits by contiguous time blocks (:mod:`rgbd_seg_ros.data.selection`). The plan says
 which message makes which part of which frame; decoding happens later, chunk by chunk.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rgbd_seg_ros.data.convert.colour_streams import ColourSources, merge_colour_stamps
 from rgbd_seg_ros.data.convert.options import ConvertOptions
 from rgbd_seg_ros.data.convert.topics import TopicChoice, choose_topics
 from rgbd_seg_ros.data.pairing_offline import PairingStats, pair_streams
@@ -62,6 +64,7 @@ class RecordingPlan:
     damage: list[str] = field(default_factory=list)
     pairing: PairingStats | None = None
     selection: SelectionCounts | None = None
+    colour_sources: ColourSources | None = None  # when raw and /compressed colour are merged
     error: str | None = None
 
     def chunks(self, size: int) -> list[list[FramePlan]]:
@@ -96,9 +99,19 @@ def plan_recording(path: str, root: str | None, options: ConvertOptions) -> Reco
     def stamps(topic: str) -> np.ndarray:
         return np.asarray([k[2] for k in streams[topic]], np.int64)
 
+    colour = streams[choice.colour]
+    if choice.colour_compressed:
+        compressed = streams[choice.colour_compressed]
+        fill, plan.colour_sources = merge_colour_stamps(
+            [k[2] for k in colour],
+            [k[2] for k in compressed],
+            choice.colour,
+            choice.colour_compressed,
+        )
+        colour = colour + [compressed[i] for i in fill]
     labels = streams[choice.label] if choice.label else []
     pairs, plan.pairing = pair_streams(
-        stamps(choice.colour),
+        np.asarray([k[2] for k in colour], np.int64),
         stamps(choice.depth),
         stamps(choice.info),
         stamps(choice.label) if choice.label else None,
@@ -123,7 +136,7 @@ def plan_recording(path: str, root: str | None, options: ConvertOptions) -> Reco
                 frame_id=f'{name}_{p.stamp_ns}',
                 stamp_ns=p.stamp_ns,
                 split=split,
-                colour=streams[choice.colour][p.colour],
+                colour=colour[p.colour],
                 depth=streams[choice.depth][p.depth],
                 info=streams[choice.info][p.info],
                 label=None if p.label is None else labels[p.label],

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rgbd_seg_ros.data.convert.chunk import ChunkResult
+from rgbd_seg_ros.data.convert.colour_streams import ColourSources
 from rgbd_seg_ros.data.convert.options import LabelSource
 from rgbd_seg_ros.data.convert.planning import RecordingPlan, SelectionCounts
 from rgbd_seg_ros.data.convert.topics import TopicChoice
@@ -33,6 +34,7 @@ class FrameCounts:
     unmapped_label_pixels: int = 0
     low_confidence_pixels: int = 0
     label_ids: list[int] = field(default_factory=list)  # ids present in the written labels
+    colour_topics: dict[str, int] = field(default_factory=dict)  # frames written, by topic
 
     @property
     def failed(self) -> int:
@@ -50,12 +52,15 @@ class RecordingReport:
     topics: TopicChoice | None = None
     pairing: PairingStats | None = None
     selection: SelectionCounts | None = None
+    colour_sources: ColourSources | None = None  # raw and /compressed colour merged
     error: str | None = None  # why the recording could not be converted at all
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {'recording': self.recording, 'path': self.path}
         if self.topics is not None:
             out['topics'] = asdict(self.topics)
+        if self.colour_sources is not None:
+            out['colour_sources'] = self.colour_sources.to_dict()
         out['damage'] = list(self.damage)
         if self.pairing is not None:
             out['pairing'] = self.pairing.to_dict()
@@ -102,6 +107,18 @@ class ConversionReport:
         """Label ids present in the frames this run wrote, over all recordings."""
         return {i for r in self.recordings for i in r.frames.label_ids}
 
+    def problems(self) -> list[str]:
+        """Why the run did not do its job (empty when it did): a non-zero exit status."""
+        t = self.totals
+        found = []
+        if t.failed_recordings:
+            found.append(f'{t.failed_recordings} recording(s) could not be converted')
+        if t.written == 0 and t.frame_errors:
+            found.append(f'every frame failed ({t.frame_errors}); nothing was written')
+        if self.dataset_frames == 0:
+            found.append(f'no dataset frame in {self.output}: nothing to train on')
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         return {
             'output': self.output,
@@ -131,6 +148,7 @@ def _frame_counts(results: list[ChunkResult]) -> FrameCounts:
         unmapped_label_pixels=sum(r.unmapped_label_pixels for r in results),
         low_confidence_pixels=sum(r.low_confidence_pixels for r in results),
         label_ids=sorted(set().union(*(r.label_ids for r in results))),
+        colour_topics=dict(sum((r.colour_topics for r in results), Counter())),
     )
 
 
@@ -147,6 +165,7 @@ def recording_report(plan: RecordingPlan, results: list[ChunkResult]) -> Recordi
         topics=plan.topics,
         pairing=plan.pairing,
         selection=plan.selection,
+        colour_sources=plan.colour_sources,
         error=plan.error,
     )
 
@@ -196,6 +215,8 @@ def build_report(
 
 def _format_plan(entry: RecordingReport, lines: list[str]) -> None:
     pairing, sel = entry.pairing, entry.selection
+    if entry.colour_sources is not None:
+        lines.append(f'  colour stamps: {entry.colour_sources.describe()}')
     if pairing is not None:
         lines.append(
             f'  messages: colour {pairing.colour_msgs}, depth {pairing.depth_msgs}, camera_info '
@@ -232,6 +253,11 @@ def _format_frames(frames: FrameCounts, lines: list[str]) -> None:
         f'  frames: written {frames.written}, already there {frames.skipped_existing}'
         f', near-duplicates {frames.near_duplicate}'
     )
+    if len(frames.colour_topics) > 1:
+        by_topic = ', '.join(
+            f'{n} from {topic}' for topic, n in sorted(frames.colour_topics.items())
+        )
+        lines.append(f'  colour of the frames written: {by_topic}')
     for reason, n in frames.errors.items():
         lines.append(f'  error {reason}: {n}')
     for example in frames.error_examples[:3]:
@@ -266,7 +292,7 @@ def format_report(report: ConversionReport) -> str:
         f'{report.dataset_frames} frames; {report.seconds} s '
         f'({report.frames_per_second} frames/s)'
     )
-    if report.label_source == 'none':
+    if report.label_source == 'none' and report.dataset_frames:
         lines.append(
             f'no labels: annotate {report.output}/rgb/<frame_id>.png, save one PNG per frame '
             f'named <frame_id>.png, then run `rgbd-seg import-labels {report.output} FOLDER`'

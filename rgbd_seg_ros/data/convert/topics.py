@@ -1,10 +1,13 @@
-"""Which topics of a recording to convert: the given ones (checked) or picked by name."""
+"""Which topics of a recording to convert: the given ones (checked) or picked by name (the
+label topic, when asked for, by name and encoding: :mod:`.label_topics`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rgbd_seg_ros.data.convert.colour_streams import colour_pair
+from rgbd_seg_ros.data.convert.label_topics import detect_label_topic
 from rgbd_seg_ros.data.convert.options import ConvertOptions
 from rgbd_seg_ros.data.recordings import IMAGE_TYPES, INFO_TYPE, Recording, format_topics
 from rgbd_seg_ros.errors import DatasetError
@@ -29,13 +32,22 @@ _TRANSPORT_SUFFIXES = ('/compressed', '/compresseddepth', '/theora', '/zstd')
 
 @dataclass(frozen=True)
 class TopicChoice:
+    """The topics of one recording to convert. ``colour_compressed`` is the ``/compressed``
+    copy of the raw ``colour`` topic when both were recorded: frames come from both, by stamp
+    (:mod:`.colour_streams`)."""
+
     colour: str
     depth: str
     info: str
     label: str | None = None
+    colour_compressed: str | None = None
 
-    def describe(self) -> str:
-        parts = [f'rgb={self.colour}', f'depth={self.depth}', f'info={self.info}']
+    def describe(self, colour: str | None = None) -> str:
+        """``rgb=...;depth=...;info=...[;labels=...]``: the choice, or with ``colour`` the
+        topics of one frame (whose colour came from that topic)."""
+        if colour is None:
+            colour = self.colour + (f'+{self.colour_compressed}' if self.colour_compressed else '')
+        parts = [f'rgb={colour}', f'depth={self.depth}', f'info={self.info}']
         if self.label:
             parts.append(f'labels={self.label}')
         return ';'.join(parts)
@@ -43,6 +55,8 @@ class TopicChoice:
     def topics(self) -> list[str]:
         """The topics to read, each once."""
         names = [self.colour, self.depth, self.info]
+        if self.colour_compressed:
+            names.append(self.colour_compressed)
         if self.label:
             names.append(self.label)
         return list(dict.fromkeys(names))
@@ -80,6 +94,7 @@ def choose_topics(rec: Recording, options: ConvertOptions) -> TopicChoice:
     else:
         cands = [n for n in images if not any(x in n.lower() for x in _NOT_COLOUR)]
         colour = _pick(cands, _COLOUR_HINTS, 'colour image', '--rgb-topic', rec)
+    colour, compressed = colour_pair(topics, colour)
     if options.depth_topic:
         depth = rec.require_topic(options.depth_topic, IMAGE_TYPES).name
     else:
@@ -95,4 +110,6 @@ def choose_topics(rec: Recording, options: ConvertOptions) -> TopicChoice:
     label = None
     if options.label_topic:
         label = rec.require_topic(options.label_topic, IMAGE_TYPES).name
-    return TopicChoice(colour, depth, info, label)
+    elif options.detect_label_topic:
+        label = detect_label_topic(rec, {colour, depth, compressed or colour})
+    return TopicChoice(colour, depth, info, label, compressed)
