@@ -4,6 +4,8 @@ forward contract, checkpoints and ONNX.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from backend_testing import make_inputs, randomise_bn_statistics
@@ -81,6 +83,19 @@ def test_rgb_only() -> None:
         assert torch.equal(model(rgb, torch.zeros(1, 3, 8, 8)), ref)  # not even checked
     with pytest.raises(ValueError, match='rgb'):
         model(None, depth)
+
+
+def test_exported_graph_reads_rgb_only(tmp_path: Path) -> None:
+    from rgbd_seg_ros.backends.export import export_onnx, onnx_input_names, run_onnx
+
+    model = ANNNet(4, ANNConfig(**SMALL, zero_init=False)).eval()
+    randomise_bn_statistics(model)
+    path = export_onnx(model, tmp_path / 'ann.onnx', 32, 48, 1)
+    assert onnx_input_names(path) == ['rgb']
+    rgb, depth = make_inputs(1, 32, 48, 1)
+    with torch.no_grad():
+        expected = model(rgb).numpy()
+    assert abs(run_onnx(path, rgb, depth) - expected).max() < 1e-4
 
 
 def test_zero_initialised_blocks_start_as_no_ops() -> None:
