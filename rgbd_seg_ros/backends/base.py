@@ -34,12 +34,35 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class DepthPredictions(NamedTuple):
+    """A depth branch's outputs, one entry per prediction step (a recurrent backend predicts
+    depth at every unroll), each at its own stride and cropped like the auxiliary logits.
+
+    The bins are apparent-size bins: a pixel of depth ``Z`` seen with focal length ``f`` falls
+    in bin ``i`` when ``f / Z`` lies between edges ``i - 1`` and ``i`` (bin 0 is the farthest),
+    so the targets depend on the camera; the edges travel with the predictions because they
+    are the backend's own (``doc/backends/depth_gating.md §3.2``).
+    """
+
+    bin_logits: tuple[Tensor, ...]  # [B, len(bin_edges_fz) + 1, h, w] per step
+    log_depth: tuple[Tensor, ...]  # [B, 1, h, w] per step, natural log of metres
+    bin_edges_fz: tuple[float, ...]  # ascending f/Z edges, pixels per metre
+
+
 class SegOutput(NamedTuple):
     """What a backend returns in training mode."""
 
     logits: Tensor  # [B, K, H, W] at input size
     aux: tuple[Tensor, ...] = ()  # auxiliary logits, each [B, K, h_i, w_i] at its own stride
     aux_weights: tuple[float, ...] = ()  # loss weight of each auxiliary output
+    depth: DepthPredictions | None = None  # the depth branch, when the backend has one
+
+
+# What ``forward_padded`` returns: (logits, aux) or, from a backend with a depth branch,
+# (logits, aux, depth predictions), everything at the padded size.
+PaddedOutput = (
+    tuple[Tensor, tuple[Tensor, ...]] | tuple[Tensor, tuple[Tensor, ...], DepthPredictions | None]
+)
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -68,7 +91,8 @@ class SegBackend(nn.Module):
 
     Subclasses set ``num_classes``, ``config``, ``output_stride`` and ``pad_multiple`` and
     implement :meth:`forward_padded`, which sees inputs whose H and W are multiples of
-    ``pad_multiple`` and returns ``(logits, aux)`` at the padded size. A subclass that sets
+    ``pad_multiple`` and returns ``(logits, aux)`` at the padded size, or ``(logits, aux,
+    depth)`` when the backend has a depth branch (:meth:`predicts_depth`). A subclass that sets
     ``needs_intrinsics = True`` receives K as a third argument, ``forward_padded(rgb, depth,
     K)``; the others are called with ``(rgb, depth)`` only, so they never see K.
     """
@@ -81,9 +105,7 @@ class SegBackend(nn.Module):
     # can decide what to feed before any frame arrives.
     needs_intrinsics: ClassVar[bool] = False
 
-    def forward_padded(
-        self, rgb: Tensor | None, depth: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def forward_padded(self, rgb: Tensor | None, depth: Tensor | None) -> PaddedOutput:
         raise NotImplementedError
 
     def uses_rgb(self) -> bool:
@@ -98,6 +120,11 @@ class SegBackend(nn.Module):
         """Whether forward fails without depth; a backend that falls back to its own depth
         estimate when the frame has none (``depth_gating`` with hybrid gating) says False."""
         return self.uses_depth()
+
+    def predicts_depth(self) -> bool:
+        """Whether training-mode outputs carry :class:`DepthPredictions` (a depth branch that
+        a training loop can supervise with the sensor's depth)."""
+        return False
 
     def _check(
         self, rgb: Tensor | None, depth: Tensor | None, K: Tensor | None = None
@@ -144,15 +171,23 @@ class SegBackend(nn.Module):
     ) -> Tensor | SegOutput:
         rgb_p, depth_p, h, w = self.pad_inputs(rgb, depth, K)
         if self.needs_intrinsics:
-            logits, aux = self.forward_padded(rgb_p, depth_p, K)
+            result = self.forward_padded(rgb_p, depth_p, K)
         else:
-            logits, aux = self.forward_padded(rgb_p, depth_p)
+            result = self.forward_padded(rgb_p, depth_p)
+        logits, aux = result[0], result[1]
         hp = logits.shape[-2]
         logits = logits[..., :h, :w]
         if not self.training:
             return logits
         aux = tuple(crop_aux(a, h, w, hp) for a in aux)
-        return SegOutput(logits, aux, tuple(self.aux_weights[: len(aux)]))
+        depth_out = result[2] if len(result) > 2 else None
+        if depth_out is not None:
+            depth_out = DepthPredictions(
+                tuple(crop_aux(b, h, w, hp) for b in depth_out.bin_logits),
+                tuple(crop_aux(d, h, w, hp) for d in depth_out.log_depth),
+                depth_out.bin_edges_fz,
+            )
+        return SegOutput(logits, aux, tuple(self.aux_weights[: len(aux)]), depth_out)
 
 
 def needs_intrinsics(model: nn.Module) -> bool:
@@ -194,6 +229,8 @@ def count_parameters(module: nn.Module, with_bn_stats: bool = False) -> int:
 
 
 __all__ = [
+    'DepthPredictions',
+    'PaddedOutput',
     'SegBackend',
     'SegOutput',
     'count_parameters',

@@ -21,6 +21,9 @@ The gate comes from (``gating_source``):
 * ``'hybrid'`` -- sensor bins where the depth is valid, predicted probabilities in holes; a
   missing depth frame (``depth=None``) counts as all holes, so ``hybrid`` also keeps running
   when the depth stream drops out.
+* ``'none'`` -- no gating and no depth branch: the dilation-1 branch alone, i.e. the paper's
+  feed-forward baseline (backbone + two 3x3 layers), the first stage of its staged training.
+  Its weights are the same tensors as the gated model's, so the next stage starts from them.
 
 Departures from the paper and its code, and package choices:
 
@@ -46,8 +49,9 @@ Departures from the paper and its code, and package choices:
 * Training output: the final unroll's logits are the main output; the earlier predictions are
   auxiliary outputs with the code's relative weights (feed-forward 1 vs loops 5, i.e. aux
   weights 0.2 for the feed-forward pass and 1.0 for intermediate unrolls). The depth-bin and
-  log-depth heads are returned by :meth:`DepthGatingNet.forward_all` for the depth losses
-  (``depth_bin_loss``, ``log_depth_loss``); the SegOutput contract has no slot for them.
+  log-depth heads of every step travel in ``SegOutput.depth`` (:class:`DepthPredictions`), so
+  the training loss can add the paper's depth terms (``depth_bin_loss``, ``log_depth_loss``,
+  weighted per step as in its Eq. 1).
 * New layers use BatchNorm like the rest of the package (the paper trains at batch 1 with
   frozen backbone BN; GroupNorm or batch >= 8 would be safer for the new layers,
   doc/backends/depth_gating.md §3.6).
@@ -63,12 +67,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rgbd_seg_ros.backends.base import SegBackend
+from rgbd_seg_ros.backends.base import DepthPredictions, SegBackend
 from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError, FrameError
 
-GATING_SOURCES = ('predicted', 'sensor', 'hybrid')
+GATING_SOURCES = ('predicted', 'sensor', 'hybrid', 'none')
+# Gate sources that read the measured depth.
+SENSOR_SOURCES = ('sensor', 'hybrid')
 NYU_BIN_EDGES_M: tuple[float, ...] = (1.5, 2.1, 3.0, 4.7)
 NYU_KINECT_FOCAL_PX = 518.8579
 
@@ -179,6 +185,8 @@ class DepthGatingOutputs(NamedTuple):
     """Everything one forward computes, per step (feed-forward first, then each unroll).
 
     All maps are at 1/output_stride of the padded input except ``logits`` (full padded size).
+    Without gating (``gating_source='none'``) there is no depth branch: ``bin_logits``,
+    ``log_depth`` and ``gates`` are empty.
     """
 
     logits: tuple[Tensor, ...]
@@ -209,7 +217,8 @@ class DepthGatingConfig:
     """One gating branch per depth bin, far to near."""
     gating_source: str = 'predicted'
     """predicted (the model's own depth bins; reads no depth) | sensor (bins of the measured
-    depth) | hybrid (sensor bins, predicted ones in holes and for frames without depth)."""
+    depth) | hybrid (sensor bins, predicted ones in holes and for frames without depth) | none
+    (the feed-forward baseline: the dilation-1 branch alone, no depth branch)."""
     num_loops: int = 2
     """Recurrent unrolls, 0..2 in the paper; also settable at run time (set_num_loops)."""
     bin_edges_m: tuple[float, ...] = NYU_BIN_EDGES_M
@@ -262,7 +271,7 @@ class DepthGatingNet(SegBackend):
             )
         if not 0 <= int(config.num_loops) <= 8:
             raise ConfigError(f'num_loops must be in 0..8, got {config.num_loops}')
-        if config.gating_source != 'predicted' and config.depth_channels != 1:
+        if config.gating_source in SENSOR_SOURCES and config.depth_channels != 1:
             raise ConfigError(
                 "sensor/hybrid gating reads 'metric' depth: depth_channels must be 1"
             )
@@ -298,12 +307,16 @@ class DepthGatingNet(SegBackend):
         self.num_loops = int(num_loops)
 
     def uses_depth(self) -> bool:
-        return self.config.gating_source != 'predicted'
+        return self.config.gating_source in SENSOR_SOURCES
 
     def requires_depth(self) -> bool:
         """In ``hybrid`` mode a missing depth frame (None) means "no valid depth anywhere":
         the predicted gate is used everywhere, so the node keeps publishing."""
         return self.config.gating_source == 'sensor'
+
+    def predicts_depth(self) -> bool:
+        """Every gate source but the baseline's runs the depth branch."""
+        return self.config.gating_source != 'none'
 
     # -- forward -----------------------------------------------------------------------------
     def _focal(self, K: Tensor | None, batch: int, ref: Tensor) -> Tensor:
@@ -333,7 +346,13 @@ class DepthGatingNet(SegBackend):
             return probs
         return torch.where(valid, probs, predicted)
 
-    def _step(self, step: GatedStep, x: Tensor, sensor: tuple[Tensor, Tensor] | None):
+    def _step(
+        self, step: GatedStep, x: Tensor, sensor: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        """(feature, class logits, bin logits, log-depth, gate) of one step at 1/stride."""
+        if not self.predicts_depth():  # the baseline: one 3x3 layer, no depth branch
+            feat = step.post(step.gating.branches[0](x))
+            return feat, step.classifier(feat), None, None, None
         bin_logits, log_depth = step.depth_head(x)
         gate = self._gate(bin_logits, sensor)
         feat = step.post(step.gating(x, gate))
@@ -357,30 +376,33 @@ class DepthGatingNet(SegBackend):
             sensor = sensor_bin_probs(depth_m, focal_t, self.edges_fz, self.output_stride)
         size = rgb.shape[-2:]
         res6 = self.res6(self.encoder(rgb)[-1])
-        outs: list[tuple[Tensor, ...]] = []
-        feat, *rest = self._step(self.ff, res6, sensor)
-        outs.append(tuple(rest))
+        outs = [self._step(self.ff, res6, sensor)]
         for _ in range(loops):
-            feat, *rest = self._step(self.loop, self.loop_in(torch.cat([res6, feat], 1)), sensor)
-            outs.append(tuple(rest))
-        step_logits = tuple(o[0] for o in outs)
+            feat = outs[-1][0]
+            outs.append(self._step(self.loop, self.loop_in(torch.cat([res6, feat], 1)), sensor))
+        step_logits = tuple(o[1] for o in outs)
         return DepthGatingOutputs(
             logits=tuple(
                 F.interpolate(s, size=size, mode='bilinear', align_corners=False)
                 for s in step_logits
             ),
             step_logits=step_logits,
-            bin_logits=tuple(o[1] for o in outs),
-            log_depth=tuple(o[2] for o in outs),
-            gates=tuple(o[3] for o in outs),
+            bin_logits=tuple(o[2] for o in outs if o[2] is not None),
+            log_depth=tuple(o[3] for o in outs if o[3] is not None),
+            gates=tuple(o[4] for o in outs if o[4] is not None),
         )
 
     def forward_padded(  # type: ignore[override]
         self, rgb: Tensor, depth: Tensor | None, K: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    ) -> tuple[Tensor, tuple[Tensor, ...], DepthPredictions | None]:
         outs = self.forward_all(rgb, depth, K)
         aux = tuple(outs.step_logits[:-1])
-        return outs.logits[-1], aux
+        predictions = (
+            DepthPredictions(outs.bin_logits, outs.log_depth, self.edges_fz)
+            if self.predicts_depth()
+            else None
+        )
+        return outs.logits[-1], aux, predictions
 
     @property
     def aux_weights(self) -> tuple[float, ...]:  # type: ignore[override]
@@ -391,7 +413,11 @@ class DepthGatingNet(SegBackend):
         self, rgb: Tensor, depth: Tensor | None = None, K: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """(metric depth [B,1,H,W] from the last step's log-depth head, bin index [B,H,W]) at
-        input size; for diagnostics topics and depth-dropout fallbacks."""
+        input size; for diagnostics topics and depth-dropout fallbacks. Meaningful once the
+        depth branch was trained with the depth losses (``loss.depth_bin_weight``,
+        ``loss.depth_reg_weight`` of a training recipe)."""
+        if not self.predicts_depth():
+            raise ConfigError("gating_source='none' (the baseline) has no depth branch")
         rgb_p, depth_p, h, w = self.pad_inputs(rgb, depth, K)
         outs = self.forward_all(rgb_p, depth_p, K)
         size = outs.logits[-1].shape[-2:]
@@ -410,7 +436,9 @@ def depth_bin_loss(
     ignored. ``depth_m [B,1,H,W]`` metres (0 = invalid), ``focal [B]`` pixels."""
     probs, valid = sensor_bin_probs(depth_m, focal, edges_fz, 1)
     target = probs.argmax(1).masked_fill(~valid[:, 0], -100)
-    logits = F.interpolate(bin_logits, size=depth_m.shape[-2:], mode='bilinear')
+    logits = F.interpolate(
+        bin_logits, size=depth_m.shape[-2:], mode='bilinear', align_corners=False
+    )
     if not bool(valid.any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits, target, ignore_index=-100)
@@ -418,7 +446,7 @@ def depth_bin_loss(
 
 def log_depth_loss(log_depth: Tensor, depth_m: Tensor) -> Tensor:
     """Kong's depth regression: mean squared log error over valid pixels at full resolution."""
-    pred = F.interpolate(log_depth, size=depth_m.shape[-2:], mode='bilinear')
+    pred = F.interpolate(log_depth, size=depth_m.shape[-2:], mode='bilinear', align_corners=False)
     valid = depth_m > 0
     if not bool(valid.any()):
         return pred.sum() * 0.0

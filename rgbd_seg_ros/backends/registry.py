@@ -25,6 +25,7 @@ BACKEND_MODULES: tuple[str, ...] = (
     'nanet',
     'depth_gating',
     'ssma_ann',
+    'ann',
     'two_stream_add',
 )
 

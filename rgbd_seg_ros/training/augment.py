@@ -8,7 +8,9 @@ warped in from outside the image get colour 0, depth 0 (invalid) and the ignore 
 Depth follows the zoom (Kong & Fowlkes, depth-aware gating): zooming in by ``s`` makes the
 scene look ``s`` times closer, so depth values are divided by ``s``. The intrinsics follow the
 warp (focal lengths times ``s``, principal point moved), so the augmented frame is exactly the
-original scene scaled by ``1/s`` seen through ``K'``: HHA's angles stay right.
+original scene scaled by ``1/s`` seen through ``K'``: HHA's angles stay right. The frame
+records that zoom (``Frame.depth_zoom``): a consumer that reads depth as apparent size (the
+f/Z bins of depth-aware gating) must not count it twice through ``K'``.
 
 Photometric changes (brightness, contrast, saturation, noise) touch colour only.
 """
@@ -32,6 +34,7 @@ class Frame:
     depth_m: np.ndarray  # HxW float32 metres, 0 = invalid
     labels: np.ndarray | None  # HxW uint8/uint16 class ids
     K: np.ndarray  # 3x3 float64
+    depth_zoom: float = 1.0  # zoom already divided into the depth values (1: none)
 
 
 def sample_affine(
@@ -104,8 +107,10 @@ def warp_frame(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
+    depth_zoom = frame.depth_zoom
     if depth_follows_scale and zoom != 1.0:
         depth = depth * np.float32(1.0 / zoom)
+        depth_zoom *= zoom
     labels = None
     if frame.labels is not None:
         labels = cv2.warpAffine(
@@ -125,7 +130,7 @@ def warp_frame(
     k[0, 0] *= scale_x
     k[1, 1] *= scale_y
     k[0, 2], k[1, 2] = cx, cy
-    return Frame(rgb, depth, labels, k)
+    return Frame(rgb, depth, labels, k, depth_zoom)
 
 
 def photometric(rgb: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:

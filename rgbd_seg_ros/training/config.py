@@ -92,6 +92,11 @@ class LossConfig:
     ohem_thresh: float = 0.7  # keep pixels whose true-class probability is below this ...
     ohem_min_kept: int = 100000  # ... but at least this many (per batch)
     label_smoothing: float = 0.0
+    # Depth supervision of a backend's own depth branch (depth_gating), per prediction step:
+    # lambda_c (depth-bin cross-entropy) and lambda_r (log-depth regression) of Kong & Fowlkes'
+    # Eq. 1. Either above 0 makes the dataset deliver metric depth and K with every sample.
+    depth_bin_weight: float = 0.0
+    depth_reg_weight: float = 0.0
 
 
 @dataclass
@@ -216,6 +221,9 @@ class TrainConfig:
         for i, stage in enumerate(self.stages):
             if stage.steps < 1 or stage.batch_size < 1:
                 raise ConfigError(f'stages.{i}: steps and batch_size must be positive')
+            loss = self.stage_loss(stage)
+            if loss.depth_bin_weight < 0 or loss.depth_reg_weight < 0:
+                raise ConfigError(f'stages.{i}: loss.depth_*_weight must be >= 0')
             for init in stage.init_from:
                 if (init.stage is None) == (init.checkpoint is None):
                     raise ConfigError(

@@ -3,7 +3,15 @@
 Each item is a dict of tensors: ``rgb`` (3xHxW float32, normalised with the input spec's mean
 and std), ``depth`` (CxHxW float32, the backend's depth encoding via ``encode_depth_numpy``),
 ``labels`` (HxW int64 output indices: the classes' ids in ascending order become 0..K-1, the
-ignore id and ids outside the class list become ``target_ignore``) and ``index``.
+ignore id and ids outside the class list become ``target_ignore``), ``K`` (3x3 float32, the
+camera of the network input, see below) and ``index``; with ``depth_targets`` also ``depth_m``
+(1xHxW float32 metres at the labels' resolution, 0 = invalid), the target of a backend's depth
+branch.
+
+``K`` follows every resize, crop and flip. Under ``depth_follows_scale`` the random zoom ``s``
+is already in the depth values (divided by ``s``: the camera moved closer), so ``K``'s focal
+lengths leave it out; ``f / Z`` then measures apparent size the way it does on a real frame,
+which is what depth-aware gating bins on (otherwise the zoom would count twice).
 
 Training randomness is reproducible and independent of worker count: the batch sampler yields
 ``(frame index, stream position)`` pairs and each sample's augmentation draws from a generator
@@ -49,6 +57,7 @@ class SegDataset(Dataset):
         seed: int = 0,
         max_frames: int | None = None,
         class_ids: list[int] | None = None,
+        depth_targets: bool = False,
     ) -> None:
         from rgbd_seg_ros.core.depth import resolve_depth_params
         from rgbd_seg_ros.data.layout import DatasetReader
@@ -83,6 +92,7 @@ class SegDataset(Dataset):
         self.augment = augment if augment is not None and augment.enabled else None
         self.out_hw = tuple(out_hw) if out_hw else None
         self.seed = seed
+        self.depth_targets = depth_targets
 
     def __len__(self) -> int:
         return len(self.records)
@@ -116,12 +126,20 @@ class SegDataset(Dataset):
         rgb = (frame.rgb.astype(np.float32) - self.mean) * self.inv_std
         depth = encode_depth_numpy(frame.depth_m, frame.K, self.depth_encoding, self.depth_params)
         labels = self.outputs_of(frame.labels)
-        return {
+        K = frame.K.astype(np.float64, copy=True)
+        K[:2, :2] /= frame.depth_zoom  # the zoom is in the depth values already
+        item = {
             'rgb': torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
             'depth': torch.from_numpy(np.ascontiguousarray(depth)),
             'labels': torch.from_numpy(labels),
+            'K': torch.from_numpy(K.astype(np.float32)),
             'index': torch.tensor(index),
         }
+        if self.depth_targets:
+            item['depth_m'] = torch.from_numpy(
+                np.ascontiguousarray(frame.depth_m, dtype=np.float32)[None]
+            )
+        return item
 
 
 def class_frequencies(dataset: SegDataset) -> tuple[np.ndarray, np.ndarray]:

@@ -6,15 +6,33 @@ by default the labels are resized to them with nearest neighbour (``aux_resize='
 alternatively the aux logits are upsampled bilinearly to the label size (``'logits'``, the
 AdapNet++ formulation). The total is ``L_main + sum_i w_i * L_aux_i``; the weights are the
 backend's ``aux_weights`` unless the configuration gives its own.
+
+A backend with a depth branch (``SegOutput.depth``, depth-aware gating) can also be supervised
+with the sensor's depth, as in Kong & Fowlkes' objective (their Eq. 1): at every prediction
+step ``l``, ``lambda_c * L_depthCls^l + lambda_r * L_depthReg^l``, the 5-way cross-entropy of the
+depth bins and the masked squared log-depth error, both at the label resolution
+(``depth_bin_weight``, ``depth_reg_weight``; 0 leaves the branch to the segmentation loss alone,
+the paper's "attention" variant). The targets are :class:`DepthTargets`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from rgbd_seg_ros.backends.base import DepthPredictions
+from rgbd_seg_ros.backends.depth_gating import depth_bin_loss, log_depth_loss
+
+
+class DepthTargets(NamedTuple):
+    """The sensor's depth as the target of a depth branch, at the labels' resolution."""
+
+    depth_m: Tensor  # [B, 1, H, W] metres, 0 = invalid
+    focal: Tensor  # [B] focal length (pixels) that goes with these depths: bins are on f/Z
 
 
 def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
@@ -80,8 +98,12 @@ class SegLoss(nn.Module):
         ohem_thresh: float = 0.7,
         ohem_min_kept: int = 100000,
         label_smoothing: float = 0.0,
+        depth_bin_weight: float = 0.0,
+        depth_reg_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if depth_bin_weight < 0 or depth_reg_weight < 0:
+            raise ValueError('depth loss weights must be >= 0')
         if aux_resize not in ('labels', 'logits'):
             raise ValueError(f"aux_resize must be 'labels' or 'logits', got {aux_resize!r}")
         self.ignore_index = ignore_index
@@ -93,6 +115,13 @@ class SegLoss(nn.Module):
         self.ohem_thresh = ohem_thresh
         self.ohem_min_kept = ohem_min_kept
         self.label_smoothing = label_smoothing
+        self.depth_bin_weight = depth_bin_weight
+        self.depth_reg_weight = depth_reg_weight
+
+    @property
+    def wants_depth_targets(self) -> bool:
+        """Whether :meth:`forward` needs :class:`DepthTargets` (a depth term has weight)."""
+        return self.depth_bin_weight > 0 or self.depth_reg_weight > 0
 
     def ce(self, logits: Tensor, labels: Tensor, use_ohem: bool = False) -> Tensor:
         logits = logits.float()
@@ -117,7 +146,9 @@ class SegLoss(nn.Module):
             label_smoothing=self.label_smoothing,
         )
 
-    def forward(self, output: object, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(
+        self, output: object, labels: Tensor, depth_targets: DepthTargets | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
         logits, aux, weights = _unpack(output)
         main = self.ce(logits, labels, self.ohem)
         total = main
@@ -141,7 +172,33 @@ class SegLoss(nn.Module):
                     term = self.ce(up, labels)
                 total = total + w * term
                 parts[f'loss_aux{i}'] = float(term.detach())
+        if self.wants_depth_targets:
+            total = total + self._depth_terms(output, depth_targets, parts)
         return total, parts
+
+    def _depth_terms(
+        self, output: object, targets: DepthTargets | None, parts: dict[str, float]
+    ) -> Tensor:
+        """Sum over prediction steps of the weighted depth-bin and log-depth losses."""
+        predictions = getattr(output, 'depth', None)
+        if not isinstance(predictions, DepthPredictions):
+            raise ValueError('depth loss weights are set but the model predicts no depth')
+        if targets is None:
+            raise ValueError('depth loss weights are set but no depth targets were given')
+        total = targets.depth_m.new_zeros(())
+        steps = zip(predictions.bin_logits, predictions.log_depth, strict=True)
+        for i, (bin_logits, log_depth) in enumerate(steps):
+            if self.depth_bin_weight > 0:
+                term = depth_bin_loss(
+                    bin_logits.float(), targets.depth_m, targets.focal, predictions.bin_edges_fz
+                )
+                total = total + self.depth_bin_weight * term
+                parts[f'loss_depth_bins{i}'] = float(term.detach())
+            if self.depth_reg_weight > 0:
+                term = log_depth_loss(log_depth.float(), targets.depth_m)
+                total = total + self.depth_reg_weight * term
+                parts[f'loss_log_depth{i}'] = float(term.detach())
+        return total
 
 
 def _unpack(output: object) -> tuple[Tensor, tuple[Tensor, ...], tuple[float, ...]]:

@@ -50,6 +50,15 @@ def fixed_input_size(resolution: dict[str, Any] | None) -> tuple[int, int] | Non
     return int(res['height']), int(res['width'])
 
 
+def wants_depth_targets(config: TrainConfig) -> bool:
+    """Whether a stage supervises a depth branch, so training samples carry metric depth."""
+    for stage in config.stages:
+        loss = config.stage_loss(stage)
+        if loss.depth_bin_weight > 0 or loss.depth_reg_weight > 0:
+            return True
+    return False
+
+
 def load_run_data(
     config: TrainConfig, dist: dd.DistContext, note: Callable[[str], None]
 ) -> RunData:
@@ -59,7 +68,7 @@ def load_run_data(
     if not c.data.root:
         raise ConfigError('data.root: the dataset folder is required')
     fixed_hw = fixed_input_size(c.data.resolution)
-    common = {
+    common: dict[str, Any] = {
         'depth_encoding': c.data.depth_encoding,
         'depth_params': c.data.depth_params,
         'rgb_mean': tuple(c.data.rgb_mean),
@@ -72,6 +81,7 @@ def load_run_data(
         augment=c.augment,
         out_hw=fixed_hw if c.augment.crop is None else None,
         max_frames=c.data.max_frames,
+        depth_targets=wants_depth_targets(c),
         **common,
     )
     val_set = None

@@ -26,6 +26,7 @@ from rgbd_seg_ros.training import distributed as dd
 from rgbd_seg_ros.training.context import RunContext, StagePlan
 from rgbd_seg_ros.training.dataset import SegDataset, StreamBatchSampler, loader_worker_init
 from rgbd_seg_ros.training.evaluate import autocast, evaluate
+from rgbd_seg_ros.training.losses import DepthTargets
 from rgbd_seg_ros.training.optim import set_bn_eval, set_frozen_eval
 from rgbd_seg_ros.training.plots import CsvLog, plot_log
 from rgbd_seg_ros.training.stage_parts import StageParts, build_stage_parts
@@ -314,7 +315,8 @@ class StageRun:
         K = (batch['K'].to(dev),) if 'K' in batch and needs_intrinsics(p.module) else ()
         with autocast(dev, run.precision):
             output = p.model(rgb, depth, *K)
-        loss, parts = p.criterion(output, labels)
+        targets = depth_targets(batch, dev) if p.criterion.wants_depth_targets else None
+        loss, parts = p.criterion(output, labels, targets)
         p.optimizer.zero_grad(set_to_none=True)
         p.scaler.scale(loss).backward()
         if self.plan.optim.grad_clip:
@@ -327,3 +329,13 @@ class StageRun:
         p.scaler.update()
         p.scheduler.step()
         return float(loss.detach()), parts
+
+
+def depth_targets(batch: dict[str, torch.Tensor], device: torch.device) -> DepthTargets:
+    """The depth branch's targets from a batch of a dataset built with ``depth_targets``:
+    metric depth at the labels' resolution and the focal length of each frame's K."""
+    if 'depth_m' not in batch or 'K' not in batch:
+        raise ValueError('the loss weighs depth but the batch carries no metric depth and K')
+    return DepthTargets(
+        batch['depth_m'].to(device, non_blocking=True), batch['K'][:, 0, 0].to(device)
+    )

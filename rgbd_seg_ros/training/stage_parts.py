@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rgbd_seg_ros.backends.base import SegBackend
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.training.context import RunContext, StagePlan
 from rgbd_seg_ros.training.losses import SegLoss
@@ -35,6 +36,7 @@ def build_stage_parts(run: RunContext, plan: StagePlan) -> StageParts:
     """Build, initialise and freeze the network, then everything that trains it."""
     c, dist = run.config, run.dist
     module = build_stage_model(c, plan, run.data.num_classes, run.events.note)
+    check_depth_supervision(module, plan)
     if plan.freeze and freeze(module, plan.freeze) == 0:
         raise ConfigError(f'stage {plan.name}: freeze {plan.freeze} matched no parameter')
     module.to(dist.device)
@@ -70,9 +72,23 @@ def _wrap(module: nn.Module, run: RunContext) -> nn.Module:
     )
 
 
+def check_depth_supervision(module: nn.Module, plan: StagePlan) -> None:
+    """``ConfigError`` before the first step when the stage weighs depth losses but its
+    network has no depth branch to supervise."""
+    loss = plan.loss
+    if loss.depth_bin_weight <= 0 and loss.depth_reg_weight <= 0:
+        return
+    if not (isinstance(module, SegBackend) and module.predicts_depth()):
+        raise ConfigError(
+            f'stage {plan.name}: loss.depth_bin_weight/depth_reg_weight are set but backend '
+            f'{plan.backend!r} with these options predicts no depth'
+        )
+
+
 def build_criterion(run: RunContext, plan: StagePlan) -> SegLoss:
     """The stage's loss on the run's device: segmentation cross-entropy (with the dataset's
-    ignore index and class weights), auxiliary heads and OHEM as ``plan.loss`` says."""
+    ignore index and class weights), auxiliary heads, OHEM and depth supervision as
+    ``plan.loss`` says."""
     loss = plan.loss
     return SegLoss(
         ignore_index=run.data.ignore_index,
@@ -84,4 +100,6 @@ def build_criterion(run: RunContext, plan: StagePlan) -> SegLoss:
         ohem_thresh=loss.ohem_thresh,
         ohem_min_kept=loss.ohem_min_kept,
         label_smoothing=loss.label_smoothing,
+        depth_bin_weight=loss.depth_bin_weight,
+        depth_reg_weight=loss.depth_reg_weight,
     ).to(run.dist.device)

@@ -84,6 +84,56 @@ def test_num_loops(loops: int) -> None:
     assert len(outs.bin_logits) == len(outs.log_depth) == len(outs.gates) == loops + 1
 
 
+def test_training_output_carries_the_depth_branch_of_every_step() -> None:
+    """The depth heads reach the loss through SegOutput.depth, cropped like the aux logits."""
+    model = DepthGatingNet(4, DepthGatingConfig(num_loops=2, **SMALL))
+    assert model.predicts_depth()
+    rgb, _ = make_inputs(2, 37, 51, 1)  # padded to 40 x 56, 5 x 7 cells at stride 8
+    out = model(rgb)
+    assert isinstance(out, SegOutput) and out.depth is not None
+    assert len(out.depth.bin_logits) == len(out.depth.log_depth) == 3  # feed-forward + 2 loops
+    assert all(b.shape == (2, 5, 5, 7) for b in out.depth.bin_logits)
+    assert all(d.shape == (2, 1, 5, 7) for d in out.depth.log_depth)
+    assert out.depth.bin_edges_fz == model.edges_fz == EDGES
+    with torch.no_grad():
+        outs = model.forward_all(rgb.new_zeros(2, 3, 40, 56))
+    assert outs.bin_logits[0].shape == (2, 5, 5, 7)
+    # the depth terms give every depth head a gradient, the log-depth conv included
+    depth = torch.full((2, 1, 37, 51), 2.0)
+    focal = torch.full((2,), NYU_KINECT_FOCAL_PX)
+    loss = sum(depth_bin_loss(b, depth, focal, EDGES) for b in out.depth.bin_logits)
+    loss = loss + sum(log_depth_loss(d, depth) for d in out.depth.log_depth)
+    loss.backward()
+    for step in (model.ff, model.loop):
+        assert step.depth_head.log_depth.weight.grad.abs().sum() > 0
+        assert step.depth_head.bins.weight.grad.abs().sum() > 0
+
+
+def test_baseline_is_the_dilation_1_branch_without_a_depth_branch() -> None:
+    """gating_source='none' is the paper's feed-forward baseline (first training stage)."""
+    base = DepthGatingNet(4, DepthGatingConfig(gating_source='none', num_loops=0, **SMALL))
+    gated = DepthGatingNet(4, DepthGatingConfig(gating_source='predicted', num_loops=0, **SMALL))
+    assert not base.predicts_depth() and not base.uses_depth() and not base.requires_depth()
+    # the same tensors under the same names: the next stage starts from the baseline's weights
+    assert {k: v.shape for k, v in base.state_dict().items()} == {
+        k: v.shape for k, v in gated.state_dict().items()
+    }
+    rgb, depth = make_inputs(1, 32, 48, 1)
+    out = base.train()(rgb, depth)
+    assert isinstance(out, SegOutput) and out.depth is None and out.aux == ()
+    randomise_bn_statistics(base)
+    base.eval()
+    with torch.no_grad():
+        outs = base.forward_all(rgb)
+        res6 = base.res6(base.encoder(rgb)[-1])
+        expected = base.ff.classifier(base.ff.post(base.ff.gating.branches[0](res6)))
+        assert torch.equal(outs.step_logits[0], expected)
+        assert outs.bin_logits == outs.log_depth == outs.gates == ()
+        assert torch.equal(base(rgb), base(rgb, None))
+    with pytest.raises(ConfigError, match='no depth branch'):
+        base.predict_depth(rgb)
+
+
 def test_loops_share_weights_and_are_a_runtime_knob() -> None:
     a = DepthGatingNet(4, DepthGatingConfig(num_loops=0, **SMALL))
     b = DepthGatingNet(4, DepthGatingConfig(num_loops=2, **SMALL))

@@ -81,3 +81,41 @@ def test_sampler_resumes_and_shards():
     r1 = next(iter(StreamBatchSampler(10, 2, seed=1, rank=1, world_size=2)))
     assert {p for _, p in r0} | {p for _, p in r1} == {0, 1, 2, 3}
     assert shard_indices(5, 0, 2) + shard_indices(5, 1, 2) == [0, 2, 4, 1, 3]
+
+
+def test_items_carry_K_and_on_request_metric_depth(root):
+    plain = SegDataset(root, 'train', depth_encoding='hha')[0]
+    assert 'depth_m' not in plain  # only runs that supervise a depth branch pay for it
+    assert plain['K'].dtype == torch.float32
+    np.testing.assert_allclose(plain['K'].numpy(), [[50, 0, 31.5], [0, 50, 23.5], [0, 0, 1]])
+    ds = SegDataset(root, 'train', depth_encoding='hha', depth_targets=True)
+    item = ds[0]
+    assert item['depth_m'].shape == (1, 48, 64) and item['depth_m'].dtype == torch.float32
+    raw = ds.reader.load(ds.records[0].frame_id).depth_mm
+    np.testing.assert_allclose(item['depth_m'][0].numpy(), raw / 1000.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize('crop', [None, [32, 40]])
+def test_K_keeps_f_over_Z_the_apparent_size_whether_or_not_depth_follows_the_zoom(root, crop):
+    """Zoom 2: depth halves (the camera moved closer) and the focal stays, or depth stays and
+    the focal doubles; either way f/Z, which depth-aware gating bins on, is the same."""
+    from rgbd_seg_ros.backends.depth_gating import sensor_bin_probs
+
+    items = {}
+    for follows in (True, False):
+        aug = AugmentConfig(crop=crop, scale=[2.0, 2.0], hflip=False, depth_follows_scale=follows)
+        ds = SegDataset(
+            root, 'train', depth_encoding='metric', augment=aug, seed=5, depth_targets=True
+        )
+        items[follows] = ds[(2, 9)]
+    zoomed, resized = items[True], items[False]
+    assert torch.equal(zoomed['labels'], resized['labels'])
+    assert torch.allclose(zoomed['depth_m'] * 2.0, resized['depth_m'])
+    assert zoomed['K'][0, 0] == pytest.approx(50.0) and resized['K'][0, 0] == pytest.approx(100.0)
+    assert torch.allclose(zoomed['K'][:, 2], resized['K'][:, 2])  # principal point: the warp's
+    edges = (20.0, 30.0, 50.0, 80.0)
+    bins = [
+        sensor_bin_probs(it['depth_m'][None], it['K'][None, 0, 0], edges, 1)[0]
+        for it in (zoomed, resized)
+    ]
+    assert torch.equal(bins[0], bins[1])

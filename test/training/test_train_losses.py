@@ -1,4 +1,4 @@
-"""Losses: ignore index, auxiliary weights and resizing, OHEM."""
+"""Losses: ignore index, auxiliary weights and resizing, OHEM, depth supervision."""
 
 from __future__ import annotations
 
@@ -6,8 +6,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rgbd_seg_ros.backends.base import SegOutput
-from rgbd_seg_ros.training.losses import SegLoss, ohem_cross_entropy, resize_labels
+from rgbd_seg_ros.backends.base import DepthPredictions, SegOutput
+from rgbd_seg_ros.backends.depth_gating import (
+    NYU_BIN_EDGES_M,
+    NYU_KINECT_FOCAL_PX,
+    depth_bin_loss,
+    fz_edges,
+    log_depth_loss,
+)
+from rgbd_seg_ros.training.losses import (
+    DepthTargets,
+    SegLoss,
+    ohem_cross_entropy,
+    resize_labels,
+)
+
+EDGES = fz_edges(NYU_BIN_EDGES_M, NYU_KINECT_FOCAL_PX)
 
 
 def test_ignore_index_pixels_do_not_count():
@@ -88,3 +102,56 @@ def test_ohem_keeps_hard_pixels():
 def test_bad_aux_resize_rejected():
     with pytest.raises(ValueError):
         SegLoss(aux_resize='nope')
+
+
+def _depth_output(steps: int = 2) -> tuple[SegOutput, DepthTargets]:
+    """A training output with a depth branch of ``steps`` steps, and matching targets."""
+    gen = torch.Generator().manual_seed(4)
+    depth = torch.rand(2, 1, 16, 24, generator=gen) * 5.0
+    depth[0, 0, :4] = 0.0  # holes
+    predictions = DepthPredictions(
+        tuple(torch.randn(2, 5, 2, 3, generator=gen, requires_grad=True) for _ in range(steps)),
+        tuple(torch.randn(2, 1, 2, 3, generator=gen, requires_grad=True) for _ in range(steps)),
+        EDGES,
+    )
+    logits = torch.randn(2, 3, 16, 24, generator=gen, requires_grad=True)
+    out = SegOutput(logits, (), (), predictions)
+    return out, DepthTargets(depth, torch.full((2,), NYU_KINECT_FOCAL_PX))
+
+
+def test_depth_terms_follow_the_objective_per_step():
+    """Kong & Fowlkes' Eq. 1: lambda_c * bins CE + lambda_r * log-depth error at every step."""
+    out, targets = _depth_output(steps=3)
+    labels = torch.randint(0, 3, (2, 16, 24))
+    plain, plain_parts = SegLoss(aux=False)(out, labels)
+    assert not SegLoss().wants_depth_targets
+    assert not any(k.startswith('loss_depth') or k.startswith('loss_log') for k in plain_parts)
+    loss_fn = SegLoss(aux=False, depth_bin_weight=0.01, depth_reg_weight=0.001)
+    assert loss_fn.wants_depth_targets
+    total, parts = loss_fn(out, labels, targets)
+    expected = plain
+    assert out.depth is not None
+    for i, (b, d) in enumerate(zip(out.depth.bin_logits, out.depth.log_depth, strict=True)):
+        cls = depth_bin_loss(b, targets.depth_m, targets.focal, EDGES)
+        reg = log_depth_loss(d, targets.depth_m)
+        assert parts[f'loss_depth_bins{i}'] == pytest.approx(float(cls.detach()))
+        assert parts[f'loss_log_depth{i}'] == pytest.approx(float(reg.detach()))
+        expected = expected + 0.01 * cls + 0.001 * reg
+    assert torch.allclose(total, expected)
+    total.backward()
+    assert all(b.grad is not None for b in out.depth.bin_logits)
+    # one weight alone: only its term
+    _, only_bins = SegLoss(aux=False, depth_bin_weight=1.0)(out, labels, targets)
+    assert 'loss_depth_bins0' in only_bins and 'loss_log_depth0' not in only_bins
+
+
+def test_depth_terms_need_predictions_and_targets():
+    out, targets = _depth_output()
+    labels = torch.randint(0, 3, (2, 16, 24))
+    loss_fn = SegLoss(depth_bin_weight=0.01)
+    with pytest.raises(ValueError, match='no depth targets'):
+        loss_fn(out, labels)
+    with pytest.raises(ValueError, match='predicts no depth'):
+        loss_fn(out.logits, labels, targets)
+    with pytest.raises(ValueError, match='>= 0'):
+        SegLoss(depth_reg_weight=-1.0)
