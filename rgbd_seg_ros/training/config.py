@@ -23,6 +23,7 @@ import yaml
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.modes import (
     DEPTH_ENCODINGS,
+    ENCODER_STREAMS,
     PRECISIONS,
     SPEC_RESOLUTIONS,
     DepthEncoding,
@@ -38,6 +39,11 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)  # backend config dataclass overrides
     pretrained: str | None = None  # project checkpoint to start from (fine-tuning)
     pretrained_strict: bool = False  # False: skip keys whose shapes differ (e.g. a new classifier)
+    # ImageNet weight files of the encoders by input stream, {rgb: path, depth: path}: local
+    # files (torchvision ResNet, timm resnetv2, ERFNet's; .pth or .safetensors; nothing is
+    # downloaded). Every stage that starts from scratch loads them into its backend's encoder
+    # streams, all tensors or an error; a stream without a file starts from random weights.
+    encoder_weights: dict[str, str | None] = field(default_factory=dict)
     # Module-name prefixes of encoder parameters (their own learning rate, freezing). Empty:
     # the backend's ``encoder_prefixes`` attribute, else parameters under ``encoder``.
     encoder_prefixes: list[str] = field(default_factory=list)
@@ -224,6 +230,14 @@ class TrainConfig:
                     raise ConfigError(
                         f'stages.{i}.init_from: {init.stage!r} is not an earlier stage'
                     )
+        for stream, path in self.model.encoder_weights.items():
+            if stream not in ENCODER_STREAMS:
+                raise ConfigError(
+                    f'model.encoder_weights.{stream}: unknown stream; valid: '
+                    f'{", ".join(ENCODER_STREAMS)}'
+                )
+            if path is not None and (not isinstance(path, str) or not path):
+                raise ConfigError(f'model.encoder_weights.{stream}: expected a file path')
         if self.augment.crop is not None and len(self.augment.crop) != 2:
             raise ConfigError('augment.crop must be [height, width]')
 

@@ -242,7 +242,7 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
     assert 'refused' in message and 'weights_only' in message
     assert not marker.exists()
     legacy = tmp_path / 'legacy.pkl'
-    legacy.write_bytes(pickle.dumps(_Payload(marker)))
+    legacy.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     assert 'refused' in _refused(build_encoder('resnet18'), legacy)
     assert not marker.exists()
     pickle.loads(legacy.read_bytes())  # what an unguarded reader would have done
