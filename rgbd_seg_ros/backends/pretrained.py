@@ -30,6 +30,7 @@ import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -46,6 +47,7 @@ OPTIONAL_SUFFIX = 'num_batches_tracked'
 # Containers training scripts wrap their state dict in (checked in this order).
 CONTAINER_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
 _LISTED = 8  # keys named per kind of problem in an error message
+_Stream = TypeVar('_Stream', bound=str)
 
 
 @dataclass(frozen=True)
@@ -251,11 +253,11 @@ def load_encoder_weights(encoder: Encoder, path: str | Path) -> LoadReport:
 
 
 def load_stream_weights(
-    streams: Mapping[str, Encoder], files: Mapping[str, str | None]
-) -> dict[str, LoadReport]:
+    streams: Mapping[_Stream, Encoder], files: Mapping[str, str | None]
+) -> dict[_Stream, LoadReport]:
     """Load ``files[name]`` into ``streams[name]`` for every stream that has a file (a stream
     without one, or a file for a stream this network lacks, is left to the caller)."""
-    reports: dict[str, LoadReport] = {}
+    reports: dict[_Stream, LoadReport] = {}
     for name, encoder in streams.items():
         path = files.get(name)
         if path:

@@ -15,7 +15,7 @@ wrong file fails at once instead of after the stages before it have trained for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import torch
@@ -118,10 +118,11 @@ def load_stream_files(model: nn.Module, files: Mapping[str, str | None]) -> list
     return lines
 
 
-def check_encoder_weights_plan(config: TrainConfig) -> None:
+def check_encoder_weights_plan(config: TrainConfig, finished: Collection[str] = ()) -> None:
     """Before any stage runs: every file of ``model.encoder_weights`` fits the encoder of each
     stage that will load it, and each one is used by some stage. ``CheckpointError`` (a file
-    that does not fit, naming the stage and stream) or ``ConfigError`` (a file no stage uses)."""
+    that does not fit, naming the stage and stream) or ``ConfigError`` (a file no stage uses).
+    Stages in ``finished`` (a resumed run's done stages) will not load again: not read."""
     files = {name: path for name, path in config.model.encoder_weights.items() if path}
     if not files:
         return
@@ -138,6 +139,9 @@ def check_encoder_weights_plan(config: TrainConfig) -> None:
             path = files.get(name)
             if path is None:
                 continue
+            used.add(name)
+            if stage.name in finished:
+                continue
             if path not in cache:
                 cache[path] = read_weight_file(path)
             found = match_weights(encoder, cache[path])
@@ -148,7 +152,6 @@ def check_encoder_weights_plan(config: TrainConfig) -> None:
                     f'({found.layout} layout): {found.problems()}. This encoder loads '
                     f'{encoder.weight_files}'
                 )
-            used.add(name)
     unused = sorted(set(files) - used)
     if unused:
         raise ConfigError(

@@ -96,7 +96,9 @@ class Trainer:
         dd.barrier(self.ctx)
 
     def run(self) -> Path:
-        check_encoder_weights_plan(self.config)  # a wrong ImageNet file fails before stage 1
+        names = [s.name for s in self.config.stages]
+        done = {n for n in names if self.resume and (self.out / n / DONE_FILE).is_file()}
+        check_encoder_weights_plan(self.config, done)  # a wrong ImageNet file fails at once
         self._prepare_output()
         run = build_run_context(self.config, self.ctx, self.events, self.resume)
         result: StageResult | None = None

@@ -61,6 +61,8 @@ def test_paper_recipe_stages_that_take_encoder_weights(files: dict[str, Path], t
     message = str(info.value)
     assert 'stage expert_depth, model.encoder_weights.depth' in message
     assert 'layer1.2.conv1.weight' in message and "torchvision's ResNet" in message
+    # a resumed run whose depth stage is done will not read that file again
+    check_encoder_weights_plan(wrong, finished={'expert_depth'})
 
 
 def test_a_file_no_stage_reads_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
