@@ -1,5 +1,5 @@
-"""The closed sets of choices every layer shares: precision, runtime, depth encoding, resolution
-policy, and the benchmark's execution modes.
+"""The closed sets of choices every layer shares: precision, runtime, depth encoding, encoder
+stream, resolution policy, and the benchmark's execution modes.
 
 Each set is written once, as a ``typing.Literal`` alias; the tuple beside it (for argparse
 ``choices``, parameter checks and error messages) is derived from the alias with
@@ -37,6 +37,12 @@ RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
 # with the sensor_msgs/Image encodings of depth images (``core.image_codec``).
 DepthEncoding = Literal['metric', 'jet', 'hha', 'none']
 DEPTH_ENCODINGS: tuple[DepthEncoding, ...] = get_args(DepthEncoding)
+
+# The input stream an encoder reads: the names under which backends list their ImageNet
+# trunks (``SegBackend.encoder_streams``) and recipes give their weight files
+# (``model.encoder_weights``).
+EncoderStream = Literal['rgb', 'depth']
+ENCODER_STREAMS: tuple[EncoderStream, ...] = get_args(EncoderStream)
 
 # The input size a model was trained for, as its checkpoint's input spec and the training
 # configuration record it: the camera's own size, or a fixed height x width.

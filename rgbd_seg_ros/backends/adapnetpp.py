@@ -21,7 +21,6 @@ variant is what SSMA's staged training initialises its depth expert from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,11 +29,11 @@ from torch import Tensor, nn
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import ConvBNReLU, DeconvBN, SkipAttention, upsample_layer
 from rgbd_seg_ros.backends.easpp import EASPP
-from rgbd_seg_ros.backends.encoder_base import resolve_multiscale
+from rgbd_seg_ros.backends.encoder_base import Encoder, resolve_multiscale
 from rgbd_seg_ros.backends.encoders import build_encoder
-from rgbd_seg_ros.backends.pretrained import load_pretrained
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 
 
 def check_adapnetpp_fields(config: Any, resnet_encoder: bool = True) -> None:
@@ -220,6 +219,11 @@ class AdapNetpp(SegBackend):
         self.aux_weights = tuple(config.aux_weights) if config.aux_loss else ()
         set_bn_momentum(self, config.bn_momentum)
 
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The one encoder, under the modality it reads."""
+        stream: EncoderStream = 'rgb' if self.config.modality == 'rgb' else 'depth'
+        return {stream: self.expert.encoder}
+
     def uses_rgb(self) -> bool:
         return self.config.modality == 'rgb'
 
@@ -231,7 +235,3 @@ class AdapNetpp(SegBackend):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         x = rgb if self.config.modality == 'rgb' else depth
         return self.decoder(*self.expert(x))
-
-    def load_encoder_weights(self, path: str | Path) -> Any:
-        """Load local ImageNet weights into the encoder; returns the LoadReport."""
-        return load_pretrained(self.expert.encoder, path)

@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend
+from rgbd_seg_ros.backends.encoder_base import Encoder
 from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.nonlocal_blocks import PYRAMID_SIZES, ANNContextHead
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 
 
 @dataclass
@@ -119,6 +121,11 @@ class ANNNet(SegBackend):
         for module in self.context.modules():
             if isinstance(module, nn.Dropout2d):
                 module.p = p
+
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The one trunk, on colour: a torchvision ResNet file initialises it (the dilation to
+        output stride 8 changes no key)."""
+        return {'rgb': self.encoder}
 
     def uses_depth(self) -> bool:
         return False

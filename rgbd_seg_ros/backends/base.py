@@ -17,6 +17,11 @@ Every backend is an ``nn.Module`` built as ``cls(num_classes, config)`` and call
   is still checked), so a caller may pass it to any backend; callers feed it where
   :func:`needs_intrinsics` says so.
 
+A backend names its ImageNet-initialisable trunks by input stream (``modes.ENCODER_STREAMS``:
+``'rgb'``, ``'depth'``) in :meth:`SegBackend.encoder_streams`; the trainer loads a recipe's
+encoder weight files into them (``backends.pretrained``), so one recipe line serves every
+backend.
+
 The backend pads the inputs at the bottom and right to its ``pad_multiple`` (K needs no change:
 the principal point stays where it was), runs, and crops back, so callers never care about
 divisibility. In ``eval()`` mode it returns the logits ``Tensor[B,num_classes,H,W]``; in
@@ -32,6 +37,9 @@ from typing import ClassVar, NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from rgbd_seg_ros.backends.encoder_base import Encoder
+from rgbd_seg_ros.modes import EncoderStream
 
 
 class DepthPredictions(NamedTuple):
@@ -107,6 +115,11 @@ class SegBackend(nn.Module):
 
     def forward_padded(self, rgb: Tensor | None, depth: Tensor | None) -> PaddedOutput:
         raise NotImplementedError
+
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The encoders that an ImageNet file initialises, by the stream they read. Every
+        backend built on an ImageNet trunk overrides this; the base has none."""
+        return {}
 
     def uses_rgb(self) -> bool:
         """Whether forward reads the rgb tensor (unimodal depth backends do not)."""

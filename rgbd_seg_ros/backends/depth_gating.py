@@ -68,9 +68,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import DepthPredictions, SegBackend
+from rgbd_seg_ros.backends.encoder_base import Encoder
 from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError, FrameError
+from rgbd_seg_ros.modes import EncoderStream
 
 GATING_SOURCES = ('predicted', 'sensor', 'hybrid', 'none')
 # Gate sources that read the measured depth.
@@ -239,8 +241,6 @@ class DepthGatingConfig:
     """Loss weight of the feed-forward prediction (the code's 1 against 5 for the loops)."""
     loop_aux_weight: float = 1.0
     """Loss weight of the intermediate unrolls."""
-    pretrained: str | None = None
-    """Local ImageNet ResNet weight file (nothing is downloaded)."""
 
     def __post_init__(self) -> None:
         self.dilations = tuple(int(d) for d in self.dilations)
@@ -289,9 +289,7 @@ class DepthGatingNet(SegBackend):
                 f'got {len(self.edges_fz)}'
             )
         self.default_focal_px = float(config.focal_px or config.reference_focal_px)
-        self.encoder = build_encoder(
-            config.encoder, output_stride=config.output_stride, pretrained=config.pretrained
-        )
+        self.encoder = build_encoder(config.encoder, output_stride=config.output_stride)
         c_enc = self.encoder.feature_info[-1].channels
         w = config.width
         self.res6 = _cbr(c_enc, w, 3)
@@ -305,6 +303,10 @@ class DepthGatingNet(SegBackend):
         if num_loops < 0:
             raise ConfigError(f'num_loops must be >= 0, got {num_loops}')
         self.num_loops = int(num_loops)
+
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The one trunk, on colour (depth only gates, it has no encoder)."""
+        return {'rgb': self.encoder}
 
     def uses_depth(self) -> bool:
         return self.config.gating_source in SENSOR_SOURCES

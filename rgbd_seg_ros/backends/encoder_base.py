@@ -10,9 +10,9 @@ to import the other to share these pieces.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
@@ -61,14 +61,29 @@ class BlockPlan:
 
 
 class Encoder(nn.Module):
-    """Base of every encoder: ``forward(x) -> list[Tensor]`` matching ``feature_info``."""
+    """Base of every encoder: ``forward(x) -> list[Tensor]`` matching ``feature_info``.
+
+    Each encoder class also knows the published ImageNet files its weights can start from
+    (``weight_files``, for messages) and how their key names map to its own
+    (:meth:`imagenet_state`), so that loading such a file (``backends.pretrained``) needs no
+    table of encoder types.
+    """
 
     feature_info: list[FeatureInfo]
     output_stride: int
     in_channels: int
+    # The ImageNet weight files users have for this encoder, named in load errors.
+    weight_files: ClassVar[str] = 'a state dict saved from this encoder'
 
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def imagenet_state(self, state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+        """``state`` with its keys renamed to this encoder's, and the name of its layout.
+
+        The base class takes the file's keys as they are (a file saved from the encoder).
+        """
+        return dict(state), 'native'
 
     @property
     def channels(self) -> list[int]:

@@ -10,7 +10,7 @@ are returned for every ResNet: the stem at stride 2, then the four residual stag
 Names:
 - ``resnet18/34/50/101``: ResNet v1 (v1.5: stride on the 3x3) with state-dict keys identical to
   torchvision's ``ResNet`` (``conv1``, ``bn1``, ``layer1.0.conv1`` ..., no ``fc``), so a local
-  torchvision ImageNet file loads directly (see ``pretrained.load_pretrained``).
+  torchvision ImageNet file loads directly (see ``pretrained.load_encoder_weights``).
 - ``resnet18_half``: ResNet-18 at half width (32..256 channels, a quarter of the parameters),
   trained from scratch for CPU-sized models such as the embedded default; not in the papers.
 - ``preact_resnet50/101``: the full pre-activation ResNet (v2) of AdapNet++, whose stage outputs
@@ -28,7 +28,6 @@ from collections.abc import Callable
 
 from rgbd_seg_ros.backends.encoder_base import Encoder
 from rgbd_seg_ros.backends.preact_resnet import PreActResNet
-from rgbd_seg_ros.backends.pretrained import load_pretrained
 from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.errors import ConfigError
 
@@ -59,12 +58,11 @@ def build_encoder(
     *,
     multiscale: object = None,
     last_dropout: float = 0.0,
-    pretrained: str | None = None,
 ) -> Encoder:
-    """Build encoder ``name`` (see module doc); optionally load a local pretrained file.
+    """Build encoder ``name`` (see module doc), randomly initialised.
 
-    ``pretrained`` is a path to a local weight file (nothing is ever downloaded); the load
-    report is attached as ``encoder.pretrained_report``.
+    ImageNet weights are a training choice, not part of the network: the trainer loads them
+    into a backend's encoder streams (``pretrained.load_encoder_weights``).
     """
     if name not in _BUILDERS:
         raise ConfigError(f'unknown encoder {name!r}; valid encoders: {", ".join(ENCODER_NAMES)}')
@@ -77,6 +75,4 @@ def build_encoder(
         last_dropout=last_dropout,
     )
     encoder.name = name
-    if pretrained:
-        encoder.pretrained_report = load_pretrained(encoder, pretrained)
     return encoder

@@ -16,7 +16,9 @@ downsampling levels' outputs, ``feature_info``), so it can also serve as a light
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from rgbd_seg_ros.backends.base import SegBackend
 from rgbd_seg_ros.backends.encoder_base import Encoder, FeatureInfo
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 
 ERFNET_DILATIONS: tuple[int, ...] = (2, 4, 8, 16, 2, 4, 8, 16)
 
@@ -72,8 +75,17 @@ class NonBottleneck1D(nn.Module):
         return F.relu(x + self.residual(x))
 
 
+# Where the ERFNet authors' ImageNet classifier keeps the encoder (its ``features.encoder``).
+ERFNET_IMAGENET_PREFIX = 'features.encoder.'
+
+
 class ERFNetEncoder(Encoder):
     """ERFNet encoder; features: 1/2 (16 ch), 1/4 (64 ch), 1/8 (128 ch)."""
+
+    weight_files: ClassVar[str] = (
+        "the ERFNet authors' ImageNet-pretrained encoder (erfnet_encoder_pretrained.pth.tar: "
+        'keys features.encoder.*, classifier.*), for 3-channel input'
+    )
 
     def __init__(
         self,
@@ -99,6 +111,14 @@ class ERFNetEncoder(Encoder):
             FeatureInfo(w2, 4, 'os4'),
             FeatureInfo(w3, 8, 'os8'),
         ]
+
+    def imagenet_state(self, state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+        """The authors' ImageNet file nests the encoder under ``features.encoder``; its other
+        keys (the classifier) keep their names, so the loader can tell them apart."""
+        if not any(k.startswith(ERFNET_IMAGENET_PREFIX) for k in state):
+            return dict(state), 'native'
+        renamed = {k.removeprefix(ERFNET_IMAGENET_PREFIX): v for k, v in state.items()}
+        return renamed, 'erfnet-imagenet'
 
     @property
     def os8_units(self) -> list[NonBottleneck1D]:
@@ -165,6 +185,11 @@ class ERFNetEnc(SegBackend):
         self.encoder = ERFNetEncoder(config.depth_channels if depth else 3)
         self.classifier = nn.Conv2d(self.encoder.feature_info[-1].channels, num_classes, 1)
         self.pad_multiple = 16 if (depth and config.depth_shrink) else 8
+
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The one encoder, under the modality it reads."""
+        stream: EncoderStream = 'rgb' if self.config.modality == 'rgb' else 'depth'
+        return {stream: self.encoder}
 
     def uses_rgb(self) -> bool:
         return self.config.modality == 'rgb'

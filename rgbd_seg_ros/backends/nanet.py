@@ -38,11 +38,13 @@ from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend, init_weights
 from rgbd_seg_ros.backends.deeplabv3plus import DeepLabV3PlusHead
+from rgbd_seg_ros.backends.encoder_base import Encoder
 from rgbd_seg_ros.backends.encoders import build_encoder
 from rgbd_seg_ros.backends.mnam import MNAM
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 
 
 @dataclass
@@ -83,8 +85,6 @@ class NANetConfig:
     """Loss weight of the auxiliary head (0 disables it)."""
     pooled_norm: bool = True
     """BatchNorm of the ASPP image-pooling branch; needs batch > 1 to train."""
-    pretrained: str | None = None
-    """Local ImageNet weight file for both trunks (nothing is downloaded)."""
 
     def __post_init__(self) -> None:
         self.mnam_stages = tuple(sorted(int(s) for s in self.mnam_stages))
@@ -117,9 +117,12 @@ class NANet(SegBackend):
         self.num_classes = num_classes
         self.config = config
         self.output_stride = config.output_stride
-        kw = {'output_stride': config.output_stride, 'pretrained': config.pretrained}
-        self.encoder_rgb = build_encoder(config.encoder, in_channels=3, **kw)
-        self.encoder_depth = build_encoder(config.encoder, in_channels=config.depth_channels, **kw)
+        self.encoder_rgb = build_encoder(
+            config.encoder, output_stride=config.output_stride, in_channels=3
+        )
+        self.encoder_depth = build_encoder(
+            config.encoder, output_stride=config.output_stride, in_channels=config.depth_channels
+        )
         if not isinstance(self.encoder_rgb, ResNet):
             raise ConfigError(
                 f'NANet needs a ResNet v1 encoder (resnet18..101), got {config.encoder}'
@@ -167,6 +170,10 @@ class NANet(SegBackend):
         for module in self.children():
             if module not in (self.encoder_rgb, self.encoder_depth):
                 init_weights(module)
+
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The RGB and depth trunks."""
+        return {'rgb': self.encoder_rgb, 'depth': self.encoder_depth}
 
     @staticmethod
     def _stage(encoder: nn.Module, s: int, x: Tensor) -> Tensor:

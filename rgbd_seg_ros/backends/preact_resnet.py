@@ -11,8 +11,9 @@ maxpool; its BN is the first unit's pre-activation.
 
 Key layout (``stem.conv``, ``stem.norm``, ``stages.<s>.blocks.<b>.{norm1,conv1,norm2,conv2,
 norm3,conv3,downsample.conv}``, ``stages.<s>.norm``) mirrors timm's ``ResNetV2`` so that
-``pretrained.load_pretrained`` maps a timm ``resnetv2_50`` file by renaming the three kinds of
-pre-activation norms (timm keeps them at the start of the next unit and a final ``norm``).
+a timm ``resnetv2_50`` file loads by renaming the three kinds of pre-activation norms (timm
+keeps them at the start of the next unit and a final ``norm``; see
+:meth:`PreActResNet.imagenet_state`).
 One order differs from timm: timm max-pools the raw stem conv and pre-activates after the pool,
 the reference AdapNet++ code (and this module) applies BN+ReLU before the pool. Both are the
 same function while the BN scales are positive; for channels with a negative scale the
@@ -21,7 +22,9 @@ difference is absorbed when fine-tuning.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -104,8 +107,33 @@ class PreActStem(nn.Module):
         return F.relu(self.norm(self.conv(x)))
 
 
+_TIMM_UNIT_NORM = re.compile(r'^stages\.(\d+)\.blocks\.0\.norm1\.(.+)$')
+
+
+def timm_to_native(state: Mapping[str, Tensor], num_stages: int) -> dict[str, Tensor]:
+    """timm ``ResNetV2`` keys -> this module's: a stage's first pre-activation norm
+    (``stages.<s>.blocks.0.norm1``) is the previous stage's exit norm (the stem's for stage 0),
+    and timm's final ``norm`` is the last stage's exit norm. Every other key is shared."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        new_key = key
+        m = _TIMM_UNIT_NORM.match(key)
+        if m:
+            s, rest = int(m.group(1)), m.group(2)
+            new_key = f'stem.norm.{rest}' if s == 0 else f'stages.{s - 1}.norm.{rest}'
+        elif key.startswith('norm.'):
+            new_key = f'stages.{num_stages - 1}.{key}'
+        out[new_key] = value
+    return out
+
+
 class PreActResNet(Encoder):
     """Pre-activation ResNet feature extractor; features: stem, res2, res3, res4, res5."""
+
+    weight_files: ClassVar[str] = (
+        "timm's resnetv2_50 / resnetv2_101 state dict (the BatchNorm models, e.g. "
+        'resnetv2_50.a1h_in1k; not the GroupNorm BiT ones), .pth/.bin or .safetensors'
+    )
 
     def __init__(
         self,
@@ -134,6 +162,15 @@ class PreActResNet(Encoder):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+    def imagenet_state(self, state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+        """A timm file (recognised by its first unit's ``norm1``) is renamed; a file saved
+        from this module is taken as it is."""
+        if 'stem.norm.weight' not in state and any(
+            k.startswith('stages.0.blocks.0.norm1.') for k in state
+        ):
+            return timm_to_native(state, len(self.stages)), 'timm-resnetv2'
+        return dict(state), 'native'
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)

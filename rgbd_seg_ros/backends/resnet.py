@@ -9,7 +9,8 @@ block's ``conv1``), with the same weight shape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -85,6 +86,11 @@ class Bottleneck(nn.Module):
 class ResNet(Encoder):
     """ResNet v1 feature extractor; features: stem (stride 2), layer1..layer4."""
 
+    weight_files: ClassVar[str] = (
+        "torchvision's ResNet state dict of the same depth (resnet18/34/50/101 .pth, or the "
+        'same tensors as .safetensors); timm ResNet v1 files use the same names'
+    )
+
     def __init__(
         self,
         block: str,
@@ -121,6 +127,10 @@ class ResNet(Encoder):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+    def imagenet_state(self, state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+        """torchvision's key names are this module's own: nothing to rename."""
+        return dict(state), 'torchvision'
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))

@@ -57,12 +57,14 @@ from rgbd_seg_ros.backends.adapnetpp import (
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import SSMABlock
 from rgbd_seg_ros.backends.checkpoint import state_dict_from
+from rgbd_seg_ros.backends.encoder_base import Encoder
 from rgbd_seg_ros.backends.erfnet import ERFNetEncoder
 from rgbd_seg_ros.backends.preact_resnet import PreActResNet
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.backends.rfb import POINTS, ResidualFusionBlock
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 
 
 class MultiSSMABlock(nn.Module):
@@ -261,6 +263,12 @@ class RFBNet(SegBackend):
         set_bn_momentum(self, config.bn_momentum)
 
     # ------------------------------------------------------------------------------------------
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The RGB and depth encoders of either base (the RFBs between them are new layers)."""
+        if self.config.base == 'erfnet':
+            return {'rgb': self.encoder_rgb, 'depth': self.encoder_depth}
+        return {'rgb': self.expert_rgb.encoder, 'depth': self.expert_depth.encoder}
+
     def _shrink(self, depth: Tensor) -> Tensor:
         return F.avg_pool2d(depth, 2, 2) if self.config.depth_shrink else depth
 

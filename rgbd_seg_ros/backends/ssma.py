@@ -36,8 +36,10 @@ from rgbd_seg_ros.backends.adapnetpp import (
 from rgbd_seg_ros.backends.base import SegBackend, init_weights, set_bn_momentum
 from rgbd_seg_ros.backends.blocks import SSMABlock
 from rgbd_seg_ros.backends.checkpoint import state_dict_from
+from rgbd_seg_ros.backends.encoder_base import Encoder
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 
 
 @dataclass
@@ -162,6 +164,10 @@ class SSMA(SegBackend):
         self.pad_multiple = max(f.stride for f in self.expert_rgb.encoder.feature_info)
         self.aux_weights = tuple(config.aux_weights) if config.aux_loss else ()
         set_bn_momentum(self, config.bn_momentum)
+
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """Each expert's encoder (not its eASPP and skips, which ImageNet has no weights for)."""
+        return {'rgb': self.expert_rgb.encoder, 'depth': self.expert_depth.encoder}
 
     def forward_padded(
         self, rgb: Tensor | None, depth: Tensor | None

@@ -41,6 +41,7 @@ from rgbd_seg_ros.backends.preact_resnet import PreActResNet
 from rgbd_seg_ros.backends.registry import register_backend
 from rgbd_seg_ros.backends.resnet import ResNet
 from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 
 NUM_STAGES = 5  # stem + four residual stages: the five fusion points
 
@@ -154,6 +155,10 @@ class TwoStreamAdd(SegBackend):
             init_weights(module)
         self.pad_multiple = max(f.stride for f in info)
         self.aux_weights = tuple(config.aux_weights) if config.aux_loss else ()
+
+    def encoder_streams(self) -> dict[EncoderStream, Encoder]:
+        """The RGB and depth encoders."""
+        return {'rgb': self.encoder_rgb, 'depth': self.encoder_depth}
 
     def forward_padded(
         self, rgb: Tensor | None, depth: Tensor | None

@@ -1,18 +1,22 @@
 """Joint augmentation of an RGB-D frame and its labels (numpy + cv2, one warp per image).
 
-Geometry: one 2x3 affine (flip, scale ``s`` and rotation about the image centre, then a crop
-window) is sampled per frame and applied with ``cv2.warpAffine`` to colour (bilinear), depth
-(nearest: a blend of a valid and an invalid pixel is not a depth) and labels (nearest). Pixels
-warped in from outside the image get colour 0, depth 0 (invalid) and the ignore label.
+Geometry: one 2x3 affine (flip, scale ``s``, skew (a shear) and rotation about the image
+centre, then a crop window) is sampled per frame and applied with ``cv2.warpAffine`` to colour
+(bilinear), depth (nearest: a blend of a valid and an invalid pixel is not a depth) and labels
+(nearest), so the three stay aligned pixel for pixel. Pixels warped in from outside the image
+get colour 0, depth 0 (invalid) and the ignore label.
 
-Depth follows the zoom (Kong & Fowlkes, depth-aware gating): zooming in by ``s`` makes the
-scene look ``s`` times closer, so depth values are divided by ``s``. The intrinsics follow the
-warp (focal lengths times ``s``, principal point moved), so the augmented frame is exactly the
-original scene scaled by ``1/s`` seen through ``K'``: HHA's angles stay right. The frame
-records that zoom (``Frame.depth_zoom``): a consumer that reads depth as apparent size (the
-f/Z bins of depth-aware gating) must not count it twice through ``K'``.
+Depth may follow the zoom (``depth_follows_scale``, Kong & Fowlkes' depth-aware gating):
+zooming in by ``s`` makes the scene look ``s`` times closer, so depth values are divided by
+``s``, and with the intrinsics following the warp (focal lengths times ``s``, principal point
+moved) the augmented frame is the original scene scaled by ``1/s`` seen through ``K'``. The
+other papers only resize, keeping the measured depth (and so the jet colours and HHA values).
+Rotation and skew are left out of ``K'`` (it stays upper triangular), an approximation for the
+small angles and shears the recipes draw.
+The frame records that zoom (``Frame.depth_zoom``): a consumer that reads depth as apparent
+size (the f/Z bins of depth-aware gating) must not count it twice through ``K'``.
 
-Photometric changes (brightness, contrast, saturation, noise) touch colour only.
+Photometric changes (vignetting, contrast, brightness, saturation, noise) touch colour only.
 """
 
 from __future__ import annotations
@@ -61,14 +65,15 @@ def sample_affine(
         else 0.0
     )
     flip = bool(cfg.hflip and rng.random() < 0.5)
+    skew_m = sample_skew(rng, cfg.skew)
     sy, sx = base_scale[0] * s, base_scale[1] * s
-    # Input pixel centres -> centred coordinates -> (flip) -> scale -> rotate -> crop window.
+    # Input pixel centres -> centred coordinates -> (flip) -> scale -> skew -> rotate -> crop.
     cx_in, cy_in = (w - 1) / 2.0, (h - 1) / 2.0
     flip_m = np.diag([-1.0 if flip else 1.0, 1.0])
     scale_m = np.diag([sx, sy])
     c, sn = math.cos(angle), math.sin(angle)
     rot_m = np.array([[c, -sn], [sn, c]])
-    a = rot_m @ scale_m @ flip_m
+    a = rot_m @ skew_m @ scale_m @ flip_m
     scaled_w, scaled_h = w * sx, h * sy
     # Position of the crop window inside the scaled image (negative: the window overhangs).
     lo_x, hi_x = sorted((0.0, scaled_w - ow))
@@ -80,13 +85,34 @@ def sample_affine(
     return np.hstack([a, t[:, None]]), s
 
 
+def sample_skew(rng: np.random.Generator, bounds: list[float] | None) -> np.ndarray:
+    """A 2x2 shear ``[[1, k], [0, 1]]`` or its transpose, ``|k|`` uniform in ``bounds`` with a
+    random sign; the identity without ``bounds``. The draws happen only when skew is on, so
+    recipes without it see the random stream they always saw."""
+    if not bounds:
+        return np.eye(2)
+    k = float(rng.uniform(bounds[0], bounds[1])) * (1.0 if rng.random() < 0.5 else -1.0)
+    shear = np.array([[1.0, k], [0.0, 1.0]])
+    return shear if rng.random() < 0.5 else shear.T
+
+
+def vignette(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """Darken ``rgb`` (HxWx3 float32) away from the centre by ``exp(-r^2 / (2 sigma^2))``."""
+    h, w = rgb.shape[:2]
+    y = np.arange(h, dtype=np.float32) - np.float32((h - 1) / 2.0)
+    x = np.arange(w, dtype=np.float32) - np.float32((w - 1) / 2.0)
+    scale = np.float32(-0.5 / (sigma * sigma))
+    mask = np.exp(y[:, None] ** 2 * scale) * np.exp(x[None, :] ** 2 * scale)
+    return rgb * mask[..., None]
+
+
 def warp_frame(
     frame: Frame,
     m: np.ndarray,
     out_hw: tuple[int, int],
     zoom: float,
     ignore_index: int,
-    depth_follows_scale: bool = True,
+    depth_follows_scale: bool = False,
 ) -> Frame:
     """Apply affine ``m`` to every modality; see the module docstring for the conventions."""
     oh, ow = out_hw
@@ -137,6 +163,9 @@ def photometric(rgb: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -
     """Colour-only jitter; returns float32 HxWx3 on the 0..255 scale (clipped)."""
     out = rgb.astype(np.float32, copy=True)
     changed = False
+    if cfg.vignetting:
+        out = vignette(out, float(rng.uniform(cfg.vignetting[0], cfg.vignetting[1])))
+        changed = True
     if cfg.contrast:
         f = np.float32(rng.uniform(cfg.contrast[0], cfg.contrast[1]))
         mean = out.mean(dtype=np.float64)

@@ -24,6 +24,7 @@ from rgbd_seg_ros.core.atomic_files import atomic_write_bytes
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.modes import (
     DEPTH_ENCODINGS,
+    ENCODER_STREAMS,
     PRECISIONS,
     SPEC_RESOLUTIONS,
     DepthEncoding,
@@ -39,6 +40,11 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)  # backend config dataclass overrides
     pretrained: str | None = None  # project checkpoint to start from (fine-tuning)
     pretrained_strict: bool = False  # False: skip keys whose shapes differ (e.g. a new classifier)
+    # ImageNet weight files of the encoders by input stream, {rgb: path, depth: path}: local
+    # files (torchvision ResNet, timm resnetv2, ERFNet's; .pth or .safetensors; nothing is
+    # downloaded). Every stage that starts from scratch loads them into its backend's encoder
+    # streams, all tensors or an error; a stream without a file starts from random weights.
+    encoder_weights: dict[str, str | None] = field(default_factory=dict)
     # Module-name prefixes of encoder parameters (their own learning rate, freezing). Empty:
     # the backend's ``encoder_prefixes`` attribute, else parameters under ``encoder``.
     encoder_prefixes: list[str] = field(default_factory=list)
@@ -72,12 +78,20 @@ class AugmentConfig:
     scale: list[float] = field(default_factory=lambda: [0.5, 2.0])  # uniform range
     scale_set: list[float] | None = None  # discrete choices instead of the range (NANet)
     rotation_deg: float = 0.0  # uniform in [-r, r]
+    # shear factor magnitude range [lo, hi] (Valada et al.'s skew, 0.05-0.10): a random sign,
+    # along x or y with equal chance; None: no shear
+    skew: list[float] | None = None
     hflip: bool = True  # probability 0.5
-    depth_follows_scale: bool = True  # zooming in by s divides depth by s (Kong & Fowlkes)
+    # Zooming in by s divides depth by s (the scene looks s times closer). Kong & Fowlkes do
+    # this; the other papers only resize, which keeps jet colours and HHA values as measured.
+    depth_follows_scale: bool = False
     brightness: float = 0.0  # additive shift, uniform in [-b, b] on the 0..255 scale
     contrast: list[float] | None = None  # multiplicative range around the mean, e.g. [0.5, 1.5]
     saturation: float = 0.0  # uniform factor in [1-s, 1+s]
     noise_std: float = 0.0  # Gaussian noise on the 0..255 scale
+    # Gaussian vignette on colour: sigma range [lo, hi] in pixels of the output frame (Valada
+    # et al.'s 210-300 at 768x384); the centre keeps its value. None: no vignette
+    vignetting: list[float] | None = None
 
 
 @dataclass
@@ -233,8 +247,20 @@ class TrainConfig:
                     raise ConfigError(
                         f'stages.{i}.init_from: {init.stage!r} is not an earlier stage'
                     )
+        for stream, path in self.model.encoder_weights.items():
+            if stream not in ENCODER_STREAMS:
+                raise ConfigError(
+                    f'model.encoder_weights.{stream}: unknown stream; valid: '
+                    f'{", ".join(ENCODER_STREAMS)}'
+                )
+            if path is not None and (not isinstance(path, str) or not path):
+                raise ConfigError(f'model.encoder_weights.{stream}: expected a file path')
         if self.augment.crop is not None and len(self.augment.crop) != 2:
             raise ConfigError('augment.crop must be [height, width]')
+        for key in ('skew', 'vignetting'):
+            bounds = getattr(self.augment, key)
+            if bounds is not None and (len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1]):
+                raise ConfigError(f'augment.{key} must be [low, high] with 0 <= low <= high')
 
     def stage_optim(self, stage: StageConfig) -> OptimConfig:
         return replace_from_dict(self.optim, stage.optim, 'optim')

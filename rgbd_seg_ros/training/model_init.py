@@ -2,24 +2,33 @@
 
 The weights start from, in this order of precedence: the stage's ``init_from`` entries (earlier
 stages or checkpoint files, with key prefix maps), the previous stage's last weights (same
-backend and options), or ``model.pretrained`` (first stage only). Building reseeds the RNGs
-with the run's seed, so every rank and every resume starts from identical weights.
+backend and options), or ``model.pretrained`` (first stage only). A stage that gets its weights
+from none of these starts from scratch: its backend's encoder streams take the ImageNet files of
+``model.encoder_weights`` (:func:`takes_encoder_weights`), the other layers keep their random
+initialisation. Building reseeds the RNGs with the run's seed, so every rank and every resume
+starts from identical weights.
+
+:func:`check_encoder_weights_plan` matches every ImageNet file against the encoders of the
+stages that will load it before the run starts (networks on the meta device, shapes only), so a
+wrong file fails at once instead of after the stages before it have trained for days.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from rgbd_seg_ros.backends.base import SegBackend
 from rgbd_seg_ros.backends.checkpoint import load_checkpoint
+from rgbd_seg_ros.backends.pretrained import load_encoder_weights, match_weights, read_weight_file
 from rgbd_seg_ros.backends.registry import build_backend
-from rgbd_seg_ros.errors import ConfigError
+from rgbd_seg_ros.errors import CheckpointError, ConfigError
 from rgbd_seg_ros.training import checkpointing as ck
 from rgbd_seg_ros.training.config import TrainConfig
-from rgbd_seg_ros.training.context import StagePlan
+from rgbd_seg_ros.training.context import StagePlan, plan_stage
 
 
 def build_stage_model(
@@ -30,6 +39,9 @@ def build_stage_model(
     model = build_backend(plan.backend, num_classes=num_classes, **plan.options)
     for path, loaded, skipped in initialise(model, config, plan):
         note(f'{plan.name}: initialised from {path} ({loaded} tensors, {skipped} skipped)')
+    if takes_encoder_weights(config, plan.index):
+        for line in load_stream_files(model, config.model.encoder_weights):
+            note(f'{plan.name}: {line}')
     return model
 
 
@@ -37,6 +49,18 @@ def weights_file(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a project checkpoint, whatever backend wrote it."""
     _, state = load_checkpoint(path, check_backend=False)
     return state
+
+
+def takes_encoder_weights(config: TrainConfig, index: int) -> bool:
+    """Whether stage ``index`` starts from scratch, i.e. :func:`initialise` gives it nothing:
+    no ``init_from``, no previous stage it continues, no ``model.pretrained`` (first stage)."""
+    stage = config.stages[index]
+    if stage.init_from:
+        return False
+    if index > 0 and stage.continue_previous:
+        prev = config.stages[index - 1]
+        return config.stage_backend(prev) != config.stage_backend(stage)
+    return not (index == 0 and config.model.pretrained)
 
 
 def initialise(
@@ -72,3 +96,67 @@ def initialise(
         report = ck.load_partial(model, weights_file(path), strict=config.model.pretrained_strict)
         reports.append((str(path), len(report['loaded']), len(report['skipped'])))
     return reports
+
+
+def load_stream_files(model: nn.Module, files: Mapping[str, str | None]) -> list[str]:
+    """Load the ImageNet file of each of ``model``'s encoder streams; one line per stream
+    saying what it starts from. Every tensor of an encoder comes from its file, or this raises
+    (``backends.pretrained``)."""
+    streams = model.encoder_streams() if isinstance(model, SegBackend) else {}
+    lines = []
+    for name, encoder in streams.items():
+        path = files.get(name)
+        count = sum(p.numel() for p in encoder.parameters())
+        if not path:
+            lines.append(
+                f'{name} encoder: random initialisation ({count:,} parameters; '
+                f'no model.encoder_weights.{name})'
+            )
+            continue
+        report = load_encoder_weights(encoder, path)
+        lines.append(f'{name} encoder initialised from {report}')
+    return lines
+
+
+def check_encoder_weights_plan(config: TrainConfig, finished: Collection[str] = ()) -> None:
+    """Before any stage runs: every file of ``model.encoder_weights`` fits the encoder of each
+    stage that will load it, and each one is used by some stage. ``CheckpointError`` (a file
+    that does not fit, naming the stage and stream) or ``ConfigError`` (a file no stage uses).
+    Stages in ``finished`` (a resumed run's done stages) will not load again: not read."""
+    files = {name: path for name, path in config.model.encoder_weights.items() if path}
+    if not files:
+        return
+    cache: dict[str, dict[str, Tensor]] = {}
+    used: set[str] = set()
+    for index, stage in enumerate(config.stages):
+        if not takes_encoder_weights(config, index):
+            continue
+        plan = plan_stage(config, index, Path(config.output_dir))
+        with torch.device('meta'):
+            model = build_backend(plan.backend, num_classes=2, **plan.options)
+        streams = model.encoder_streams() if isinstance(model, SegBackend) else {}
+        for name, encoder in streams.items():
+            path = files.get(name)
+            if path is None:
+                continue
+            used.add(name)
+            if stage.name in finished:
+                continue
+            if path not in cache:
+                cache[path] = read_weight_file(path)
+            found = match_weights(encoder, cache[path])
+            if not found.ok:
+                raise CheckpointError(
+                    f'stage {stage.name}, model.encoder_weights.{name}: {path} does not fit '
+                    f'its {getattr(encoder, "name", type(encoder).__name__)} encoder '
+                    f'({found.layout} layout): {found.problems()}. This encoder loads '
+                    f'{encoder.weight_files}'
+                )
+    unused = sorted(set(files) - used)
+    if unused:
+        raise ConfigError(
+            f'model.encoder_weights: no stage starts a {", ".join(unused)} encoder from scratch, '
+            'so the file would never be read (stages with init_from, model.pretrained or '
+            "continuing the previous stage keep their weights; a backend's encoder_streams() "
+            'names the streams it has)'
+        )

@@ -45,6 +45,7 @@ def build_stage_parts(run: RunContext, plan: StagePlan) -> StageParts:
     optimizer = build_optimizer(
         module, plan.optim, encoder_prefixes(module, c.model.encoder_prefixes)
     )
+    run.events.note(f'{plan.name}: {parameter_summary(module, plan)}')
     scheduler = build_scheduler(optimizer, plan.steps, plan.schedule)
     scaler = torch.amp.GradScaler('cuda', enabled=run.precision == 'fp16')
     return StageParts(
@@ -55,6 +56,19 @@ def build_stage_parts(run: RunContext, plan: StagePlan) -> StageParts:
         scaler=scaler,
         criterion=build_criterion(run, plan),
     )
+
+
+def parameter_summary(module: nn.Module, plan: StagePlan) -> str:
+    """How many parameters the stage trains and how many it holds fixed (``freeze`` prefixes
+    and groups at learning rate 0 have no gradient), for the run's log."""
+    total = sum(p.numel() for p in module.parameters())
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    text = f'{total:,} parameters: {total - frozen:,} trained, {frozen:,} frozen'
+    if plan.freeze:
+        text += f' (freeze {", ".join(plan.freeze)})'
+    if plan.frozen_bn:
+        text += f'; BatchNorm statistics fixed under {", ".join(plan.frozen_bn)}'
+    return text
 
 
 def _wrap(module: nn.Module, run: RunContext) -> nn.Module:

@@ -12,8 +12,9 @@ Output folder (``config.output_dir``)::
 A stage's model is built from its backend; it starts from the previous stage's last weights
 (same backend and options, no ``init_from``), from ``init_from`` entries (other stages or
 files, with key prefix maps: SSMA's fusion stage takes its experts from the two unimodal
-stages), or from ``model.pretrained`` (first stage). ``freeze`` prefixes get no gradients and
-stay in eval mode; ``frozen_bn`` prefixes keep their BN statistics but train.
+stages), or from ``model.pretrained`` (first stage); a stage with none of these loads the
+ImageNet files of ``model.encoder_weights`` into its encoders. ``freeze`` prefixes get no
+gradients and stay in eval mode; ``frozen_bn`` prefixes keep their BN statistics but train.
 
 The run's shared state is built once (:func:`rgbd_seg_ros.training.context.build_run_context`)
 before the first stage; each stage gets it and its own plan, never the trainer.
@@ -40,6 +41,7 @@ from rgbd_seg_ros.training.config import TrainConfig, save_config
 from rgbd_seg_ros.training.context import RunContext, build_run_context, plan_stage
 from rgbd_seg_ros.training.evaluate import evaluate
 from rgbd_seg_ros.training.events import ProgressFn, RunEvents, StopFn
+from rgbd_seg_ros.training.model_init import check_encoder_weights_plan
 from rgbd_seg_ros.training.stage import DONE_FILE, StageResult, StageRun
 
 
@@ -105,6 +107,9 @@ class Trainer:
             self.events.note(f'removed {removed} temporary file(s) of an interrupted run')
 
     def run(self) -> Path:
+        names = [s.name for s in self.config.stages]
+        done = {n for n in names if self.resume and (self.out / n / DONE_FILE).is_file()}
+        check_encoder_weights_plan(self.config, done)  # a wrong ImageNet file fails at once
         self._prepare_output()
         run = build_run_context(self.config, self.ctx, self.events, self.resume)
         result: StageResult | None = None

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from rgbd_seg_ros.backends.blocks import MultiScaleConv2d
 from rgbd_seg_ros.backends.encoder_base import ADAPNETPP_RATES, FeatureInfo
 from rgbd_seg_ros.backends.encoders import build_encoder, list_encoders
-from rgbd_seg_ros.backends.pretrained import LoadReport, load_pretrained
+from rgbd_seg_ros.backends.pretrained import (
+    LoadReport,
+    WeightMatch,
+    load_encoder_weights,
+    match_weights,
+    read_weight_file,
+)
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 
 BN = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
@@ -207,22 +213,24 @@ def _torchvision_file(tmp_path: Path, drop: str, extra: str) -> tuple[Path, dict
     return path, state
 
 
-def test_load_torchvision_file_reports_missing_and_unexpected(tmp_path: Path) -> None:
+def test_torchvision_file_match_reports_missing_and_unexpected(tmp_path: Path) -> None:
+    """The match names what does not fit; the load then refuses the file as a whole."""
     path, state = _torchvision_file(tmp_path, drop='layer3.1.bn2.bias', extra='layer5.0.weird')
     encoder = build_encoder('resnet18', output_stride=16)
-    before = encoder.state_dict()['layer3.1.bn2.bias'].clone()
-    report = load_pretrained(encoder, path)
-    assert isinstance(report, LoadReport)
-    print(report)
-    assert report.source_layout == 'torchvision'
-    assert report.missing == ['layer3.1.bn2.bias']
-    assert report.unexpected == ['layer5.0.weird']
-    assert sorted(report.ignored) == ['fc.bias', 'fc.weight']
-    assert not report.mismatched and not report.ok
-    assert 'missing (1): layer3.1.bn2.bias' in str(report)
-    loaded = encoder.state_dict()
-    torch.testing.assert_close(loaded['layer2.0.conv1.weight'], state['layer2.0.conv1.weight'])
-    torch.testing.assert_close(loaded['layer3.1.bn2.bias'], before)  # kept its init
+    before = encoder.state_dict()['layer2.0.conv1.weight'].clone()
+    found = match_weights(encoder, read_weight_file(path))
+    assert isinstance(found, WeightMatch)
+    assert found.layout == 'torchvision'
+    assert found.missing == ('layer3.1.bn2.bias',)
+    assert found.unexpected == ('layer5.0.weird',)
+    assert sorted(found.ignored) == ['fc.bias', 'fc.weight']
+    assert not found.mismatched and not found.ok
+    assert 'missing from the file (1): layer3.1.bn2.bias' in found.problems()
+    key = 'layer2.0.conv1.weight'
+    torch.testing.assert_close(found.loadable[key], state[key])
+    with pytest.raises(CheckpointError, match=r'layer3\.1\.bn2\.bias'):
+        load_encoder_weights(encoder, path)
+    torch.testing.assert_close(encoder.state_dict()['layer2.0.conv1.weight'], before)  # untouched
 
 
 def test_load_clean_torchvision_file_is_ok_and_matches(tmp_path: Path) -> None:
@@ -236,8 +244,9 @@ def test_load_clean_torchvision_file_is_ok_and_matches(tmp_path: Path) -> None:
     path = tmp_path / 'wrapped.pth'
     torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()}}, path)
     target = build_encoder('resnet18', output_stride=32).eval()
-    report = load_pretrained(target, path)
-    assert report.ok, str(report)
+    report = load_encoder_weights(target, path)
+    assert isinstance(report, LoadReport)
+    assert report.tensors == len(state) - 2, str(report)
     x = torch.randn(1, 3, 40, 40)
     with torch.no_grad():
         for a, b in zip(source(x), target(x), strict=True):
@@ -256,9 +265,8 @@ def test_load_timm_resnetv2_safetensors(tmp_path: Path) -> None:
     path = tmp_path / 'model.safetensors'
     save_file({k: v.contiguous() for k, v in timm_state.items()}, str(path))
     target = build_encoder('preact_resnet50', output_stride=32, multiscale=None).eval()
-    report = load_pretrained(target, path)
-    assert report.source_layout == 'timm-resnetv2'
-    assert report.ok, str(report)
+    report = load_encoder_weights(target, path)
+    assert report.layout == 'timm-resnetv2'
     assert sorted(report.ignored) == ['head.fc.bias', 'head.fc.weight']
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
@@ -266,37 +274,35 @@ def test_load_timm_resnetv2_safetensors(tmp_path: Path) -> None:
             torch.testing.assert_close(a, b)
     # multiscale units take the same file and split the 3x3 weights along the outputs
     multi = build_encoder('preact_resnet50', multiscale='paper')
-    assert load_pretrained(multi, path).ok
+    assert load_encoder_weights(multi, path).tensors == report.tensors
     torch.testing.assert_close(
         multi.stages[3].blocks[2].conv2.weight, source.stages[3].blocks[2].conv2.weight
     )
 
 
-def test_load_adapts_stem_to_one_channel_and_reports_mismatch(tmp_path: Path) -> None:
+def test_match_adapts_stem_to_one_channel_and_reports_mismatch(tmp_path: Path) -> None:
     _, state = _torchvision_file(tmp_path, drop='layer1.0.bn1.bias', extra='extra')
     state2 = dict(state)
     state2['layer4.1.conv2.weight'] = torch.zeros(7, 7, 3, 3)
-    bad_shape = tmp_path / 'bad_shape.pth'
-    torch.save(state2, bad_shape)
     depth_encoder = build_encoder('resnet18', in_channels=1)
-    report = load_pretrained(depth_encoder, bad_shape)
-    assert report.adapted == ['conv1.weight']
+    found = match_weights(depth_encoder, state2)
+    assert found.adapted == 'mean over its 3 input channels'
     torch.testing.assert_close(
-        depth_encoder.conv1.weight, state['conv1.weight'].sum(1, keepdim=True)
+        found.loadable['conv1.weight'], state['conv1.weight'].mean(1, keepdim=True)
     )
-    assert len(report.mismatched) == 1 and report.mismatched[0].startswith('layer4.1.conv2')
-    assert 'layer4.1.conv2.weight' not in report.missing
+    assert len(found.mismatched) == 1 and found.mismatched[0].startswith('layer4.1.conv2')
+    assert 'layer4.1.conv2.weight' not in found.missing
 
 
 def test_load_rejects_unreadable_or_foreign_files(tmp_path: Path) -> None:
     encoder = build_encoder('resnet18')
     with pytest.raises(CheckpointError, match='not found'):
-        load_pretrained(encoder, tmp_path / 'absent.pth')
+        load_encoder_weights(encoder, tmp_path / 'absent.pth')
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(b'not a torch file at all')
     with pytest.raises(CheckpointError):
-        load_pretrained(encoder, junk)
+        load_encoder_weights(encoder, junk)
     foreign = tmp_path / 'foreign.pth'
     torch.save({'something.else': torch.zeros(2)}, foreign)
-    with pytest.raises(CheckpointError, match='no tensor matches'):
-        load_pretrained(encoder, foreign)
+    with pytest.raises(CheckpointError, match=r'unexpected in the file \(1\): something\.else'):
+        load_encoder_weights(encoder, foreign)

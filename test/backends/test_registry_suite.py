@@ -9,6 +9,8 @@ configuration (``resnet18`` encoder) is not enough to keep a backend cheap, add 
   a K of the wrong shape is a ValueError;
 - forward at an odd size (97x131) and at 480x640 (eval, no_grad, batch 1): logits [B,C,H,W];
 - train mode: ``SegOutput`` with aux logits and weights; backward through main + aux losses;
+- ``encoder_streams()`` names its ImageNet trunks by the input they read ('rgb', 'depth'), each
+  an ``Encoder`` inside the model that takes a weight file in its own layout;
 - eval determinism; checkpoint round trip (identical logits) and rejection of a corrupt file;
 - ONNX export at a fixed resolution, ONNX Runtime matching torch (max abs diff < 1e-3).
 """
@@ -24,8 +26,11 @@ import torch.nn.functional as F
 from backend_testing import make_inputs, make_K, make_labels, randomise_bn_statistics
 
 from rgbd_seg_ros.backends.base import SegOutput, needs_intrinsics
+from rgbd_seg_ros.backends.encoder_base import Encoder
+from rgbd_seg_ros.backends.pretrained import match_weights
 from rgbd_seg_ros.backends.registry import build_backend, config_to_dict, list_backends
 from rgbd_seg_ros.errors import CheckpointError
+from rgbd_seg_ros.modes import ENCODER_STREAMS
 
 NUM_CLASSES = 5
 
@@ -110,6 +115,20 @@ def test_contract_attributes(backend: tuple[str, torch.nn.Module]) -> None:
     assert model.output_stride in (8, 16, 32)
     assert model.config.encoder == test_config(name)['encoder']
     assert isinstance(model.config.depth_channels, int)
+
+
+def test_encoder_streams(backend: tuple[str, torch.nn.Module]) -> None:
+    """Every backend names the trunks a recipe's ImageNet files go into, one per input read."""
+    _, model = backend
+    streams = model.encoder_streams()
+    assert streams and set(streams) <= set(ENCODER_STREAMS)
+    assert ('rgb' in streams) <= model.uses_rgb()
+    assert ('depth' in streams) <= model.uses_depth() or not model.requires_depth()
+    own = {id(p) for p in model.parameters()}
+    for encoder in streams.values():
+        assert isinstance(encoder, Encoder)
+        assert {id(p) for p in encoder.parameters()} <= own
+        assert match_weights(encoder, encoder.state_dict()).ok
 
 
 @pytest.mark.parametrize('size', [(97, 131), (33, 50)])

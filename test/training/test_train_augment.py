@@ -1,4 +1,5 @@
-"""Joint augmentation: depth follows the zoom, labels stay in the id set, colour-only jitter."""
+"""Joint augmentation: depth follows the zoom only when asked, labels stay in the id set, skew
+moves every modality alike, vignetting and jitter touch colour only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rgbd_seg_ros.training.augment import Frame, augment_frame, photometric, resize_frame
+from rgbd_seg_ros.training.augment import (
+    Frame,
+    augment_frame,
+    photometric,
+    resize_frame,
+    sample_skew,
+)
 from rgbd_seg_ros.training.config import AugmentConfig
 
 IGNORE = 255
@@ -31,7 +38,8 @@ def _cfg(**kw):
 @pytest.mark.parametrize('zoom', [0.5, 1.6, 2.0])
 def test_depth_divided_by_zoom(zoom):
     f = _frame()
-    out = augment_frame(f, _cfg(scale_set=[zoom]), np.random.default_rng(1), IGNORE)
+    cfg = _cfg(scale_set=[zoom], depth_follows_scale=True)
+    out = augment_frame(f, cfg, np.random.default_rng(1), IGNORE)
     valid = (out.labels != IGNORE) & (out.depth_m > 0)
     assert valid.mean() > 0.2
     # every valid pixel keeps depth(label) / zoom
@@ -48,6 +56,90 @@ def test_depth_unchanged_when_disabled():
     )
     valid = out.labels != IGNORE
     np.testing.assert_allclose(out.depth_m[valid], (1.0 + out.labels[valid]) * 1.5, rtol=1e-6)
+
+
+def test_depth_only_resized_by_default():
+    """Only depth-aware gating scales depth with the zoom; by default depth is only resized."""
+    assert AugmentConfig().depth_follows_scale is False
+    f = _frame()
+    cfg = AugmentConfig(crop=None, scale_set=[1.7], rotation_deg=0.0, hflip=False)
+    out = augment_frame(f, cfg, np.random.default_rng(2), IGNORE)
+    valid = out.labels != IGNORE
+    assert valid.mean() > 0.5
+    np.testing.assert_allclose(out.depth_m[valid], (1.0 + out.labels[valid]) * 1.5, rtol=1e-6)
+
+
+def _label_coloured_frame(seed: int = 0) -> Frame:
+    """Colour, depth and labels all functions of the label, so alignment is checkable."""
+    f = _frame(seed=seed)
+    rgb = np.zeros((*f.labels.shape, 3), np.uint8)
+    rgb[..., 0] = f.labels * 60
+    rgb[..., 1] = 255 - f.labels * 50
+    rgb[..., 2] = 100
+    return Frame(rgb, f.depth_m, f.labels, f.K)
+
+
+def _interior(labels: np.ndarray, r: int = 2) -> np.ndarray:
+    """Pixels whose (2r+1)^2 neighbourhood holds one label: the bilinear footprint of their
+    source point lies inside one label region, so their colour is that label's exactly."""
+    h, w = labels.shape
+    pad = np.pad(labels, r, constant_values=IGNORE)  # the frame's edge blends with the fill
+    same = np.ones(labels.shape, bool)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            same &= pad[dy : dy + h, dx : dx + w] == labels
+    return same
+
+
+def test_skew_moves_colour_depth_and_labels_alike():
+    f = _label_coloured_frame()
+    cfg = _cfg(skew=[0.05, 0.10])
+    rng = np.random.default_rng(4)
+    changed = 0
+    for _ in range(12):
+        out = augment_frame(f, cfg, rng, IGNORE)
+        changed += not np.array_equal(out.labels, f.labels)
+        # nearest for labels and depth: no new ids, no blended depths
+        assert set(np.unique(out.labels)) <= {0, 1, 2, 3, IGNORE}
+        assert set(np.unique(out.depth_m)) <= set(np.unique(f.depth_m)) | {0.0}
+        valid = out.labels != IGNORE
+        np.testing.assert_allclose(out.depth_m[valid], (1.0 + out.labels[valid]) * 1.5)
+        assert np.all(out.depth_m[~valid] == 0)
+        # bilinear colour agrees with the label wherever the labels are locally constant
+        inner = _interior(out.labels) & valid
+        assert inner.mean() > 0.25
+        np.testing.assert_allclose(out.rgb[..., 0][inner], out.labels[inner] * 60.0, atol=1e-3)
+        np.testing.assert_allclose(
+            out.rgb[..., 1][inner], 255.0 - out.labels[inner] * 50.0, atol=1e-3
+        )
+    assert changed == 12  # a shear of at least 0.05 moves the 8-pixel blocks
+
+
+def test_skew_draws_magnitude_sign_and_axis():
+    rng = np.random.default_rng(0)
+    assert np.array_equal(sample_skew(rng, None), np.eye(2))
+    seen = set()
+    for _ in range(40):
+        m = sample_skew(rng, [0.05, 0.10])
+        k, axis = (m[0, 1], 'x') if m[0, 1] != 0 else (m[1, 0], 'y')
+        assert 0.05 <= abs(k) <= 0.10 and m[0, 0] == m[1, 1] == 1.0
+        assert m[0, 1] == 0 or m[1, 0] == 0
+        seen.add((axis, k > 0))
+    assert len(seen) == 4
+
+
+def test_vignetting_darkens_colour_only_away_from_the_centre():
+    f = _frame()
+    geo = _cfg()
+    vig = dataclasses.replace(geo, vignetting=[8.0, 10.0])
+    a = augment_frame(f, geo, np.random.default_rng(6), IGNORE)
+    b = augment_frame(f, vig, np.random.default_rng(6), IGNORE)
+    np.testing.assert_array_equal(a.depth_m, b.depth_m)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(b.rgb[23:25, 31:33], a.rgb[23:25, 31:33], rtol=5e-3)  # centre
+    assert np.all(b.rgb <= a.rgb + 1e-4)
+    corners = b.rgb[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert np.all(corners <= 0.2 * a.rgb[[0, 0, -1, -1], [0, -1, 0, -1]] + 1e-4)
 
 
 def test_labels_stay_in_id_set_and_outside_is_ignore():

@@ -43,6 +43,64 @@ def test_ssma_recipe_is_staged():
     )
 
 
+def test_rfbnet_recipes_follow_their_paper():
+    """AdapNet++ base: SSMA's steps (150k/150k/100k/50k) with RFBNet's batches, the experts
+    frozen in the fine-tune stage (learning rate 0); ERFNetEnc base: lr 5e-4, weight decay
+    1e-4, 100k unimodal steps at batch 12, 25k multimodal at batch 9."""
+    cfg = load_config('rfbnet')
+    assert [(s.name, s.steps, s.batch_size) for s in cfg.stages] == [
+        ('expert_rgb', 150000, 7),
+        ('expert_depth', 150000, 7),
+        ('fusion', 100000, 6),
+        ('finetune', 50000, 12),
+    ]
+    assert cfg.stages[3].freeze == ['expert_rgb', 'expert_depth']
+    assert cfg.stage_optim(cfg.stages[3]).lr == 1e-5 and cfg.optim.weight_decay == 5e-4
+    assert all(i.strict for i in cfg.stages[2].init_from)
+    erf = load_config('rfbnet_erfnet')
+    assert [(s.name, s.steps, s.batch_size) for s in erf.stages] == [
+        ('unimodal_rgb', 100000, 12),
+        ('unimodal_depth', 100000, 12),
+        ('fusion', 25000, 9),
+    ]
+    assert erf.optim.name == 'adam' and erf.optim.lr == 5e-4 and erf.optim.weight_decay == 1e-4
+    assert erf.stage_backend(erf.stages[2]) == ('rfbnet', {'encoder': 'erfnet'})
+    assert [i.map for i in erf.stages[2].init_from] == [
+        {'encoder.': 'encoder_rgb.'},
+        {'encoder.': 'encoder_depth.'},
+    ]
+
+
+@pytest.mark.parametrize(
+    ('recipe', 'follows', 'aux_resize'),
+    [
+        ('adapnetpp', False, 'logits'),
+        ('ssma', False, 'logits'),
+        ('rfbnet', False, 'logits'),
+        ('rfbnet_erfnet', False, None),
+        ('nanet', False, 'logits'),
+        ('depth_gating', True, 'logits'),
+    ],
+)
+def test_paper_recipes_depth_scaling_and_aux_resize(recipe, follows, aux_resize):
+    """Only depth-aware gating divides depth by the zoom; the papers' auxiliary losses are on
+    logits upsampled to the labels; every paper recipe has a line for its ImageNet files."""
+    cfg = load_config(recipe)
+    assert cfg.augment.depth_follows_scale is follows
+    if aux_resize is not None:
+        assert cfg.loss.aux_resize == aux_resize
+    assert 'rgb' in cfg.model.encoder_weights
+
+
+def test_ssma_augmentation_has_skew_and_vignetting():
+    for recipe in ('adapnetpp', 'ssma'):
+        aug = load_config(recipe).augment
+        assert aug.skew == [0.05, 0.10] and aug.vignetting == [210.0, 300.0]
+        assert aug.rotation_deg == 13.0 and aug.scale == [0.5, 2.0]
+    with pytest.raises(ConfigError, match=r'augment\.skew'):
+        load_config('ssma', ['augment.skew=[0.2, 0.1]'])
+
+
 def test_overrides_and_round_trip(tmp_path):
     cfg = load_config(
         'tiny_cpu',
