@@ -151,6 +151,7 @@ class DepthAwareGating(nn.Module):
         for k, branch in enumerate(self.branches):
             term = branch(x) * probs[:, k : k + 1]
             out = term if out is None else out + term
+        assert out is not None  # at least one dilation
         return out
 
 
@@ -252,6 +253,8 @@ class DepthGatingNet(SegBackend):
     """Depth-aware gating with recurrent refinement (see the module docstring)."""
 
     needs_intrinsics = True  # sensor/hybrid bins are f/Z: the focal of each frame matters
+
+    config: DepthGatingConfig
 
     def __init__(self, num_classes: int, config: DepthGatingConfig) -> None:
         super().__init__()
@@ -392,6 +395,7 @@ class DepthGatingNet(SegBackend):
         """(metric depth [B,1,H,W] from the last step's log-depth head, bin index [B,H,W]) at
         input size; for diagnostics topics and depth-dropout fallbacks."""
         rgb_p, depth_p, h, w = self.pad_inputs(rgb, depth, K)
+        assert rgb_p is not None  # this backend reads rgb: pad_inputs refused None
         outs = self.forward_all(rgb_p, depth_p, K)
         size = outs.logits[-1].shape[-2:]
         d = torch.exp(F.interpolate(outs.log_depth[-1], size=size, mode='bilinear'))

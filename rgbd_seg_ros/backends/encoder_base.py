@@ -64,6 +64,7 @@ class Encoder(nn.Module):
     feature_info: list[FeatureInfo]
     output_stride: int
     in_channels: int
+    name: str  # the builder's name, set by encoders.build_encoder
 
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -85,6 +85,12 @@ class Bottleneck(nn.Module):
 class ResNet(Encoder):
     """ResNet v1 feature extractor; features: stem (stride 2), layer1..layer4."""
 
+    # registered by name (add_module) to keep torchvision's keys
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         block: str,
@@ -116,8 +122,8 @@ class ResNet(Encoder):
                 channels = width * block_cls.expansion
             self.add_module(f'layer{s + 1}', nn.Sequential(*blocks))
             self.feature_info.append(FeatureInfo(channels, strides[s], f'layer{s + 1}'))
-        if last_dropout > 0:
-            self.layer4[-1].dropout = nn.Dropout(last_dropout)
+        if last_dropout > 0:  # blocks: the units of layer4
+            blocks[-1].dropout = nn.Dropout(last_dropout)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
