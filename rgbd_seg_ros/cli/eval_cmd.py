@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print(format_table(results, meta.class_names))
     if args.json:
-        doc = {mode: {**m.as_dict(), 'class_acc': m.class_acc} for mode, m in results.items()}
+        doc: dict[str, object] = {
+            mode: {**m.as_dict(), 'class_acc': m.class_acc} for mode, m in results.items()
+        }
         doc['scales'] = scales
         with open(args.json, 'w', encoding='utf-8') as stream:
             json.dump(doc, stream, indent=2, default=lambda v: None)

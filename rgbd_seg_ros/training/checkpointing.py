@@ -21,6 +21,7 @@ import random
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,10 @@ def seed_all(seed: int) -> None:
 def rng_state() -> dict[str, Any]:
     """RNG states of python, numpy (legacy global) and torch (CPU and CUDA), as plain data."""
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's stubs type the default call as legacy=False: say legacy=True (the default) out loud
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # the global legacy generator is an MT19937
+    name, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         'python': [version, list(internal), gauss],
         'numpy': {
@@ -175,6 +179,11 @@ def load_partial(
     return {'loaded': loaded, 'missing': missing, 'skipped': skipped}
 
 
+def _rgb_triple(values: Sequence[float]) -> tuple[float, float, float]:
+    r, g, b = values
+    return r, g, b
+
+
 @dataclass(frozen=True)
 class CheckpointWriter:
     """Writes a run's project checkpoints: the weights with the run's classes, palette, input
@@ -192,11 +201,11 @@ class CheckpointWriter:
             backend=backend,
             config=config_to_dict(module.config),
             class_names=[n or f'class_{i}' for i, n in enumerate(self.dataset.class_names)],
-            palette=[tuple(int(v) for v in row) for row in self.dataset.palette],
+            palette=[(int(r), int(g), int(b)) for r, g, b in self.dataset.palette],
             ignore_index=int(self.dataset.ignore_index),
             input_spec=InputSpec(
-                tuple(d.rgb_mean),
-                tuple(d.rgb_std),
+                _rgb_triple(d.rgb_mean),
+                _rgb_triple(d.rgb_std),
                 d.depth_encoding,
                 dict(d.depth_params),
                 dict(d.resolution),

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from rgbd_seg_ros.errors import EmptySplitError
+from rgbd_seg_ros.modes import DepthEncoding
 from rgbd_seg_ros.training.augment import Frame, augment_frame, resize_frame
 from rgbd_seg_ros.training.config import AugmentConfig
 
@@ -34,7 +35,7 @@ class SegDataset(Dataset):
         root: str | Path,
         split: str,
         *,
-        depth_encoding: str,
+        depth_encoding: DepthEncoding,
         depth_params: dict[str, Any] | None = None,
         rgb_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         rgb_std: tuple[float, ...] = (0.229, 0.224, 0.225),
@@ -62,7 +63,7 @@ class SegDataset(Dataset):
         self.mean = np.asarray(rgb_mean, np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(rgb_std, np.float32) * 255.0)
         self.augment = augment if augment is not None and augment.enabled else None
-        self.out_hw = tuple(out_hw) if out_hw else None
+        self.out_hw = (out_hw[0], out_hw[1]) if out_hw else None
         self.seed = seed
 
     def __len__(self) -> int:
@@ -92,6 +93,7 @@ class SegDataset(Dataset):
 
         rgb = (frame.rgb.astype(np.float32) - self.mean) * self.inv_std
         depth = encode_depth_numpy(frame.depth_m, frame.K, self.depth_encoding, self.depth_params)
+        assert frame.labels is not None  # the split holds labelled frames only
         labels = frame.labels.astype(np.int64)
         labels[(labels >= self.num_classes) | (labels < 0)] = self.ignore_index
         return {
@@ -109,6 +111,7 @@ def class_frequencies(dataset: SegDataset) -> tuple[np.ndarray, np.ndarray]:
     image_pixels = np.zeros(k, np.int64)
     for record in dataset.records:
         labels = dataset.reader.load(record.frame_id).labels
+        assert labels is not None  # the split holds labelled frames only
         flat = labels.reshape(-1).astype(np.int64)
         hist = np.bincount(flat[flat < k], minlength=k)[:k]
         counts += hist

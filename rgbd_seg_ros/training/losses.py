@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_labels(labels: Tensor, size: tuple[int, ...]) -> Tensor:
     """Nearest-neighbour resize of integer labels [B,H,W] to ``size`` (pixel-centre aligned)."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
@@ -68,6 +68,8 @@ def ohem_cross_entropy(
 
 class SegLoss(nn.Module):
     """Main + auxiliary cross-entropy; returns (total, {name: value}) for logging."""
+
+    class_weights: Tensor | None  # a buffer, registered in __init__
 
     def __init__(
         self,

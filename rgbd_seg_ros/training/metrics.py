@@ -67,7 +67,7 @@ class SegMetrics:
     class_acc: list[float]  # per class; NaN where the class is absent from GT
     pixels: int
 
-    def as_dict(self, prefix: str = '') -> dict[str, float | list[float] | int]:
+    def as_dict(self, prefix: str = '') -> dict[str, float | list[float | None] | int]:
         return {
             f'{prefix}miou': self.miou,
             f'{prefix}pixel_acc': self.pixel_acc,
