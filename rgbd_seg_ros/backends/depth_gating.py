@@ -377,7 +377,7 @@ class DepthGatingNet(SegBackend):
             gates=tuple(o[3] for o in outs),
         )
 
-    def forward_padded(  # type: ignore[override]
+    def forward_padded(  # type: ignore[override]  # takes K third: needs_intrinsics
         self, rgb: Tensor, depth: Tensor | None, K: Tensor | None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         outs = self.forward_all(rgb, depth, K)
@@ -385,7 +385,7 @@ class DepthGatingNet(SegBackend):
         return outs.logits[-1], aux
 
     @property
-    def aux_weights(self) -> tuple[float, ...]:  # type: ignore[override]
+    def aux_weights(self) -> tuple[float, ...]:  # type: ignore[override]  # from the config
         return (self.config.ff_aux_weight,) + (self.config.loop_aux_weight,) * self.num_loops
 
     @torch.no_grad()

@@ -149,7 +149,7 @@ class SegLoss(nn.Module):
 def _unpack(output: object) -> tuple[Tensor, tuple[Tensor, ...], tuple[float, ...]]:
     if isinstance(output, Tensor):
         return output, (), ()
-    logits = output.logits  # type: ignore[attr-defined]
+    logits = output.logits  # type: ignore[attr-defined]  # a SegOutput-like training output
     aux = tuple(getattr(output, 'aux', ()) or ())
     weights = tuple(getattr(output, 'aux_weights', ()) or ())
     return logits, aux, weights
