@@ -124,7 +124,8 @@ class AdapNetppExpert(nn.Module):
             last_dropout=config.dropout,
         )
         info = self.encoder.feature_info
-        self.easpp = EASPP(
+        # a module slot: ssma_ann puts an APNB context head here
+        self.easpp: nn.Module = EASPP(
             info[-1].channels,
             config.easpp_channels,
             config.easpp_bottleneck,
@@ -172,6 +173,8 @@ class AdapNetppDecoder(nn.Module):
         if config.aux_loss:
             self.aux_os4 = ConvBNReLU(d, k, 1, relu=False)
             self.aux_os8 = ConvBNReLU(d, k, 1, relu=False)
+        self.att1: SkipAttention | None
+        self.att2: SkipAttention | None
         if skip_attention:
             self.att1 = SkipAttention(d, s, attention_activation, norm=config.pooled_norm)
             self.att2 = SkipAttention(d, s, attention_activation, norm=config.pooled_norm)
@@ -179,7 +182,9 @@ class AdapNetppDecoder(nn.Module):
             self.att1 = self.att2 = None
         init_weights(self)
         if not config.classifier_bn_relu:
-            nn.init.zeros_(self.classifier.bias)
+            bias = self.classifier.bias
+            assert isinstance(bias, Tensor)  # the plain 1x1 conv above has one
+            nn.init.zeros_(bias)
 
     def forward(
         self, latent: Tensor, skip_os8: Tensor, skip_os4: Tensor
@@ -204,6 +209,8 @@ class AdapNetppDecoder(nn.Module):
 )
 class AdapNetpp(SegBackend):
     """AdapNet++ unimodal segmentation network reading ``config.modality``."""
+
+    config: AdapNetppConfig
 
     def __init__(self, num_classes: int, config: AdapNetppConfig) -> None:
         super().__init__()

@@ -33,7 +33,7 @@ loss weights.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Protocol
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,6 +94,12 @@ def crop_aux(aux: Tensor, height: int, width: int, padded_height: int) -> Tensor
     return aux[..., : math.ceil(height / stride), : math.ceil(width / stride)]
 
 
+class BackendConfig(Protocol):
+    """What the base class reads of a backend's config dataclass."""
+
+    depth_channels: int
+
+
 class SegBackend(nn.Module):
     """Base class: input checks, padding to the stride and cropping back.
 
@@ -106,6 +112,7 @@ class SegBackend(nn.Module):
     """
 
     num_classes: int
+    config: BackendConfig
     output_stride: int
     pad_multiple: int
     aux_weights: tuple[float, ...] = ()
@@ -155,7 +162,7 @@ class SegBackend(nn.Module):
             if depth is None or depth.dim() != 4 or depth.shape[1] != want:
                 shape = None if depth is None else tuple(depth.shape)
                 raise ValueError(f'depth must be [B,{want},H,W], got {shape}')
-            if self.uses_rgb() and depth.shape[-2:] != rgb.shape[-2:]:
+            if self.uses_rgb() and rgb is not None and depth.shape[-2:] != rgb.shape[-2:]:
                 raise ValueError(
                     f'rgb {tuple(rgb.shape[-2:])} and depth {tuple(depth.shape[-2:])} sizes differ'
                 )
@@ -184,7 +191,8 @@ class SegBackend(nn.Module):
     ) -> Tensor | SegOutput:
         rgb_p, depth_p, h, w = self.pad_inputs(rgb, depth, K)
         if self.needs_intrinsics:
-            result = self.forward_padded(rgb_p, depth_p, K)
+            # such a subclass's forward_padded takes K third (class doc); the base's does not
+            result = self.forward_padded(rgb_p, depth_p, K)  # type: ignore[call-arg]
         else:
             result = self.forward_padded(rgb_p, depth_p)
         logits, aux = result[0], result[1]
@@ -237,6 +245,7 @@ def count_parameters(module: nn.Module, with_bn_stats: bool = False) -> int:
     if with_bn_stats:
         for m in module.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                assert m.running_var is not None  # BatchNorm tracks both or neither
                 total += m.running_mean.numel() + m.running_var.numel()
     return total
 

@@ -60,7 +60,7 @@ def conv3x3(
     stride: int = 1,
     dilation: int = 1,
     rates: tuple[int, int] | None = None,
-) -> nn.Module:
+) -> nn.Conv2d | MultiScaleConv2d:
     """A bias-free 3x3 conv with ``padding = dilation``; multiscale when ``rates`` is given."""
     if rates is not None:
         return MultiScaleConv2d(in_channels, out_channels, rates, stride=stride)

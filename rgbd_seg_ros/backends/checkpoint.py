@@ -38,7 +38,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import safetensors.torch
 import torch
@@ -170,7 +170,7 @@ class CheckpointMeta:
             self.input_spec = InputSpec.from_dict(self.input_spec)
         if not self.palette and isinstance(self.class_names, (list, tuple)):
             self.palette = [
-                tuple(int(c) for c in row) for row in default_palette(len(self.class_names))
+                (int(r), int(g), int(b)) for r, g, b in default_palette(len(self.class_names))
             ]
 
     @property
@@ -253,7 +253,7 @@ class CheckpointMeta:
                 f'palette must have one colour per class ({len(names)}), got '
                 f'{len(pal) if isinstance(pal, (list, tuple)) else pal!r}'
             )
-        rows = []
+        rows: list[tuple[int, int, int]] = []
         for row in pal:
             if (
                 not isinstance(row, (list, tuple))
@@ -261,7 +261,7 @@ class CheckpointMeta:
                 or not all(_is_int(c) and 0 <= c <= 255 for c in row)
             ):
                 raise ValueError(f'palette entries must be 3 integers in 0..255, got {row!r}')
-            rows.append(tuple(int(c) for c in row))
+            rows.append((int(row[0]), int(row[1]), int(row[2])))
         self.palette = rows
         if not _is_int(self.ignore_index):
             raise ValueError(f'ignore_index must be an integer, got {self.ignore_index!r}')
@@ -302,7 +302,7 @@ def _checked_class_ids(ids: Any, count: int, ignore_index: int) -> list[int]:
     return [] if list(ids) == list(range(count)) else [int(i) for i in ids]
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -338,7 +338,7 @@ def _meta_json(meta: CheckpointMeta) -> str:
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     flat = tensor.detach().contiguous().reshape(-1)
     try:
-        return memoryview(flat.view(torch.uint8).numpy())
+        return flat.view(torch.uint8).numpy().data
     except (RuntimeError, TypeError):
         return memoryview(flat.numpy().tobytes())
 
@@ -368,6 +368,7 @@ def _unwrap_model(model: nn.Module) -> nn.Module:
 
 def _cpu_state_dict(model_or_state_dict: Any) -> dict[str, torch.Tensor]:
     """Detached, contiguous CPU tensors, none sharing memory (safetensors refuses aliases)."""
+    state: Mapping[str, torch.Tensor]
     if isinstance(model_or_state_dict, nn.Module):
         state = _unwrap_model(model_or_state_dict).state_dict()
     elif isinstance(model_or_state_dict, Mapping):

@@ -34,7 +34,7 @@ def field_docs(config_cls: type) -> dict[str, str]:
             source = textwrap.dedent(inspect.getsource(klass))
         except (OSError, TypeError):
             continue
-        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]  # a class's source
         for stmt, after in itertools.pairwise(body):
             if (
                 isinstance(stmt, ast.AnnAssign)

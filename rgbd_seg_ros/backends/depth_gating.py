@@ -160,6 +160,7 @@ class DepthAwareGating(nn.Module):
         for k, branch in enumerate(self.branches):
             term = branch(x) * probs[:, k : k + 1]
             out = term if out is None else out + term
+        assert out is not None  # at least one dilation
         return out
 
 
@@ -262,6 +263,8 @@ class DepthGatingNet(SegBackend):
     """Depth-aware gating with recurrent refinement (see the module docstring)."""
 
     needs_intrinsics = True  # sensor/hybrid bins are f/Z: the focal of each frame matters
+
+    config: DepthGatingConfig
 
     def __init__(self, num_classes: int, config: DepthGatingConfig) -> None:
         super().__init__()
@@ -394,7 +397,7 @@ class DepthGatingNet(SegBackend):
             gates=tuple(o[4] for o in outs if o[4] is not None),
         )
 
-    def forward_padded(  # type: ignore[override]
+    def forward_padded(  # type: ignore[override]  # takes K third: needs_intrinsics
         self, rgb: Tensor, depth: Tensor | None, K: Tensor | None
     ) -> tuple[Tensor, tuple[Tensor, ...], DepthPredictions | None]:
         outs = self.forward_all(rgb, depth, K)
@@ -407,7 +410,7 @@ class DepthGatingNet(SegBackend):
         return outs.logits[-1], aux, predictions
 
     @property
-    def aux_weights(self) -> tuple[float, ...]:  # type: ignore[override]
+    def aux_weights(self) -> tuple[float, ...]:  # type: ignore[override]  # from the config
         return (self.config.ff_aux_weight,) + (self.config.loop_aux_weight,) * self.num_loops
 
     @torch.no_grad()
@@ -421,6 +424,7 @@ class DepthGatingNet(SegBackend):
         if not self.predicts_depth():
             raise ConfigError("gating_source='none' (the baseline) has no depth branch")
         rgb_p, depth_p, h, w = self.pad_inputs(rgb, depth, K)
+        assert rgb_p is not None  # this backend reads rgb: pad_inputs refused None
         outs = self.forward_all(rgb_p, depth_p, K)
         size = outs.logits[-1].shape[-2:]
         d = torch.exp(F.interpolate(outs.log_depth[-1], size=size, mode='bilinear'))

@@ -74,6 +74,7 @@ class Encoder(nn.Module):
     in_channels: int
     # The ImageNet weight files users have for this encoder, named in load errors.
     weight_files: ClassVar[str] = 'a state dict saved from this encoder'
+    name: str  # the builder's name, set by encoders.build_encoder
 
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -108,7 +109,7 @@ def resolve_multiscale(multiscale: object) -> tuple[tuple[tuple[int, int], ...],
                 f'unknown multiscale preset {multiscale!r}; valid: {sorted(MULTISCALE_PRESETS)}'
             )
         return MULTISCALE_PRESETS[multiscale]
-    stages = list(multiscale)  # type: ignore[call-overload]
+    stages = list(multiscale)  # type: ignore[call-overload]  # config value; list() checks it
     if len(stages) != 4:
         raise ConfigError(f'multiscale needs 4 per-stage lists (res2..res5), got {len(stages)}')
     out = []
@@ -165,7 +166,7 @@ def plan_stages(
             factor = dil[s] / dil16[s]
             for i, pair in enumerate(pairs):
                 scaled = tuple(max(1, round(r * factor)) for r in pair)
-                stage_rates[n - len(pairs) + i] = scaled  # type: ignore[assignment]
+                stage_rates[n - len(pairs) + i] = scaled  # type: ignore[assignment]  # a pair
         blocks = []
         for b in range(n):
             blocks.append(

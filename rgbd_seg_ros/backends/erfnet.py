@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +123,8 @@ class ERFNetEncoder(Encoder):
     @property
     def os8_units(self) -> list[NonBottleneck1D]:
         """The 1/8-resolution NB1D units (where RFBNet places its RFBs)."""
-        return list(self.layers[self.first_os8_unit :])
+        # cast: a ModuleList yields Modules; the units from first_os8_unit on are NB1D units
+        return cast(list[NonBottleneck1D], list(self.layers[self.first_os8_unit :]))
 
     def forward_to_os8(self, x: Tensor) -> list[Tensor]:
         """Features up to the third downsampler (1/2, 1/4, 1/8 before the 1/8 units)."""
@@ -176,6 +177,8 @@ class ERFNetEnc(SegBackend):
     The unimodal model RFBNet(ERFNetEnc) initialises its encoders from (keys ``encoder.*``).
     """
 
+    config: ERFNetEncConfig
+
     def __init__(self, num_classes: int, config: ERFNetEncConfig) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -197,8 +200,11 @@ class ERFNetEnc(SegBackend):
     def uses_depth(self) -> bool:
         return self.config.modality == 'depth'
 
-    def forward_padded(self, rgb: Tensor | None, depth: Tensor | None):
+    def forward_padded(
+        self, rgb: Tensor | None, depth: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
         x = rgb if self.config.modality == 'rgb' else depth
+        assert x is not None  # the modality read, refused as None by the base checks
         size = x.shape[-2:]
         if self.config.modality == 'depth' and self.config.depth_shrink:
             x = F.avg_pool2d(x, 2, 2)

@@ -112,21 +112,23 @@ class NANetConfig:
 class NANet(SegBackend):
     """Two ResNet streams with MNAM after each stage and DeepLab V3+ heads (module doc)."""
 
+    config: NANetConfig
+
     def __init__(self, num_classes: int, config: NANetConfig) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.config = config
         self.output_stride = config.output_stride
-        self.encoder_rgb = build_encoder(
-            config.encoder, output_stride=config.output_stride, in_channels=3
+        stride = config.output_stride
+        rgb_encoder = build_encoder(config.encoder, in_channels=3, output_stride=stride)
+        depth_encoder = build_encoder(
+            config.encoder, in_channels=config.depth_channels, output_stride=stride
         )
-        self.encoder_depth = build_encoder(
-            config.encoder, output_stride=config.output_stride, in_channels=config.depth_channels
-        )
-        if not isinstance(self.encoder_rgb, ResNet):
+        if not isinstance(rgb_encoder, ResNet) or not isinstance(depth_encoder, ResNet):
             raise ConfigError(
                 f'NANet needs a ResNet v1 encoder (resnet18..101), got {config.encoder}'
             )
+        self.encoder_rgb, self.encoder_depth = rgb_encoder, depth_encoder
         info = self.encoder_rgb.feature_info  # stem, layer1..layer4
         lite = config.variant == 'lite'
         self.mnams = nn.ModuleDict(
@@ -154,6 +156,7 @@ class NANet(SegBackend):
             self.head_depth = head()
         else:
             self.head = head()
+        self.aux_head: nn.Sequential | None
         if config.aux_weight > 0:
             self.aux_head = nn.Sequential(
                 nn.Conv2d(c_high, config.aux_channels, 3, padding=1, bias=False),
@@ -176,7 +179,7 @@ class NANet(SegBackend):
         return {'rgb': self.encoder_rgb, 'depth': self.encoder_depth}
 
     @staticmethod
-    def _stage(encoder: nn.Module, s: int, x: Tensor) -> Tensor:
+    def _stage(encoder: ResNet, s: int, x: Tensor) -> Tensor:
         if s == 0:
             return encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1(x))))
         return getattr(encoder, f'layer{s}')(x)
@@ -206,6 +209,7 @@ class NANet(SegBackend):
     def forward_padded(
         self, rgb: Tensor | None, depth: Tensor | None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        assert rgb is not None and depth is not None  # both read, checked by SegBackend
         outs = self.streams(rgb, depth)
         r, d, m = outs['rgb'], outs['depth'], outs['mnam']
         if self.config.head_mode == 'dual':

@@ -100,6 +100,7 @@ def _zero_conv(cin: int, cout: int, zero: bool = True) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, 1)
     if zero:
         nn.init.zeros_(conv.weight)
+        assert conv.bias is not None  # built with a bias above
         nn.init.zeros_(conv.bias)
     return conv
 

@@ -158,7 +158,7 @@ class PreActResNet(Encoder):
             self.feature_info.append(FeatureInfo(out, strides[s], f'res{s + 2}'))
         self.stages = nn.Sequential(*stages)
         if last_dropout > 0:
-            self.stages[-1].blocks[-1].dropout = nn.Dropout(last_dropout)
+            stages[-1].blocks[-1].dropout = nn.Dropout(last_dropout)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')

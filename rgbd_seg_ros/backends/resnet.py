@@ -90,6 +90,11 @@ class ResNet(Encoder):
         "torchvision's ResNet state dict of the same depth (resnet18/34/50/101 .pth, or the "
         'same tensors as .safetensors); timm ResNet v1 files use the same names'
     )
+    # registered by name (add_module) to keep torchvision's keys
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(
         self,
@@ -122,8 +127,8 @@ class ResNet(Encoder):
                 channels = width * block_cls.expansion
             self.add_module(f'layer{s + 1}', nn.Sequential(*blocks))
             self.feature_info.append(FeatureInfo(channels, strides[s], f'layer{s + 1}'))
-        if last_dropout > 0:
-            self.layer4[-1].dropout = nn.Dropout(last_dropout)
+        if last_dropout > 0:  # blocks: the units of layer4
+            blocks[-1].dropout = nn.Dropout(last_dropout)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')

@@ -72,9 +72,9 @@ def _gate_subnet(cin: int, mid: int) -> nn.Sequential:
 
 
 def _zero_bn_projection(cin: int, cout: int) -> nn.Sequential:
-    proj = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
-    nn.init.zeros_(proj[1].weight)
-    return proj
+    bn = nn.BatchNorm2d(cout)
+    nn.init.zeros_(bn.weight)
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), bn)
 
 
 class GatedFusionUnit(nn.Module):

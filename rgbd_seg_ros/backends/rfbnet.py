@@ -188,6 +188,8 @@ def _stages(encoder: nn.Module) -> tuple[Callable[[Tensor], Tensor], list[tuple[
 class RFBNet(SegBackend):
     """RGB-D network with an interaction stream of Residual Fusion Blocks (module doc)."""
 
+    config: RFBNetConfig
+
     def __init__(self, num_classes: int, config: RFBNetConfig) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -207,6 +209,7 @@ class RFBNet(SegBackend):
                 c_rd = block.interaction_channels
                 self.rfbs.append(block)
             width = self.encoder_rgb.feature_info[-1].channels
+            assert c_rd is not None  # ERFNet has 1/8 units, so at least one RFB
             self.merge = MultiSSMABlock([width, width, c_rd], width, config.merge_eta)
             self.classifier = nn.Conv2d(width, num_classes, 1)
             self.aux_weights = ()
@@ -237,11 +240,12 @@ class RFBNet(SegBackend):
             if not self.rfbs:
                 raise ConfigError('this encoder has no residual units at 1/8 for RFBs')
             c, sk = config.easpp_channels, config.skip_channels
+            assert c_rd is not None  # set by the RFBs, of which there is at least one
             self.ssma_latent = MultiSSMABlock([c, c, c_rd], c, config.merge_eta)
             self.ssma_skip8 = SSMABlock(sk, config.ssma_eta_skip, 3, True)
             self.ssma_skip4 = SSMABlock(sk, config.ssma_eta_skip, 3, True)
-            for block in (self.ssma_latent, self.ssma_skip8, self.ssma_skip4):
-                init_weights(block, bias=0.01)
+            for fusion in (self.ssma_latent, self.ssma_skip8, self.ssma_skip4):
+                init_weights(fusion, bias=0.01)
             self.decoder = AdapNetppDecoder(
                 num_classes,
                 config,
@@ -300,11 +304,11 @@ class RFBNet(SegBackend):
             zip(stages_r, stages_d, strict=True)
         ):
             for b, (ur, ud) in enumerate(zip(units_r, units_d, strict=True)):
-                block = lookup.get((s, b))
-                if block is None:
+                rfb = lookup.get((s, b))
+                if rfb is None:
                     x_r, x_d = ur(x_r), ud(x_d)
                 else:
-                    x_r, x_d, x_rd = block(ur, ud, x_r, x_d, x_rd)
+                    x_r, x_d, x_rd = rfb(ur, ud, x_r, x_d, x_rd)
             x_r, x_d = exit_r(x_r), exit_d(x_d)
             feats_r.append(x_r)
             feats_d.append(x_d)
@@ -319,6 +323,7 @@ class RFBNet(SegBackend):
     def forward_padded(
         self, rgb: Tensor | None, depth: Tensor | None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        assert rgb is not None and depth is not None  # both read, checked by SegBackend
         enc = self.encode(rgb, depth)
 
         def up(x: Tensor, like: Tensor) -> Tensor:

@@ -128,6 +128,8 @@ class SSMA(SegBackend):
 
     EXPERT_PREFIX = 'expert.'
 
+    config: SSMAConfig
+
     def __init__(self, num_classes: int, config: SSMAConfig) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -136,7 +138,8 @@ class SSMA(SegBackend):
         self.expert_rgb = AdapNetppExpert(3, config)
         self.expert_depth = AdapNetppExpert(config.depth_channels, config)
         c, s = config.easpp_channels, config.skip_channels
-        self.ssma_latent = SSMABlock(
+        # a module slot: ssma_ann puts a cross-modal AFNB here
+        self.ssma_latent: nn.Module = SSMABlock(
             c, config.ssma_eta_latent, config.ssma_latent_kernel, True, config.ssma_gating
         )
         self.ssma_skip8 = SSMABlock(

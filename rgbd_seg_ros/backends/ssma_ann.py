@@ -65,16 +65,18 @@ class SSMAANN(SSMA):
     def __init__(self, num_classes: int, config: SSMAANNConfig) -> None:
         super().__init__(num_classes, config)
         c = config.easpp_channels
-        kv = {
-            'key_channels': config.ann_key_channels,
-            'value_channels': config.ann_value_channels,
-            'zero_init': config.ann_zero_init,
-        }
+        keys, values = config.ann_key_channels, config.ann_value_channels
+        zero_init = config.ann_zero_init
         if config.context_head == 'apnb':
             for expert in (self.expert_rgb, self.expert_depth):
                 high = expert.encoder.feature_info[-1].channels
-                expert.easpp = ANNContextHead(high, c, **kv)
-                init_weights(expert.easpp.reduce)
+                head = ANNContextHead(
+                    high, c, key_channels=keys, value_channels=values, zero_init=zero_init
+                )
+                expert.easpp = head
+                init_weights(head.reduce)
         if config.latent_fusion == 'afnb':
-            self.ssma_latent = CrossModalAFNB(c, c, c, **kv)
+            self.ssma_latent = CrossModalAFNB(
+                c, c, c, key_channels=keys, value_channels=values, zero_init=zero_init
+            )
         set_bn_momentum(self, config.bn_momentum)

@@ -69,11 +69,10 @@ class TwoStreamAddConfig:
     """Loss weights of the (stride-8 head, stride-16 head)."""
 
     def __post_init__(self) -> None:
-        self.aux_weights = tuple(float(w) for w in self.aux_weights)
-        if len(self.aux_weights) != 2:
-            raise ConfigError(
-                f'aux_weights needs 2 values (stride 8, stride 16), got {self.aux_weights}'
-            )
+        weights = tuple(float(w) for w in self.aux_weights)
+        if len(weights) != 2:
+            raise ConfigError(f'aux_weights needs 2 values (stride 8, stride 16), got {weights}')
+        self.aux_weights = (weights[0], weights[1])
         if self.depth_channels < 1:
             raise ConfigError(f'depth_channels must be positive, got {self.depth_channels}')
         if self.output_stride not in (8, 16, 32):
@@ -125,6 +124,8 @@ class AddDecoderStage(nn.Module):
 class TwoStreamAdd(SegBackend):
     """Two encoders of one name, depth added into RGB after every stage, light decoder."""
 
+    config: TwoStreamAddConfig
+
     def __init__(self, num_classes: int, config: TwoStreamAddConfig) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -163,6 +164,7 @@ class TwoStreamAdd(SegBackend):
     def forward_padded(
         self, rgb: Tensor | None, depth: Tensor | None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        assert rgb is not None  # both inputs are read, checked by SegBackend
         x, y = rgb, self.depth_norm(depth)
         fused = []
         for index in range(NUM_STAGES):

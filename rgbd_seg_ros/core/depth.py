@@ -81,7 +81,7 @@ def _sanitised(depth_m: np.ndarray) -> np.ndarray:
 def encode_metric(depth_m: np.ndarray, max_depth_m: float = 10.0) -> np.ndarray:
     """Normalised metric depth, 1 x H x W float32 in [0, 1], invalid = 0."""
     d = _sanitised(depth_m)
-    out = np.minimum(d, np.float32(max_depth_m)) * np.float32(1.0 / max_depth_m)
+    out: np.ndarray = np.minimum(d, np.float32(max_depth_m)) * np.float32(1.0 / max_depth_m)
     return out[None].astype(np.float32, copy=False)
 
 
@@ -121,7 +121,8 @@ def jet_uint8(
 ) -> np.ndarray:
     """Jet-colourised depth as an H x W x 3 uint8 RGB image (for viewing and saving)."""
     colour = encode_jet(depth_m, min_depth_m, max_depth_m, per_image)
-    return np.rint(colour.transpose(1, 2, 0) * 255.0).astype(np.uint8)
+    rounded: np.ndarray = np.rint(colour.transpose(1, 2, 0) * 255.0)
+    return rounded.astype(np.uint8)
 
 
 def encode_depth_numpy(

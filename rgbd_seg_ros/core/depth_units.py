@@ -45,4 +45,5 @@ def depth_to_metres(depth: np.ndarray, scale: float | None = None) -> np.ndarray
 def valid_mask(depth_m: np.ndarray) -> np.ndarray:
     """Boolean mask of usable depth (finite and > 0)."""
     depth_m = np.asarray(depth_m)
-    return np.isfinite(depth_m) & (depth_m > 0)
+    mask: np.ndarray = np.isfinite(depth_m) & (depth_m > 0)
+    return mask

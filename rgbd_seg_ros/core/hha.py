@@ -68,7 +68,7 @@ INITIAL_UP = (0.0, -1.0, 0.0)  # optical frame: y points down in the image
 try:  # OpenCV's box filter is the fastest; the integral-image fallback gives the same sums.
     import cv2 as _cv2
 except ImportError:  # pragma: no cover - exercised by forcing _cv2 = None in the tests
-    _cv2 = None
+    _cv2 = None  # type: ignore[assignment]  # the numpy fallback; cv2's own types stay in use
 
 
 @dataclass
@@ -92,7 +92,10 @@ def _box_sum_numpy(image: np.ndarray, radius: int) -> np.ndarray:
     padded = np.zeros((h + 2 * radius + 1, w + 2 * radius + 1), dtype=image.dtype)
     padded[radius + 1 : radius + 1 + h, radius + 1 : radius + 1 + w] = image
     integral = padded.cumsum(axis=0).cumsum(axis=1)
-    return integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k]
+    sums: np.ndarray = (
+        integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k]
+    )
+    return sums
 
 
 def box_sum(image: np.ndarray, radius: int) -> np.ndarray:
@@ -211,7 +214,8 @@ def smallest_eigvec_sym3(A: np.ndarray, start: np.ndarray | None = None) -> np.n
     if start is None:
         start = B[:, int(np.argmax(np.sum(B * B, axis=0)))]
     v = B @ np.asarray(start, dtype=np.float64)
-    return v / (np.linalg.norm(v) + 1e-300)
+    unit: np.ndarray = v / (np.linalg.norm(v) + 1e-300)
+    return unit
 
 
 def estimate_up(
@@ -237,7 +241,8 @@ def estimate_up(
                 break
             new = smallest_eigvec_sym3(A, up)
             up = new * (1.0 if float(new @ up) >= 0 else -1.0)
-    return up / np.linalg.norm(up)
+    unit: np.ndarray = up / np.linalg.norm(up)
+    return unit
 
 
 def floor_level(height: np.ndarray, valid: np.ndarray, params: Mapping[str, Any]) -> float:
@@ -276,7 +281,9 @@ def _prepare(
     return depth, K.reshape(3, 3), p
 
 
-def _core(depth: np.ndarray, K: np.ndarray, p: Mapping[str, Any]):
+def _core(
+    depth: np.ndarray, K: np.ndarray, p: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
     """valid, normals (3xHxW), normal_ok, up, floor level, height along up (float32)."""
     valid = depth > 0
     x, y, z = backproject_zero(depth, K)
@@ -314,13 +321,13 @@ def _angle_deg(normals: np.ndarray, up: np.ndarray) -> np.ndarray:
     cos_a += normals[1] * u[1]
     cos_a += normals[2] * u[2]
     np.clip(cos_a, -1.0, 1.0, out=cos_a)
-    angle = np.arccos(cos_a, out=cos_a)
+    angle: np.ndarray = np.arccos(cos_a, out=cos_a)
     angle *= np.float32(180.0 / math.pi)
     return angle
 
 
 def _disparity(depth: np.ndarray, valid: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
-    disparity = np.maximum(depth, np.float32(p['min_depth_m']))
+    disparity: np.ndarray = np.maximum(depth, np.float32(p['min_depth_m']))
     np.divide(np.float32(p['disparity_scale']), disparity, out=disparity)
     disparity *= valid
     return disparity

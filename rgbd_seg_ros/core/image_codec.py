@@ -72,7 +72,9 @@ def _as_buffer(data: object) -> np.ndarray:
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 else data.reshape(-1)
     try:
-        return np.frombuffer(data, dtype=np.uint8)  # type: ignore[call-overload]
+        # `data` is whatever the message carried: frombuffer's TypeError is the buffer check.
+        flat: np.ndarray = np.frombuffer(data, dtype=np.uint8)  # type: ignore[call-overload]
+        return flat
     except TypeError as err:
         raise FrameError(f'image data is not a byte buffer ({type(data).__name__})') from err
 
@@ -117,7 +119,7 @@ def decode_image(
     if is_bigendian and item > 1:
         pixels = pixels.astype(pixels.dtype.newbyteorder('<'))
     if channels == 1:
-        image = pixels.reshape(height, width)
+        image: np.ndarray = pixels.reshape(height, width)
         if mono_as_rgb and item == 1:
             return np.repeat(image[:, :, None], 3, axis=2)
         return image
@@ -226,7 +228,8 @@ def decode_compressed_depth(fmt: str, data: object) -> np.ndarray:
         with np.errstate(divide='ignore', invalid='ignore'):
             depth = np.float32(depth_a) / (inv - np.float32(depth_b))
         depth[image == 0] = np.nan
-        return depth.astype(np.float32)
+        metres: np.ndarray = depth.astype(np.float32)
+        return metres
     return image
 
 

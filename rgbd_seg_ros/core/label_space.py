@@ -34,7 +34,8 @@ def to_outputs(labels: np.ndarray, lut: np.ndarray, fill: int) -> np.ndarray:
     """int64 output indices of a label image (ids out of 0..65535 become ``fill``)."""
     raw = np.asarray(labels)
     if raw.dtype in (np.uint8, np.uint16):
-        return lut[raw]
+        mapped: np.ndarray = lut[raw]
+        return mapped
     raw = raw.astype(np.int64)
     out = np.full(raw.shape, fill, np.int64)
     valid = (raw >= 0) & (raw <= MAX_LABEL_ID)

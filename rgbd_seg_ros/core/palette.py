@@ -102,6 +102,7 @@ def overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f'alpha must be in [0, 1], got {alpha}')
     a = round(alpha * 256)
+    out: np.ndarray
     if a == 0:
         out = rgb.copy()
     elif a == 256:

@@ -107,7 +107,7 @@ def scale_intrinsics(
     if min(h0, w0, h1, w1) <= 0:
         raise ValueError(f'sizes must be positive, got {from_size} -> {to_size}')
     sx, sy = w1 / w0, h1 / h0
-    out = K.copy()
+    out: np.ndarray = K.copy()
     out[0, 0] = K[0, 0] * sx
     out[0, 1] = K[0, 1] * sx
     out[0, 2] = (K[0, 2] + 0.5) * sx - 0.5

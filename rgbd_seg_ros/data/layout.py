@@ -133,7 +133,7 @@ class ClassInfo:
         color = tuple(int(c) for c in self.color)
         if len(color) != 3 or not all(0 <= c <= 255 for c in color):
             raise DatasetError(f'class {self.name!r}: colour must be 3 values in 0..255')
-        self.color = color  # type: ignore[assignment]
+        self.color = color
 
 
 @dataclass

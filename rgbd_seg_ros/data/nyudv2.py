@@ -108,10 +108,10 @@ def load_splits(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise DatasetError(f'{path} must hold trainNdxs and testNdxs')
         raw = {'train': data['trainNdxs'], 'test': data['testNdxs']}
     else:
-        data = _structured(path)
-        if not isinstance(data, dict) or 'train' not in data:
+        doc = _structured(path)
+        if not isinstance(doc, dict) or 'train' not in doc:
             raise DatasetError(f'{path} must be a mapping with train (and test) lists')
-        raw = {k: data.get(k, []) for k in ('train', 'val', 'test')}
+        raw = {k: doc.get(k, []) for k in ('train', 'val', 'test')}
     out = {}
     for split, values in raw.items():
         arr = np.asarray(values, np.float64).ravel()
@@ -136,10 +136,10 @@ def load_mapping(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
             raise DatasetError(f'{path} must hold mapClass (894 values)')
         values, names = data['mapClass'], data.get('className')
     else:
-        data = _structured(path)
-        if not isinstance(data, dict) or 'map' not in data:
+        doc = _structured(path)
+        if not isinstance(doc, dict) or 'map' not in doc:
             raise DatasetError(f'{path} must be a mapping with a "map" entry')
-        values, names = data['map'], data.get('names')
+        values, names = doc['map'], doc.get('names')
     lut = np.zeros(65536, np.int64)
     if isinstance(values, dict):
         for src, dst in values.items():
@@ -158,6 +158,11 @@ def load_mapping(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     if len(names) < count:
         raise DatasetError(f'{path}: {len(names)} names for {count} classes')
     return lut, names[:count]
+
+
+def _colour(row: np.ndarray) -> tuple[int, int, int]:
+    r, g, b = (int(c) for c in row)
+    return r, g, b
 
 
 def _palette(n: int) -> np.ndarray:
@@ -227,10 +232,7 @@ def import_nyudv2(
             lut = np.arange(65536, dtype=np.int64)
             lut[0] = 65535
             pal = _palette(len(names) + 1)
-            classes = [
-                ClassInfo(i + 1, n_, tuple(int(c) for c in pal[i + 1]))
-                for i, n_ in enumerate(names)
-            ]
+            classes = [ClassInfo(i + 1, n_, _colour(pal[i + 1])) for i, n_ in enumerate(names)]
             ignore, dtype = 65535, np.uint16
         else:
             map_lut, names = load_mapping(
@@ -238,9 +240,7 @@ def import_nyudv2(
             )
             lut = np.where(map_lut > 0, map_lut - 1, 255)
             pal = _palette(len(names))
-            classes = [
-                ClassInfo(i, n_, tuple(int(c) for c in pal[i])) for i, n_ in enumerate(names)
-            ]
+            classes = [ClassInfo(i, n_, _colour(pal[i])) for i, n_ in enumerate(names)]
             ignore, dtype = 255, np.uint8
         split_of: dict[int, str] = {}
         for split, idx in split_table.items():

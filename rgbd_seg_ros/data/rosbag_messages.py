@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
@@ -185,7 +185,7 @@ class RecordingWriter:
         storage: str = 'mcap',
         typestore: Stores | Typestore | str = ROS2_JAZZY,
         *,
-        version: int = 9,
+        version: Literal[8, 9] = 9,
     ) -> None:
         if storage not in STORAGES:
             raise DatasetError(f'storage must be one of {STORAGES}, got {storage!r}')

@@ -53,7 +53,7 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or any(v < 0 for v in values) or sum(values) <= 0:
         raise ConfigError(f'split ratios must be three non-negative numbers, got {text!r}')
     total = sum(values)
-    return values[0] / total, values[1] / total, values[2] / total  # type: ignore[return-value]
+    return values[0] / total, values[1] / total, values[2] / total
 
 
 SPLIT_NAMES = ('train', 'val', 'test')

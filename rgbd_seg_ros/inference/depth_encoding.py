@@ -97,10 +97,13 @@ def _smallest_eigvec(A: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
             B = B / (B.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None] + 1e-300)
         B = B @ B
     v = (B @ start[:, :, None])[..., 0]
-    return v / (v.norm(dim=-1, keepdim=True) + 1e-300)
+    norm: torch.Tensor = v.norm(dim=-1, keepdim=True)
+    return v / (norm + 1e-300)
 
 
-def _normals(x, y, z, valid, radius):
+def _normals(
+    x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, valid: torch.Tensor, radius: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mirror of core.hha.surface_normals, batched: [B,H,W] float64 coords -> [B,3,H,W] f32."""
     f64 = torch.float64
     stack = torch.stack([valid.to(f64), x, y, z, x * x, x * y, x * z, y * y, y * z, z * z], dim=1)
@@ -133,6 +136,7 @@ def _normals(x, y, z, valid, radius):
         vx, vy, vz = nx * scale, ny * scale, nz * scale
         if step == 0:
             first_gain = big
+    assert first_gain is not None  # set by the loop's first step
     v0 = torch.sqrt(mx * mx + my * my + mz * mz)
     ok = valid & (n >= MIN_NORMAL_POINTS)
     ok = ok & ((1.0 / first_gain) > DEGENERATE_REL * trace * trace * v0)
@@ -162,7 +166,8 @@ def _estimate_up(normals: torch.Tensor, ok: torch.Tensor, stride: int) -> torch.
             new = _smallest_eigvec(A, up)
             sign = torch.where((new * up).sum(-1, keepdim=True) >= 0, 1.0, -1.0)
             up = torch.where(active[:, None], new * sign, up)
-    return up / up.norm(dim=-1, keepdim=True)
+    norm: torch.Tensor = up.norm(dim=-1, keepdim=True)
+    return up / norm
 
 
 def _gravity_up(gravity: Any, bsz: int, device: torch.device) -> torch.Tensor:
@@ -170,7 +175,8 @@ def _gravity_up(gravity: Any, bsz: int, device: torch.device) -> torch.Tensor:
     g = g.expand(bsz, 3) if g.shape[0] == 1 else g
     if g.shape[0] != bsz:
         raise FrameError(f'gravity has {g.shape[0]} rows for a batch of {bsz}')
-    return -g / g.norm(dim=-1, keepdim=True)
+    norm: torch.Tensor = g.norm(dim=-1, keepdim=True)
+    return -g / norm
 
 
 def _floor_level(height: torch.Tensor, valid: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
@@ -251,7 +257,7 @@ def encode_depth_torch(
     depth = sanitise_depth(_as_batch(depth_m))
     bsz = depth.shape[0]
     if encoding == 'metric':
-        scale = 1.0 / p['max_depth_m']
+        scale: float = 1.0 / p['max_depth_m']
         return depth.clamp(max=p['max_depth_m']) * scale
     if encoding == 'jet':
         valid = depth > 0

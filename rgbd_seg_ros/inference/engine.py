@@ -129,7 +129,8 @@ class Engine:
             None if is_identity(ids) else torch.tensor(ids, dtype=torch.int32, device=device)
         )
         if device.type == 'cuda':
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads leave it out.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # Depth-aware gating bins on f/Z: such a backend gets the K of the network input.
         self._needs_K = needs_intrinsics(self.model)
         self.runtime = runtime
@@ -293,9 +294,11 @@ class Engine:
             x_rgb = x_rgb.contiguous(memory_format=torch.channels_last)
             x_depth = x_depth.contiguous(memory_format=torch.channels_last)
         if self.precision == 'fp32':
-            return self.model(x_rgb, x_depth, *K).float()
+            logits: torch.Tensor = self.model(x_rgb, x_depth, *K)
+            return logits.float()
         with torch.autocast(self.device.type, dtype=TORCH_DTYPES[self.precision]):
-            return self.model(x_rgb, x_depth, *K).float()
+            logits = self.model(x_rgb, x_depth, *K)
+            return logits.float()
 
     def _to_camera(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Nearest-neighbour resize of a per-pixel map (labels stay valid ids, no blending)."""
@@ -330,6 +333,7 @@ class Engine:
         if wanted & {'confidence', 'points'}:
             conf = self._to_camera(reduced.confidence(), height, width)
         if 'confidence' in wanted:
+            assert conf is not None
             result.confidence = conf.cpu().numpy()
             emit('confidence', result.confidence)
         # Palette row of each pixel, shared by the colour image and the cloud's rgb field.
@@ -339,6 +343,7 @@ class Engine:
             else None
         )
         if wanted & {'color', 'overlay'}:
+            assert index is not None
             colour = self._palette.index_select(0, index.view(-1)).view(*labels.shape, 3)
             if 'color' in wanted:
                 result.color = colour.cpu().numpy()
@@ -347,6 +352,7 @@ class Engine:
                 result.overlay = self._overlay(rgb_t, colour, alpha)
                 emit('overlay', result.overlay)
         if 'points' in wanted:
+            assert index is not None and conf is not None
             start = time.perf_counter()
             result.points = self._cloud(labels, index, conf, depth_m, K_t, cloud)
             result.timings_ms['cloud'] = (time.perf_counter() - start) * 1e3

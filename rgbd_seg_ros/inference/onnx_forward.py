@@ -14,11 +14,15 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from rgbd_seg_ros.errors import ConfigError
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 
 class OnnxForward:
@@ -33,7 +37,7 @@ class OnnxForward:
         self._model = model
         self._depth_channels = depth_channels
         self._workdir = tempfile.TemporaryDirectory(prefix='rgbd_seg_onnx_')
-        self._sessions: dict[tuple[int, int], tuple[object, list[str]]] = {}
+        self._sessions: dict[tuple[int, int], tuple[InferenceSession, list[str]]] = {}
 
     def __call__(
         self, rgb: torch.Tensor, depth: torch.Tensor, K: torch.Tensor | None = None
@@ -41,14 +45,15 @@ class OnnxForward:
         height, width = rgb.shape[-2:]
         session, names = self._sessions.get((height, width)) or self._build(height, width)
         feeds = {'rgb': rgb, 'depth': depth, 'K': K}
-        if any(feeds[name] is None for name in names):
-            raise ValueError(f'the exported graph reads {names}; got None for one of them')
-        inputs = {
-            name: np.ascontiguousarray(feeds[name].numpy(), dtype=np.float32) for name in names
-        }
+        inputs = {}
+        for name in names:
+            tensor = feeds[name]
+            if tensor is None:
+                raise ValueError(f'the exported graph reads {names}; got None for one of them')
+            inputs[name] = np.ascontiguousarray(tensor.numpy(), dtype=np.float32)
         return torch.from_numpy(session.run(['logits'], inputs)[0])
 
-    def _build(self, height: int, width: int) -> tuple[object, list[str]]:
+    def _build(self, height: int, width: int) -> tuple[InferenceSession, list[str]]:
         path = Path(self._workdir.name) / f'model_{height}x{width}.onnx'
         entry = export_session(self._model, path, height, width, self._depth_channels)
         self._sessions[(height, width)] = entry
@@ -62,7 +67,7 @@ def export_session(
     width: int,
     depth_channels: int,
     providers: Sequence[str] = ('CPUExecutionProvider',),
-) -> tuple[object, list[str]]:
+) -> tuple[InferenceSession, list[str]]:
     """Export ``model`` at ``height`` x ``width`` to ``path`` and open an ONNX Runtime session.
 
     Returns the session and the input names it reads (the exporter drops unused inputs).

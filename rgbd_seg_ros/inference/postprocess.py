@@ -63,7 +63,7 @@ class RayCache:
     """
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
+        self._key: tuple[tuple[float, ...], int, int, int, torch.device] | None = None
         self._rays: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def rays(

@@ -30,7 +30,8 @@ def cdr_stamp_ns(data: bytes) -> int:
         raise ValueError(f'not a CDR message with a header ({len(data)} bytes)')
     order = '<' if data[1] == 1 else '>'
     sec, nanosec = struct.unpack_from(order + 'iI', data, 4)
-    return sec * 1_000_000_000 + nanosec
+    stamp: int = sec * 1_000_000_000 + nanosec
+    return stamp
 
 
 def restamp_cdr(data: bytes, stamp_ns: int) -> bytes:

@@ -43,7 +43,7 @@ class NodeProcess:
     """A node running as a subprocess, its combined output in ``log_path``."""
 
     name: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     log_path: Path
 
     @classmethod

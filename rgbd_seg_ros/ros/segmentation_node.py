@@ -9,6 +9,7 @@ hot-swap invisible to any single frame.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -156,7 +157,7 @@ class SegmentationNode(Node):
             self.create_subscription(
                 msg_type,
                 INPUT_TOPICS[topic],
-                lambda data, s=stream, t=msg_type: self._on_input(s, t, data),
+                functools.partial(self._on_input, stream, msg_type),
                 qos,
                 callback_group=group,
                 raw=True,

@@ -29,7 +29,7 @@ def _splice(template: bytes, tail: int, payload: np.ndarray) -> bytes:
     if template[head : head + 4] != _EMPTY_LENGTH:  # pragma: no cover - layout changed upstream
         raise RuntimeError('unexpected CDR layout: the empty data sequence is not where expected')
     order = '<' if template[1] == 1 else '>'
-    data = memoryview(np.ascontiguousarray(payload).reshape(-1).view(np.uint8))
+    data = np.ascontiguousarray(payload).reshape(-1).view(np.uint8).data
     return b''.join(
         (
             template[:head],

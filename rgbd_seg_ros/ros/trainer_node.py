@@ -28,6 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
@@ -89,8 +90,8 @@ class TrainerNode(Node):
         self.create_service(Trigger, '~/cancel', self._on_cancel, callback_group=group)
         self._progress_pub = self.create_publisher(String, '~/progress', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._set_client: Any = None
-        self._get_client: Any = None
+        self._set_client: Client | None = None
+        self._get_client: Client | None = None
         self._client_group = ReentrantCallbackGroup()
         self.create_timer(0.2, self._poll, callback_group=group)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=group)
@@ -134,7 +135,9 @@ class TrainerNode(Node):
         return res
 
     def _job_spec(self) -> dict[str, Any]:
-        get = lambda name: self.get_parameter(name).value  # noqa: E731
+        def get(name: str) -> Any:
+            return self.get_parameter(name).value
+
         recordings = [r for r in get('recordings') if r]
         if not recordings:
             raise ValueError('parameter recordings is empty')

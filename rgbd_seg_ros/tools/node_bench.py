@@ -9,6 +9,7 @@ JSON. Run ``python -m rgbd_seg_ros.tools.node_bench --help`` (``rgbd-seg bench -
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -170,17 +171,16 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         peer.create_subscription(
             types.get(name, Image),
             f'/segmentation/{name}',
-            lambda data, n=name: on_output(n, data),
+            functools.partial(on_output, name),
             qos,
             raw=True,
         )
     diagnostics: list[dict[str, str]] = []
-    peer.create_subscription(
-        DiagnosticArray,
-        '/diagnostics',
-        lambda m: diagnostics.append({kv.key: kv.value for kv in m.status[0].values}),
-        10,
-    )
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        diagnostics.append({kv.key: kv.value for kv in msg.status[0].values})
+
+    peer.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
     frames = synthetic_frames(width, height, 8)
     schedule = [frames[i % len(frames)] for i in range(int(args.seconds * args.rate))]
     for i, frame in enumerate(schedule):

@@ -160,6 +160,7 @@ def bench_nonlocal(
     x = torch.randn(1, channels, height, width, device=dev)
     rows = []
     for name in blocks:
+        module: nn.Module
         if name == 'NB':
             module = NonLocalBlock(channels, key_channels, key_channels)
         elif name == 'APNB':

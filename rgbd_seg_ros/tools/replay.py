@@ -9,6 +9,7 @@ recording costs no deserialisation.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 import time
@@ -120,7 +121,9 @@ class OutputRecorder:
         from rosbags.typesys import Stores, get_typestore
 
         self._store = get_typestore(Stores.ROS2_JAZZY)
-        self._writer = Writer(Path(path), version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer: Writer | None = Writer(
+            Path(path), version=9, storage_plugin=StoragePlugin.MCAP
+        )
         self._writer.open()
         self._lock = threading.Lock()
         self._connections: dict[str, Any] = {}
@@ -141,7 +144,7 @@ class OutputRecorder:
             node.create_subscription(
                 message_class(msgtype),
                 topic,
-                lambda data, t=topic: self._on_message(t, data),
+                functools.partial(self._on_message, topic),
                 latched_qos if topic in latched else qos,
                 raw=True,
             )

@@ -19,6 +19,7 @@ import functools
 import random
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,10 @@ def seed_all(seed: int) -> None:
 def rng_state() -> dict[str, Any]:
     """RNG states of python, numpy (legacy global) and torch (CPU and CUDA), as plain data."""
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's stubs type the default call as legacy=False: say legacy=True (the default) out loud
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # the global legacy generator is an MT19937
+    name, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         'python': [version, list(internal), gauss],
         'numpy': {
@@ -166,6 +170,11 @@ def load_partial(
     return {'loaded': loaded, 'missing': missing, 'skipped': skipped}
 
 
+def _rgb_triple(values: Sequence[float]) -> tuple[float, float, float]:
+    r, g, b = values
+    return r, g, b
+
+
 @dataclass(frozen=True)
 class CheckpointWriter:
     """Writes a run's project checkpoints: the weights with the run's classes, palette, input
@@ -184,12 +193,12 @@ class CheckpointWriter:
             backend=backend,
             config=config_to_dict(module.config),
             class_names=[c.name or f'class_{c.id}' for c in classes],
-            palette=[tuple(int(v) for v in c.color) for c in classes],
+            palette=[(int(c.color[0]), int(c.color[1]), int(c.color[2])) for c in classes],
             class_ids=[c.id for c in classes],
             ignore_index=int(self.dataset.ignore_index),
             input_spec=InputSpec(
-                tuple(d.rgb_mean),
-                tuple(d.rgb_std),
+                _rgb_triple(d.rgb_mean),
+                _rgb_triple(d.rgb_std),
                 d.depth_encoding,
                 dict(d.depth_params),
                 dict(d.resolution),

@@ -295,7 +295,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return None
         raise ConfigError(f'{where}: a value is required')
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f'{where}: expected a mapping, got {value!r}')
         return from_dict(tp, value, where)

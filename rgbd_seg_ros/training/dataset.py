@@ -36,6 +36,7 @@ from rgbd_seg_ros.core.label_space import output_lut, target_ignore, to_outputs
 from rgbd_seg_ros.core.parent_death import die_with_parent
 from rgbd_seg_ros.data.layout import META_FILE
 from rgbd_seg_ros.errors import DatasetError, EmptySplitError
+from rgbd_seg_ros.modes import DepthEncoding
 from rgbd_seg_ros.training.augment import Frame, augment_frame, resize_frame
 from rgbd_seg_ros.training.config import AugmentConfig
 
@@ -48,7 +49,7 @@ class SegDataset(Dataset):
         root: str | Path,
         split: str,
         *,
-        depth_encoding: str,
+        depth_encoding: DepthEncoding,
         depth_params: dict[str, Any] | None = None,
         rgb_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         rgb_std: tuple[float, ...] = (0.229, 0.224, 0.225),
@@ -90,7 +91,7 @@ class SegDataset(Dataset):
         self.mean = np.asarray(rgb_mean, np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(rgb_std, np.float32) * 255.0)
         self.augment = augment if augment is not None and augment.enabled else None
-        self.out_hw = tuple(out_hw) if out_hw else None
+        self.out_hw = (out_hw[0], out_hw[1]) if out_hw else None
         self.seed = seed
         self.depth_targets = depth_targets
 
@@ -125,6 +126,7 @@ class SegDataset(Dataset):
 
         rgb = (frame.rgb.astype(np.float32) - self.mean) * self.inv_std
         depth = encode_depth_numpy(frame.depth_m, frame.K, self.depth_encoding, self.depth_params)
+        assert frame.labels is not None  # the split holds labelled frames only
         labels = self.outputs_of(frame.labels)
         K = frame.K.astype(np.float64, copy=True)
         K[:2, :2] /= frame.depth_zoom  # the zoom is in the depth values already
@@ -149,6 +151,7 @@ def class_frequencies(dataset: SegDataset) -> tuple[np.ndarray, np.ndarray]:
     image_pixels = np.zeros(k, np.int64)
     for record in dataset.records:
         labels = dataset.reader.load(record.frame_id).labels
+        assert labels is not None  # the split holds labelled frames only
         flat = dataset.outputs_of(labels).reshape(-1)
         hist = np.bincount(flat[(flat >= 0) & (flat < k)], minlength=k)[:k]
         counts += hist

@@ -11,7 +11,7 @@ With a fixed network resolution the inputs are first resized to it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +77,7 @@ def predict_logits(
                 return logits
             prob = logits.softmax(dim=1)
             total = prob if total is None else total + prob
+    assert total is not None  # at least one scale
     return total
 
 
@@ -96,7 +97,8 @@ def evaluate(
     progress: bool = False,
 ) -> SegMetrics:
     """Metrics of ``model`` (its eval mode is set and restored) on ``dataset``."""
-    module = model.module if hasattr(model, 'module') else model
+    inner = getattr(model, 'module', None)  # DataParallel / DistributedDataParallel
+    module = inner if isinstance(inner, nn.Module) else model
     was_training = module.training
     module.eval()
     n = len(dataset) if max_frames is None else min(max_frames, len(dataset))
@@ -111,7 +113,7 @@ def evaluate(
         generator=torch.Generator(),
     )  # leaves the global RNG alone
     cm = ConfusionMatrix(dataset.num_classes, dataset.target_ignore, ctx.device)
-    iterator = loader
+    iterator: Iterable[dict[str, torch.Tensor]] = loader
     if progress and ctx.is_main:
         from tqdm import tqdm
 
@@ -125,7 +127,7 @@ def evaluate(
                 module,
                 rgb,
                 depth,
-                tuple(labels.shape[-2:]),
+                (labels.shape[-2], labels.shape[-1]),
                 scales,
                 flip,
                 fixed_hw,

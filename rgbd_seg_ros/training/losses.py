@@ -35,7 +35,7 @@ class DepthTargets(NamedTuple):
     focal: Tensor  # [B] focal length (pixels) that goes with these depths: bins are on f/Z
 
 
-def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_labels(labels: Tensor, size: tuple[int, ...]) -> Tensor:
     """Nearest-neighbour resize of integer labels [B,H,W] to ``size`` (pixel-centre aligned)."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
@@ -86,6 +86,8 @@ def ohem_cross_entropy(
 
 class SegLoss(nn.Module):
     """Main + auxiliary cross-entropy; returns (total, {name: value}) for logging."""
+
+    class_weights: Tensor | None  # a buffer, registered in __init__
 
     def __init__(
         self,
@@ -204,7 +206,7 @@ class SegLoss(nn.Module):
 def _unpack(output: object) -> tuple[Tensor, tuple[Tensor, ...], tuple[float, ...]]:
     if isinstance(output, Tensor):
         return output, (), ()
-    logits = output.logits  # type: ignore[attr-defined]
+    logits = output.logits  # type: ignore[attr-defined]  # a SegOutput-like training output
     aux = tuple(getattr(output, 'aux', ()) or ())
     weights = tuple(getattr(output, 'aux_weights', ()) or ())
     return logits, aux, weights

@@ -72,9 +72,11 @@ def initialise(
     reports: list[tuple[str, int | str, int]] = []
     if stage.init_from:
         for init in stage.init_from:
-            path = (
-                Path(init.checkpoint) if init.checkpoint else out_dir / init.stage / ck.LAST_FILE
-            )
+            if init.checkpoint:
+                path = Path(init.checkpoint)
+            else:
+                assert init.stage is not None  # TrainConfig.validate: one of stage, checkpoint
+                path = out_dir / init.stage / ck.LAST_FILE
             state = ck.remap_state(weights_file(path), init.map)
             report = ck.load_partial(model, state, strict=False)
             if not report['loaded']:

@@ -91,11 +91,11 @@ def build_optimizer(
         raise ValueError('no trainable parameters (everything frozen or lr 0)')
     if cfg.name == 'sgd':
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    kwargs = {'lr': cfg.lr, 'betas': tuple(cfg.betas), 'eps': cfg.eps}
+    beta1, beta2 = cfg.betas
     if cfg.name == 'adam':
-        return torch.optim.Adam(groups, **kwargs)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=(beta1, beta2), eps=cfg.eps)
     if cfg.name == 'adamw':
-        return torch.optim.AdamW(groups, **kwargs)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(beta1, beta2), eps=cfg.eps)
     raise ValueError(f'unknown optimiser {cfg.name!r}')
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
 from rgbd_seg_ros.data.layout import DatasetMeta
 from rgbd_seg_ros.errors import ConfigError, EmptySplitError
+from rgbd_seg_ros.modes import DepthEncoding
 from rgbd_seg_ros.training import distributed as dd
 from rgbd_seg_ros.training.config import TrainConfig
 from rgbd_seg_ros.training.dataset import (
@@ -21,6 +22,16 @@ from rgbd_seg_ros.training.dataset import (
     class_frequencies,
     median_frequency_weights,
 )
+
+
+class _SplitOptions(TypedDict):
+    """What the training and the validation split are opened with alike."""
+
+    depth_encoding: DepthEncoding
+    depth_params: dict[str, Any]
+    rgb_mean: tuple[float, ...]
+    rgb_std: tuple[float, ...]
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ def load_run_data(
     if not c.data.root:
         raise ConfigError('data.root: the dataset folder is required')
     fixed_hw = fixed_input_size(c.data.resolution)
-    common: dict[str, Any] = {
+    common: _SplitOptions = {
         'depth_encoding': c.data.depth_encoding,
         'depth_params': c.data.depth_params,
         'rgb_mean': tuple(c.data.rgb_mean),

@@ -41,7 +41,8 @@ def build_stage_parts(run: RunContext, plan: StagePlan) -> StageParts:
         raise ConfigError(f'stage {plan.name}: freeze {plan.freeze} matched no parameter')
     module.to(dist.device)
     if run.channels_last:
-        module.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overloads leave it out.
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = build_optimizer(
         module, plan.optim, encoder_prefixes(module, c.model.encoder_prefixes)
     )

@@ -148,7 +148,8 @@ def final_multiscale(run: RunContext, path: Path) -> dict[str, Any]:
         return {k: v for k, v in meta.metrics.items() if k.startswith(('val_msflip_', 'msflip_'))}
     model, _ = build_from_checkpoint(path, device=run.dist.device)
     if run.channels_last:
-        model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overloads leave it out.
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ev = run.config.eval
     ms = evaluate(
         model,

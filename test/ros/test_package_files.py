@@ -144,6 +144,7 @@ def test_wheel_contains_share_files_and_ament_marker(tmp_path):
     )
     wheel = next(tmp_path.glob('rgbd_seg_ros-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
+    assert 'rgbd_seg_ros/py.typed' in names  # the package ships its type hints
     data = [n.split('.data/data/', 1)[1] for n in names if '.data/data/' in n]
     assert 'share/ament_index/resource_index/packages/rgbd_seg_ros' in data
     for folder in ('launch', 'config', 'rviz', 'models'):

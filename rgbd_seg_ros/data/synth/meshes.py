@@ -36,13 +36,13 @@ for _axis in range(3):
         _n = np.zeros(3)
         _n[_axis] = _sign
         _a, _b = [(i) for i in range(3) if i != _axis]
-        _corners = []
+        _corner_list = []
         for _ua, _ub in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
             _c = np.zeros(3)
             _c[_axis] = _sign
             _c[_a], _c[_b] = _ua, _ub
-            _corners.append(_c)
-        _corners = np.array(_corners) * 0.5
+            _corner_list.append(_c)
+        _corners = np.array(_corner_list) * 0.5
         # make the winding counter-clockwise around the outward normal
         if np.dot(np.cross(_corners[1] - _corners[0], _corners[2] - _corners[0]), _n) < 0:
             _corners = _corners[::-1]
@@ -90,7 +90,9 @@ class MeshBuilder:
         rot = _rot_z(yaw)
         size = np.asarray(size, np.float64)
         center = np.asarray(center, np.float64)
-        verts, norms, tris = [], [], []
+        verts: list[np.ndarray] = []
+        norms: list[np.ndarray] = []
+        tris: list[np.ndarray] = []
         for n, corners in _BOX_FACES:
             if skip_bottom and n[2] < 0:
                 continue

@@ -51,9 +51,10 @@ class Renderer:
         self.nthreads = int(nthreads)
         mesh = scene.mesh
         self._rs = o3d.t.geometry.RaycastingScene(nthreads=self.nthreads)
-        self._rs.add_triangles(
-            o3d.core.Tensor(mesh.vertices), o3d.core.Tensor(mesh.triangles.astype(np.uint32))
-        )
+        # open3d's stubs drop the defaults of Tensor(ndarray, dtype=None, device=None)
+        vertices = o3d.core.Tensor(mesh.vertices)  # type: ignore[call-overload]
+        triangles = o3d.core.Tensor(mesh.triangles.astype(np.uint32))  # type: ignore[call-overload]
+        self._rs.add_triangles(vertices, triangles)
         tex = scene.atlas.shape[1]
         if tex & (tex - 1):
             raise ValueError('texture size must be a power of two')
@@ -95,7 +96,10 @@ class Renderer:
         rays[:, :3] = origin
         rays[:, 3:] = d
         occ = self._rs.test_occlusions(
-            self._o3d.core.Tensor(rays), tnear=0.0, tfar=1.0, nthreads=self.nthreads
+            self._o3d.core.Tensor(rays),  # type: ignore[call-overload]  # as in __init__
+            tnear=0.0,
+            tfar=1.0,
+            nthreads=self.nthreads,
         )
         return occ.numpy().astype(bool)
 
@@ -105,7 +109,10 @@ class Renderer:
         rays[:, 0], rays[:, 1], rays[:, 2] = px, py, pz
         rays[:, 3], rays[:, 4], rays[:, 5] = light[0] - px, light[1] - py, light[2] - pz
         occ = self._rs.test_occlusions(
-            self._o3d.core.Tensor(rays), tnear=0.0, tfar=0.999, nthreads=self.nthreads
+            self._o3d.core.Tensor(rays),  # type: ignore[call-overload]  # as in __init__
+            tnear=0.0,
+            tfar=0.999,
+            nthreads=self.nthreads,
         )
         return occ.numpy().astype(bool)
 
@@ -121,11 +128,13 @@ class Renderer:
         res = {
             k: v.numpy()
             for k, v in self._rs.cast_rays(
-                self._o3d.core.Tensor(rays), nthreads=self.nthreads
+                self._o3d.core.Tensor(rays),  # type: ignore[call-overload]  # as in __init__
+                nthreads=self.nthreads,
             ).items()
         }
         t_all = res['t_hit'].reshape(-1)
         hit = np.isfinite(t_all)
+        idx: slice | np.ndarray
         if hit.all():
             idx = slice(None)
             count = H * W

@@ -63,6 +63,7 @@ def _walk_back(dist: np.ndarray, goal: tuple[int, int]) -> list[tuple[int, int]]
                 and (best is None or dr == 0 or dc == 0)
             ):
                 best = (rr, cc)
+        assert best is not None  # a BFS distance > 0 has a neighbour one step closer
         r, c = best
         path.append(best)
     return path[::-1]
@@ -76,7 +77,9 @@ def plan_path(scene: Scene, rng: np.random.Generator, length: float) -> np.ndarr
     free = None
     for clearance in (1.1, 0.9, 0.75, CAMERA_CLEARANCE, 0.4, 0.3):
         cand = scene.clearance >= clearance
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), 8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(
+            cand.astype(np.uint8), connectivity=8
+        )
         if n > 1 and (
             stats[1:, cv2.CC_STAT_AREA].max() * res * res >= need or clearance <= CAMERA_CLEARANCE
         ):

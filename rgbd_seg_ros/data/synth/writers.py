@@ -233,6 +233,7 @@ def synthesize(
                     if preview is not None and done % every == 0 and len(shown) < preview_frames:
                         shown.append(f)
                     if need_dataset:
+                        assert writer is not None  # need_dataset says so
                         K = f.K
                         record = FrameRecord(
                             frame_id=fid,
