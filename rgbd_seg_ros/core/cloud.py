@@ -1,8 +1,9 @@
 """Byte layout of the semantic point cloud (PointCloud2 fields), built without Python loops.
 
 Layout per point (24 bytes, little-endian): x, y, z float32; rgb float32 packed the PCL way;
-label uint16 (+2 bytes padding); confidence float32. RViz colours by ``rgb`` or ``label``,
-mapping stacks read ``label``/``confidence``.
+label uint32; confidence float32. RViz colours by ``rgb`` or ``label``, mapping stacks read
+``label``/``confidence``. ``label`` is UINT32 because PCL's ``PointXYZRGBL`` holds a
+``uint32_t`` label and ``pcl::fromROSMsg`` only fills a field whose datatype matches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ CLOUD_FIELDS: tuple[tuple[str, int, str, int], ...] = (
     ('y', 4, '<f4', 7),
     ('z', 8, '<f4', 7),
     ('rgb', 12, '<f4', 7),
-    ('label', 16, '<u2', 4),
+    ('label', 16, '<u4', 6),
     ('confidence', 20, '<f4', 7),
 )
 POINT_STEP = 24

@@ -13,7 +13,7 @@ One function per rule:
   float metres), compressed_depth_image_transport payloads or a 16-bit PNG, as uint16 mm or
   float32 m HxW; :func:`decode_depth_mm` adds the dataset's conversion to millimetres;
 * :func:`decode_labels`: raw class-id encodings (:data:`LABEL_ENCODINGS`) or a lossless PNG;
-* :func:`camera_intrinsics`: the pinhole model of a ``CameraInfo``.
+* :func:`camera_intrinsics`: the pinhole model of a ``CameraInfo`` (P for rectified images).
 
 Checks that must happen before a compressed payload is decoded (its declared size, say) go in
 :func:`_decode_compressed`, the only place compressed payloads are decoded.
@@ -73,7 +73,8 @@ class CompressedFields(Protocol):
 
 
 class CameraInfoFields(Protocol):
-    """The size fields of ``sensor_msgs/CameraInfo``; the matrix is ``k`` (ROS 2) or ``K``."""
+    """The size fields of ``sensor_msgs/CameraInfo``; the matrices are ``k``/``p`` (ROS 2) or
+    ``K``/``P`` (ROS 1)."""
 
     @property
     def width(self) -> int: ...
@@ -86,7 +87,11 @@ AnyImage = ImageFields | CompressedFields
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """A usable pinhole model: K (3x3 float64, a private copy) for a width x height image."""
+    """A usable pinhole model: K (3x3 float64, a private copy) for a width x height image.
+
+    K is the matrix that back-projects the image: P's left 3x3 when the camera_info has a
+    projection, its K otherwise (see :func:`camera_intrinsics`).
+    """
 
     K: np.ndarray
     width: int
@@ -167,35 +172,52 @@ def decode_labels(msg: AnyImage) -> np.ndarray:
     return labels
 
 
-def _camera_matrix_field(msg: object) -> object:
-    # ROS 2 spells the matrix ``k``; ROS 1 recordings (read with rosbags) spell it ``K``.
-    for name in ('k', 'K'):
-        value = getattr(msg, name, None)
+def _matrix_field(msg: object, names: tuple[str, ...]) -> object | None:
+    # ROS 2 spells the matrices ``k``/``p``; ROS 1 recordings (read with rosbags) ``K``/``P``.
+    for name in names:
+        value: object | None = getattr(msg, name, None)
         if value is not None:
             return value
-    raise FrameError('camera_info has no camera matrix (k)')
+    return None
+
+
+def _read_matrix(msg: object, names: tuple[str, ...], shape: tuple[int, int]) -> np.ndarray:
+    value = _matrix_field(msg, names)
+    if value is None:
+        if names[0] == 'k':
+            raise FrameError('camera_info has no camera matrix (k)')
+        return np.zeros(shape)
+    return np.array(value, dtype=np.float64).reshape(shape)
 
 
 def camera_intrinsics(msg: CameraInfoFields) -> Intrinsics:
     """The intrinsics of a ``CameraInfo``, or FrameError when it cannot describe an image.
 
-    Usable means: K holds nine finite numbers, both focal lengths are positive (zero is how
-    an uncalibrated driver says "unknown") and the image size is not zero. The model is K, the
-    matrix of the image as the driver publishes it; should rectified input need the
-    projection P instead, that is decided here and nowhere else.
+    The model is the projection P when P is set, K when P is all zero. The node's inputs are
+    rectified images, and a rectified image is the image P projects to (sensor_msgs/CameraInfo,
+    image_geometry and depth_image_proc all back-project it with P); K describes the raw image
+    and can differ from P by several percent. P's translation column (a stereo baseline) is not
+    part of the model: a depth image registered to this camera is in this camera's frame.
+
+    Usable means: K and P hold finite numbers (a NaN anywhere means a broken calibration, and
+    the node would republish it), the model's focal lengths are positive (zero is how an
+    uncalibrated driver says "unknown") and the image size is not zero.
     """
     try:
-        K = np.array(_camera_matrix_field(msg), dtype=np.float64).reshape(3, 3)
+        K = _read_matrix(msg, ('k', 'K'), (3, 3))
+        P = _read_matrix(msg, ('p', 'P'), (3, 4))
         width, height = int(msg.width), int(msg.height)
     except (TypeError, ValueError) as err:
         raise FrameError(f'camera_info is malformed: {err}') from err
-    if not np.isfinite(K).all():
-        raise FrameError('camera_info K holds NaN or infinite values')
-    if not (K[0, 0] > 0 and K[1, 1] > 0):
+    for name, matrix in (('K', K), ('P', P)):
+        if not np.isfinite(matrix).all():
+            raise FrameError(f'camera_info {name} holds NaN or infinite values')
+    source, model = ('P', P[:, :3].copy()) if P.any() else ('K', K)
+    if not (model[0, 0] > 0 and model[1, 1] > 0):
         raise FrameError(
-            f'camera_info has no calibration (focal lengths {K[0, 0]:g}, {K[1, 1]:g}; '
-            'both must be positive)'
+            f'camera_info has no calibration ({source} focal lengths {model[0, 0]:g}, '
+            f'{model[1, 1]:g}; both must be positive)'
         )
     if width <= 0 or height <= 0:
         raise FrameError(f'camera_info has no image size ({width}x{height})')
-    return Intrinsics(K, width, height)
+    return Intrinsics(model, width, height)

@@ -114,3 +114,21 @@ def scale_intrinsics(
     out[1, 1] = K[1, 1] * sy
     out[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
     return out
+
+
+def scale_camera_matrix(
+    M: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
+) -> np.ndarray:
+    """K (3x3) or P (3x4) of an image resized from ``from_size`` to ``to_size`` (height, width).
+
+    The same pixel-centre rule as :func:`scale_intrinsics`, written as the image-plane map
+    ``S`` applied on the left, so P's translation column (a stereo baseline times fx) scales
+    with the focal lengths. No validity check: a published camera_info may carry a zero K.
+    """
+    (h0, w0), (h1, w1) = from_size, to_size
+    if min(h0, w0, h1, w1) <= 0:
+        raise ValueError(f'sizes must be positive, got {from_size} -> {to_size}')
+    sx, sy = w1 / w0, h1 / h0
+    S = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    out: np.ndarray = S @ np.asarray(M, dtype=np.float64)
+    return out

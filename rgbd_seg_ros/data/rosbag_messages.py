@@ -145,13 +145,17 @@ def make_camera_info(
     frame_id: str = 'camera',
     D: np.ndarray | None = None,
     distortion_model: str = 'plumb_bob',
+    P: np.ndarray | None = None,
 ) -> Any:
-    """sensor_msgs/CameraInfo for a pinhole camera with matrix ``K`` (3x3)."""
+    """sensor_msgs/CameraInfo for a pinhole camera with matrix ``K`` (3x3); P is [K|0] unless
+    given (3x4, the rectified image's projection)."""
     ts = typestore_of(store)
     K = np.asarray(K, np.float64).reshape(3, 3)
     d = np.zeros(5, np.float64) if D is None else np.asarray(D, np.float64).ravel()
-    P = np.zeros((3, 4), np.float64)
-    P[:, :3] = K
+    if P is None:
+        P = np.zeros((3, 4), np.float64)
+        P[:, :3] = K
+    P = np.asarray(P, np.float64).reshape(3, 4)
     cls = ts.types[CAMERA_INFO]
     roi = ts.types['sensor_msgs/msg/RegionOfInterest'](
         x_offset=0, y_offset=0, height=0, width=0, do_rectify=False

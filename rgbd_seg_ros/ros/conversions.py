@@ -16,6 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from rgbd_seg_ros.core.cloud import CLOUD_FIELDS, POINT_STEP
+from rgbd_seg_ros.core.projection import scale_camera_matrix
 from rgbd_seg_ros.errors import FrameError
 
 
@@ -72,20 +73,29 @@ def image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:
     return msg
 
 
-def camera_info_msg(
-    source: CameraInfo, K: np.ndarray, width: int, height: int, header: Header
-) -> CameraInfo:
-    """camera_info matching an output image (same model, intrinsics scaled to its size)."""
+def camera_info_msg(source: CameraInfo, width: int, height: int, header: Header) -> CameraInfo:
+    """The input camera_info as it applies to an output image of ``width`` x ``height``.
+
+    Everything is the camera's own (distortion, R, binning, ROI); K and P are scaled to the
+    output size, so a consumer back-projecting the labels with P (image_geometry,
+    depth_image_proc) gets the model the cloud was built with.
+    """
     msg = CameraInfo()
     msg.header = header
     msg.width, msg.height = int(width), int(height)
     msg.distortion_model = source.distortion_model
     msg.d = list(source.d)
-    msg.k = [float(v) for v in K.reshape(-1)]
     msg.r = list(source.r)
-    P = np.zeros((3, 4))
-    P[:3, :3] = K
-    msg.p = [float(v) for v in P.reshape(-1)]
+    msg.binning_x, msg.binning_y = source.binning_x, source.binning_y
+    msg.roi = source.roi
+    sizes = (int(source.height), int(source.width)), (int(height), int(width))
+    if sizes[0] == sizes[1]:
+        msg.k, msg.p = list(source.k), list(source.p)
+        return msg
+    k = scale_camera_matrix(np.asarray(source.k).reshape(3, 3), *sizes)
+    p = scale_camera_matrix(np.asarray(source.p).reshape(3, 4), *sizes)
+    msg.k = [float(v) for v in k.reshape(-1)]
+    msg.p = [float(v) for v in p.reshape(-1)]
     return msg
 
 

@@ -158,9 +158,7 @@ class SegmentWorker:
             self._skip('no_valid_depth', 'depth image has no valid pixel (all 0, NaN or inf)')
             return
         self._models.frame_seen(*arrays.rgb.shape[:2])
-        publisher = _OutputPublisher(
-            self._sink, self._clock_ns, wanted, colour.header, info, arrays.K
-        )
+        publisher = _OutputPublisher(self._sink, self._clock_ns, wanted, colour.header, info)
         decoded = self._clock_ns()
         prediction = engine.predict(
             arrays.rgb,
@@ -197,14 +195,12 @@ class _OutputPublisher:
         wanted: set[str],
         header: Any,
         info: Any,
-        K: np.ndarray,
     ) -> None:
         self._sink = sink
         self._clock_ns = clock_ns
         self._wanted = wanted
         self._header = header
         self._info = info
-        self._K = K
         self._info_sent = False
         self.labels_at: int | None = None  # clock ns when the labels were published
 
@@ -233,7 +229,7 @@ class _OutputPublisher:
         height, width = shape[:2]
         self._sink.publish(
             'camera_info',
-            conversions.camera_info_msg(self._info, self._K, width, height, self._header),
+            conversions.camera_info_msg(self._info, width, height, self._header),
         )
         self._info_sent = True
 

@@ -36,9 +36,20 @@ def test_frame_arrays_decode_a_triple():
 
 
 def _break_info(info, entry: int, value: float):
+    """The same entry broken in K and in P's left 3x3 (the model is P when P is set)."""
     k = np.asarray(info.k, np.float64).copy()
     k[entry] = value
     info.k = k
+    p = np.asarray(info.p, np.float64).reshape(3, 4).copy()
+    p[entry // 3, entry % 3] = value
+    info.p = p.reshape(-1)
+    return info
+
+
+def _break_p(info, entry: int, value: float):
+    p = np.asarray(info.p, np.float64).copy()
+    p[entry] = value
+    info.p = p
     return info
 
 
@@ -50,8 +61,22 @@ def _break_info(info, entry: int, value: float):
         lambda info: _break_info(info, 2, float('inf')),  # cx infinite
         lambda info: _break_info(info, 0, 0.0),  # uncalibrated
         lambda info: setattr(info, 'width', 0) or info,
+        lambda info: _break_p(info, 5, float('nan')),  # P's fy NaN, K fine
+        lambda info: _break_p(info, 0, -1.0),  # P's fx negative, K fine
+        lambda info: _break_info(info, 4, -5.0),  # fy negative in both
+        lambda info: _break_p(info, 3, float('inf')),  # P's Tx infinite
     ],
-    ids=['nan_fx', 'nan_fy', 'inf_cx', 'zero_fx', 'zero_width'],
+    ids=[
+        'nan_fx',
+        'nan_fy',
+        'inf_cx',
+        'zero_fx',
+        'zero_width',
+        'nan_p_fy',
+        'negative_p_fx',
+        'negative_fy',
+        'inf_p_tx',
+    ],
 )
 def test_unusable_camera_info_is_a_bad_camera_info_skip(breaker):
     rgb, depth, info = frame_triple(5)
@@ -71,3 +96,60 @@ def test_bad_colour_and_depth_encodings_name_their_input():
     with pytest.raises(frame_input.InputError, match='depth') as caught:
         frame_input.frame_arrays(rgb, depth, info, tolerance=0.01)
     assert caught.value.reason == 'bad_depth'
+
+
+def _rectified_info(stamp_ns: int = 5):
+    """A triple's camera_info with a rectification that moved P 3 % away from K."""
+    rgb, depth, info = frame_triple(stamp_ns, width=64, height=48)
+    P = np.array([[52.7, 0.0, 33.1, 0.0], [0.0, 52.6, 22.9, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    info.p = P.reshape(-1)
+    info.d = [0.1, -0.05, 0.001, 0.0, 0.0]
+    info.binning_x = 2
+    info.roi.x_offset, info.roi.width = 3, 40
+    return rgb, depth, info, P
+
+
+def test_frame_arrays_back_project_with_p():
+    rgb, depth, info, P = _rectified_info()
+    arrays = frame_input.frame_arrays(rgb, depth, info, tolerance=0.01)
+    np.testing.assert_array_equal(arrays.K, P[:, :3])
+
+
+def test_published_camera_info_is_the_inputs_at_the_same_size():
+    _rgb, _depth, info, P = _rectified_info()
+    header = frame_triple(9)[0].header
+    out = conversions.camera_info_msg(info, 64, 48, header)
+    assert out.header.stamp == header.stamp and (out.width, out.height) == (64, 48)
+    np.testing.assert_array_equal(np.asarray(out.p).reshape(3, 4), P)  # not [K|0]
+    np.testing.assert_array_equal(out.k, info.k)
+    np.testing.assert_array_equal(out.d, info.d)
+    np.testing.assert_array_equal(out.r, info.r)
+    assert out.distortion_model == info.distortion_model
+    assert (out.binning_x, out.roi.x_offset, out.roi.width) == (2, 3, 40)
+
+
+def test_published_camera_info_is_scaled_to_a_smaller_label_image():
+    info = _rectified_info()[2]
+    out = conversions.camera_info_msg(info, 32, 24, info.header)
+    p = np.asarray(out.p).reshape(3, 4)
+    # Half size, pixel centres kept: f/2 and (c + 0.5) / 2 - 0.5.
+    np.testing.assert_allclose(p[0], [52.7 / 2, 0.0, (33.1 + 0.5) / 2 - 0.5, 0.0])
+    np.testing.assert_allclose(p[1], [0.0, 52.6 / 2, (22.9 + 0.5) / 2 - 0.5, 0.0])
+    k = np.asarray(out.k).reshape(3, 3)
+    K = np.asarray(info.k).reshape(3, 3)
+    np.testing.assert_allclose(k[0, 0], K[0, 0] / 2)
+    np.testing.assert_allclose(k[1, 2], (K[1, 2] + 0.5) / 2 - 0.5)
+
+
+def test_cloud_label_field_is_uint32():
+    from sensor_msgs.msg import PointField
+
+    from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
+
+    records = np.zeros(4, CLOUD_DTYPE)
+    records['label'] = [0, 1, 70000, 2**32 - 1]
+    msg = conversions.cloud_msg(records, frame_triple(1)[0].header)
+    label = next(f for f in msg.fields if f.name == 'label')
+    assert (label.datatype, label.count, label.offset) == (PointField.UINT32, 1, 16)
+    back = np.frombuffer(bytes(msg.data), '<u4').reshape(4, 6)[:, 4]  # byte 16 of 24
+    np.testing.assert_array_equal(back, records['label'])

@@ -46,10 +46,12 @@ class RclpyKind:
         msg.format, msg.data = fmt, data
         return self._roundtrip(msg)
 
-    def camera_info(self, k, width, height):
+    def camera_info(self, k, width, height, p=None):
         msg = self._types[2]()
         msg.width, msg.height = width, height
         msg.k = [float(v) for v in np.asarray(k).reshape(-1)]
+        if p is not None:
+            msg.p = [float(v) for v in np.asarray(p).reshape(-1)]
         return self._roundtrip(msg)
 
 
@@ -81,8 +83,10 @@ class RosbagsKind:
         msg.format, msg.data = fmt, np.frombuffer(data, np.uint8)
         return self._roundtrip(msg)
 
-    def camera_info(self, k, width, height):
-        return self._roundtrip(rm.make_camera_info(self.store, k, width, height, 1))
+    def camera_info(self, k, width, height, p=None):
+        if p is None:
+            p = np.zeros((3, 4))  # as an uncalibrated-for-rectification driver leaves it
+        return self._roundtrip(rm.make_camera_info(self.store, k, width, height, 1, P=p))
 
 
 @pytest.fixture(params=['rclpy', 'rosbags-jazzy', 'rosbags-noetic'])
@@ -273,3 +277,51 @@ def test_intrinsics_refuse_unusable_matrices(kind, entry, value, match):
 def test_intrinsics_refuse_a_zero_size(kind, width, height):
     with pytest.raises(FrameError, match='no image size'):
         messages.camera_intrinsics(kind.camera_info(K, width, height))
+
+
+# Rectified images are projected by P: a calibration whose K and P differ by 3 %.
+P_RECT = np.array([[31.0, 0.0, 16.2, 0.0], [0.0, 31.9, 11.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+
+
+def test_intrinsics_use_p_when_it_is_set(kind):
+    intrinsics = messages.camera_intrinsics(kind.camera_info(K, W, H, p=P_RECT))
+    assert (intrinsics.K[0, 0], intrinsics.K[1, 1]) == (31.0, 31.9)  # fx=P[0], fy=P[5]
+    assert (intrinsics.K[0, 2], intrinsics.K[1, 2]) == (16.2, 11.0)  # cx=P[2], cy=P[6]
+    np.testing.assert_array_equal(intrinsics.K, P_RECT[:, :3])
+
+
+def test_intrinsics_ignore_a_stereo_baseline_in_p(kind):
+    right = P_RECT.copy()
+    right[0, 3] = -31.0 * 0.05  # Tx = -fx * baseline
+    np.testing.assert_array_equal(
+        messages.camera_intrinsics(kind.camera_info(K, W, H, p=right)).K, P_RECT[:, :3]
+    )
+
+
+def test_intrinsics_use_k_when_p_is_all_zero(kind):
+    intrinsics = messages.camera_intrinsics(kind.camera_info(K, W, H, p=np.zeros((3, 4))))
+    np.testing.assert_array_equal(intrinsics.K, K)
+
+
+@pytest.mark.parametrize(
+    ('entry', 'value', 'match'),
+    [
+        ((0, 0), np.nan, 'P holds NaN or infinite'),
+        ((1, 2), np.inf, 'P holds NaN or infinite'),
+        ((0, 3), np.nan, 'P holds NaN or infinite'),
+        ((0, 0), 0.0, 'no calibration .P focal'),
+        ((1, 1), -31.9, 'no calibration .P focal'),
+    ],
+)
+def test_intrinsics_refuse_an_unusable_projection(kind, entry, value, match):
+    bad = P_RECT.copy()
+    bad[entry] = value
+    with pytest.raises(FrameError, match=match):
+        messages.camera_intrinsics(kind.camera_info(K, W, H, p=bad))
+
+
+def test_intrinsics_refuse_a_nan_k_even_when_p_is_used(kind):
+    bad = K.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(FrameError, match='K holds NaN'):
+        messages.camera_intrinsics(kind.camera_info(bad, W, H, p=P_RECT))
