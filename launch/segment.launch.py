@@ -45,7 +45,7 @@ def _node(context, *_):
         if topic:
             remappings.append((node_topic, topic))
     overrides = {'use_sim_time': arg('use_sim_time').lower() == 'true'}
-    for name in ('checkpoint', 'device'):
+    for name in ('checkpoint', 'device', 'image_transport'):
         if arg(name):
             overrides[name] = arg(name)
     return [
@@ -80,6 +80,11 @@ def generate_launch_description() -> LaunchDescription:
                 'device',
                 default_value='',
                 description='auto, cpu, cuda or cuda:N (empty: params file)',
+            ),
+            DeclareLaunchArgument(
+                'image_transport',
+                default_value='',
+                description='raw or compressed (<rgb_topic>/compressed); empty: params file',
             ),
             DeclareLaunchArgument('namespace', default_value='', description='node namespace'),
             DeclareLaunchArgument(

@@ -81,3 +81,8 @@ __all__ = [
     'SpecResolution',
     'as_choice',
 ]
+
+# How the node's colour input arrives (its ``image_transport`` parameter): image_transport's
+# transport names; 'compressed' is read from ``<colour topic>/compressed``.
+ColourTransport = Literal['raw', 'compressed']
+COLOUR_TRANSPORTS: tuple[ColourTransport, ...] = get_args(ColourTransport)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rgbd_seg_ros.modes import PRECISIONS, RESOLUTION_POLICIES, RUNTIMES
+from rgbd_seg_ros.modes import COLOUR_TRANSPORTS, PRECISIONS, RESOLUTION_POLICIES, RUNTIMES
 
 _DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 
@@ -36,17 +36,41 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
-def _in_range(low: float, high: float, low_open: bool = False) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
+@dataclass(frozen=True)
+class FloatRange:
+    """A check for a real number in [low, high] (``(low, high]`` when ``low_open``).
+
+    A value object rather than a closure so the bounds can also go into the parameter's
+    descriptor (FloatingPointRange), where ``ros2 param describe`` shows them.
+    """
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def __call__(self, value: Any) -> str | None:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value):
             return 'must be a finite number'
-        if value < low or value > high or (low_open and value == low):
-            bracket = '(' if low_open else '['
-            return f'must be in {bracket}{low}, {high}]'
+        if value < self.low or value > self.high or (self.low_open and value == self.low):
+            bracket = '(' if self.low_open else '['
+            return f'must be in {bracket}{self.low}, {self.high}]'
         return None
 
-    return check
+
+@dataclass(frozen=True)
+class IntAtLeast:
+    """A check for an integer >= low; its bound goes into the descriptor (IntegerRange)."""
+
+    low: int
+
+    def __call__(self, value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= self.low
+        return None if ok else f'must be an integer >= {self.low}'
+
+
+def _in_range(low: float, high: float, low_open: bool = False) -> FloatRange:
+    return FloatRange(low, high, low_open)
 
 
 def _device(value: Any) -> str | None:
@@ -57,12 +81,8 @@ def _device(value: Any) -> str | None:
     )
 
 
-def _int_at_least(low: int) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-        return None if ok else f'must be an integer >= {low}'
-
-    return check
+def _int_at_least(low: int) -> IntAtLeast:
+    return IntAtLeast(low)
 
 
 def _is_bool(value: Any) -> str | None:
@@ -194,18 +214,11 @@ PARAMS: tuple[ParamSpec, ...] = (
         _in_range(0.0, 1.0),
     ),
     ParamSpec(
-        'qos.input_reliability',
-        'best_effort',
-        'Reliability of the input subscriptions '
-        '(best_effort matches camera drivers; reliable matches rosbag replay).',
-        _one_of('reliable', 'best_effort'),
-        read_only=True,
-    ),
-    ParamSpec(
-        'qos.output_reliability',
-        'reliable',
-        'Reliability of the output publishers.',
-        _one_of('reliable', 'best_effort'),
+        'image_transport',
+        'raw',
+        "How the colour image arrives: 'raw' (sensor_msgs/Image on the colour topic) or "
+        "'compressed' (CompressedImage on <colour topic>/compressed, after remapping).",
+        _one_of(*COLOUR_TRANSPORTS),
         read_only=True,
     ),
     ParamSpec(
@@ -225,9 +238,18 @@ def validate(name: str, value: Any) -> str | None:
     spec = BY_NAME.get(name)
     if spec is None:
         return None  # not ours (use_sim_time and friends)
-    if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    value = coerce(name, value)
     if type(value) is not type(spec.default):
         return f'{name} must be of type {type(spec.default).__name__}'
     reason = spec.check(value)
     return f'{name} {reason}' if reason else None
+
+
+def coerce(name: str, value: Any) -> Any:
+    """An integer given for a real-valued parameter as that real (``max_range: 5`` in YAML)."""
+    spec = BY_NAME.get(name)
+    if spec is None or not isinstance(spec.default, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -17,13 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.publisher import Publisher
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -32,29 +26,18 @@ from rgbd_seg_ros.core.handover import FrameHandover
 from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
 from rgbd_seg_ros.inference.threads import configure_cpu_threads
-from rgbd_seg_ros.ros import conversions, param_bridge
+from rgbd_seg_ros.ros import conversions, param_bridge, qos
 from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics
 from rgbd_seg_ros.ros.model_slot import MODEL_PARAMS, ModelSlot, classes_message
-from rgbd_seg_ros.ros.node_params import OUTPUTS
 from rgbd_seg_ros.ros.segment_worker import PublisherSink, SegmentWorker, WorkerSettings
 from rgbd_seg_ros.ros.skips import SkipReporter
+from rgbd_seg_ros.ros.topics import INPUT_TOPICS, OUTPUT_TOPICS, colour_topic
 
 if TYPE_CHECKING:
     from rgbd_seg_ros.inference.engine import Engine
 
-INPUT_TOPICS = {
-    'rgb': 'rgb/image_rect_color',
-    'rgb_compressed': 'rgb/image_rect_color/compressed',
-    'depth': 'depth_registered/image_rect',
-    'info': 'rgb/camera_info',
-}
-OUTPUT_TOPICS = {name: f'segmentation/{name}' for name in OUTPUTS}
 CLASSES_TOPIC = 'segmentation/classes'
 STREAM_REASONS = {'rgb': 'bad_colour', 'depth': 'bad_depth', 'info': 'bad_camera_info'}
-
-
-def _reliability(name: str) -> ReliabilityPolicy:
-    return ReliabilityPolicy.RELIABLE if name == 'reliable' else ReliabilityPolicy.BEST_EFFORT
 
 
 class SegmentationNode(Node):
@@ -100,11 +83,6 @@ class SegmentationNode(Node):
     # ---- wiring -------------------------------------------------------------------------------
     def _make_publishers(self) -> dict[str, Publisher]:
         """The output publishers by output name; also the latched classes publisher."""
-        qos = QoSProfile(
-            depth=2,
-            history=HistoryPolicy.KEEP_LAST,
-            reliability=_reliability(self.params['qos.output_reliability']),
-        )
         types = {'points': PointCloud2, 'camera_info': CameraInfo}
         latched = QoSProfile(
             depth=1,
@@ -113,7 +91,12 @@ class SegmentationNode(Node):
         )
         self._classes_pub = self.create_publisher(String, CLASSES_TOPIC, latched)
         return {
-            name: self.create_publisher(types.get(name, Image), topic, qos)
+            name: self.create_publisher(
+                types.get(name, Image),
+                topic,
+                qos.output_qos(),
+                qos_overriding_options=qos.overridable(),
+            )
             for name, topic in OUTPUT_TOPICS.items()
         }
 
@@ -137,29 +120,24 @@ class SegmentationNode(Node):
         self._classes_pub.publish(classes_message(engine))
 
     def _make_subscriptions(self) -> None:
-        qos = QoSProfile(
-            depth=self.params['queue_size'],
-            history=HistoryPolicy.KEEP_LAST,
-            reliability=_reliability(self.params['qos.input_reliability']),
-        )
-        if self.params['qos.input_reliability'] == 'best_effort':
-            qos = qos_profile_sensor_data
+        transport = self.params['image_transport']
+        colour = colour_topic(self.resolve_topic_name(INPUT_TOPICS['rgb']), transport)
         group = ReentrantCallbackGroup()
         # raw=True: callbacks only read the stamp from the CDR bytes; the worker deserialises
         # just the triple it segments, so frames that are dropped anyway cost no conversion
         # (and no GIL time) at camera rate.
         for stream, topic, msg_type in (
-            ('rgb', 'rgb', Image),
-            ('rgb', 'rgb_compressed', CompressedImage),
-            ('depth', 'depth', Image),
-            ('info', 'info', CameraInfo),
+            ('rgb', colour, CompressedImage if transport == 'compressed' else Image),
+            ('depth', INPUT_TOPICS['depth'], Image),
+            ('info', INPUT_TOPICS['info'], CameraInfo),
         ):
             self.create_subscription(
                 msg_type,
-                INPUT_TOPICS[topic],
+                topic,
                 functools.partial(self._on_input, stream, msg_type),
-                qos,
+                qos.input_qos(self.params['queue_size']),
                 callback_group=group,
+                qos_overriding_options=qos.overridable(),
                 raw=True,
             )
 

@@ -30,6 +30,7 @@ from rgbd_seg_ros.errors import RgbdSegError
 from rgbd_seg_ros.paths import DEFAULT_MODEL, default_model
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
 from rgbd_seg_ros.ros.process import NodeProcess
+from rgbd_seg_ros.ros.topics import reliable_input_params
 
 INPUTS = {
     SYNTH_COLOUR: '/rgb/image_rect_color',
@@ -80,7 +81,7 @@ def start_node(out: Path, args: argparse.Namespace, env: dict[str, str]) -> Node
     params = {
         'checkpoint': args.checkpoint,
         'device': args.device,
-        'qos': {'input_reliability': 'reliable'},
+        **reliable_input_params(),
         'queue_size': 5,
         'points': {'stride': args.points_stride},
         'diagnostics_period': 1.0,

@@ -25,6 +25,7 @@ from rgbd_seg_ros.inference.threads import available_cores
 from rgbd_seg_ros.modes import PRECISIONS, RESOLUTION_POLICIES, RUNTIMES
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
 from rgbd_seg_ros.ros.process import NodeProcess
+from rgbd_seg_ros.ros.topics import reliable_input_params
 
 OUTPUTS = ('labels', 'color', 'overlay', 'confidence', 'points', 'camera_info')
 
@@ -144,7 +145,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         'checkpoint': checkpoint,
         'device': args.device,
         'precision': args.precision,
-        'qos': {'input_reliability': 'reliable'},
+        **reliable_input_params(),
         'diagnostics_period': 1.0,
         'resolution_policy': args.resolution_policy,
         'cpu_threads': args.cpu_threads,

@@ -57,13 +57,14 @@ class Streamer:
     outputs: dict = field(default_factory=dict)
     stamp_ns: int = 1_000_000_000
     sent: int = 0
+    rgb_topic: str = '/rgb/image_rect_color'
 
     def __post_init__(self) -> None:
         node = self.peer.node
         self.pubs = {
-            'rgb': node.create_publisher(Image, '/rgb/image_rect_color', 10),
+            'rgb': node.create_publisher(Image, self.rgb_topic, 10),
             'rgb_compressed': node.create_publisher(
-                CompressedImage, '/rgb/image_rect_color/compressed', 10
+                CompressedImage, f'{self.rgb_topic}/compressed', 10
             ),
             'depth': node.create_publisher(Image, '/depth_registered/image_rect', 10),
             'info': node.create_publisher(CameraInfo, '/rgb/camera_info', 10),
@@ -80,8 +81,9 @@ class Streamer:
         self.outputs[name] = self.peer.subscribe(msg_type, f'/segmentation/{name}')
         return self.outputs[name]
 
-    def wait_connected(self) -> None:
-        for name in ('rgb', 'depth', 'info'):
+    def wait_connected(self, colour: str = 'rgb') -> None:
+        """Wait for the node's subscriptions: ``colour`` ('rgb'/'rgb_compressed'), depth, info."""
+        for name in (colour, 'depth', 'info'):
             self.peer.wait_for_subscribers(self.pubs[name], node=self.node_proc)
 
     def publish(self, rgb=None, depth=None, info=None) -> None:

@@ -10,6 +10,8 @@ from rclpy.parameter import Parameter
 from ros_frames import frame_triple
 from sensor_msgs.msg import CameraInfo, Image
 
+from rgbd_seg_ros.ros.topics import reliable_input_params
+
 pytestmark = pytest.mark.ros
 
 PARAMS = {
@@ -18,7 +20,7 @@ PARAMS = {
     'overlay_alpha': 0.25,
     'diagnostics_period': 0.2,
     'points': {'stride': 4},
-    'qos': {'input_reliability': 'reliable'},
+    **reliable_input_params(),
 }
 
 

@@ -18,6 +18,7 @@ from std_srvs.srv import Trigger
 from rgbd_seg_ros.core.cloud import unpack_cloud
 from rgbd_seg_ros.inference.engine import Engine
 from rgbd_seg_ros.ros.conversions import image_msg
+from rgbd_seg_ros.ros.topics import reliable_input_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -25,7 +26,7 @@ BASE_PARAMS = {
     'device': 'cpu',
     'diagnostics_period': 0.25,
     'slop': 0.01,
-    'qos': {'input_reliability': 'reliable'},
+    **reliable_input_params(),
     'queue_size': 5,
 }
 
@@ -333,10 +334,9 @@ def test_bad_input_is_skipped_counted_and_good_frames_keep_flowing(node_and_stre
 
 
 def test_compressed_colour_input(node_and_stream):
-    proc, streamer = node_and_stream()
+    proc, streamer = node_and_stream(image_transport='compressed')
     labels = streamer.listen('labels', Image)
-    streamer.wait_connected()
-    streamer.peer.wait_for_subscribers(streamer.pubs['rgb_compressed'], node=proc)
+    streamer.wait_connected('rgb_compressed')
 
     def compress(rgb, depth, info):
         arr = np.frombuffer(bytes(rgb.data), np.uint8).reshape(HEIGHT, WIDTH, 3)

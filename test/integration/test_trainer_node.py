@@ -29,6 +29,7 @@ from rgbd_seg_ros.backends.checkpoint import (
 )
 from rgbd_seg_ros.backends.registry import build_backend
 from rgbd_seg_ros.data.rosbag_messages import RecordingWriter
+from rgbd_seg_ros.ros.topics import reliable_input_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -125,7 +126,7 @@ def test_trainer_gates_the_hot_swap(launch_node, ros_peer, tmp_path):
             'checkpoint': str(serving),
             'device': 'cpu',
             'diagnostics_period': 0.5,
-            'qos': {'input_reliability': 'reliable'},
+            **reliable_input_params(),
         },
     )
     trainer = launch_node(

@@ -24,6 +24,7 @@ from rgbd_seg_ros.inference.engine import Engine
 from rgbd_seg_ros.inference.precision import TORCH_DTYPES, autocast_dtype
 from rgbd_seg_ros.modes import (
     BENCH_MODES,
+    COLOUR_TRANSPORTS,
     DEPTH_ENCODINGS,
     PRECISIONS,
     RESOLUTION_POLICIES,
@@ -41,6 +42,7 @@ MODE_SETS = {
     'DepthEncoding': DEPTH_ENCODINGS,
     'ResolutionPolicy': RESOLUTION_POLICIES,
     'BenchMode': BENCH_MODES,
+    'ColourTransport': COLOUR_TRANSPORTS,
 }
 NOT_A_MODE = ('', 'FP32', 'fp64', 'tensorrt', 'disparity', 'auto', 0, None)
 
