@@ -220,6 +220,13 @@ def needs_intrinsics(model: nn.Module) -> bool:
     return isinstance(model, SegBackend) and model.needs_intrinsics
 
 
+def runs_without_depth(model: nn.Module) -> bool:
+    """Whether ``model`` segments a frame that has no valid depth (it reads none, or gates
+    with its own depth estimate where the sensor has none): a node keeps publishing when depth
+    drops out. Only a :class:`SegBackend` can declare that."""
+    return isinstance(model, SegBackend) and not model.requires_depth()
+
+
 def init_weights(module: nn.Module, bias: float = 0.0) -> None:
     """He (fan-in, ReLU) init for the convolutions of newly created layers; BN to (1, 0)."""
     for m in module.modules():

@@ -104,6 +104,25 @@ class ApproxTimePairer:
                 self.paired += 1
             return triple
 
+    def pair_without_depth(self) -> Triple | None:
+        """The newest colour/camera_info pair within ``slop``, with no depth, or None.
+
+        For a model that runs without depth while depth has stopped arriving: its ``depth`` is
+        a Stamped with the colour stamp and payload None. Only colour and camera_info at or
+        before the pair are consumed.
+        """
+        with self._lock:
+            rgb_queue, info_queue = self._queues['rgb'], self._queues['info']
+            if not rgb_queue or not info_queue:
+                return None
+            for rgb in reversed(rgb_queue):
+                info = self._nearest(info_queue, rgb.stamp_ns)
+                if info is not None:
+                    pair = Triple(rgb, Stamped(rgb.stamp_ns, None), info)
+                    self._consume(pair, ('rgb', 'info'))
+                    return pair
+            return None
+
     def counters(self) -> dict[str, int]:
         """Snapshot of received/paired/dropped counts for diagnostics."""
         with self._lock:
@@ -141,9 +160,10 @@ class ApproxTimePairer:
         best = min(queue, key=lambda m: abs(m.stamp_ns - stamp_ns))
         return best if abs(best.stamp_ns - stamp_ns) <= self.slop_ns else None
 
-    def _consume(self, triple: Triple) -> None:
+    def _consume(self, triple: Triple, streams: tuple[str, ...] = STREAMS) -> None:
         used = {'rgb': triple.rgb, 'depth': triple.depth, 'info': triple.info}
-        for name, queue in self._queues.items():
+        for name in streams:
+            queue = self._queues[name]
             cut = used[name].stamp_ns
             while queue and queue[0].stamp_ns <= cut:
                 message = queue.popleft()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rgbd_seg_ros.backends.base import needs_intrinsics
+from rgbd_seg_ros.backends.base import needs_intrinsics, runs_without_depth
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, build_from_checkpoint
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.core.label_space import is_identity
@@ -133,6 +133,9 @@ class Engine:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # Depth-aware gating bins on f/Z: such a backend gets the K of the network input.
         self._needs_K = needs_intrinsics(self.model)
+        #: Whether predict() works on a frame without valid depth (all zero): the node then
+        #: keeps publishing labels when depth drops out.
+        self.runs_without_depth = runs_without_depth(self.model)
         self.runtime = runtime
         self._onnx = None
         if runtime == 'onnxruntime':

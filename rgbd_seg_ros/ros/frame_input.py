@@ -53,23 +53,30 @@ def _stage(reason: str, decode: Callable[..., T], *args: object) -> T:
 
 def deserialize_triple(triple: Triple) -> tuple[Any, Any, Any]:
     """The paired (type, bytes) payloads as messages; only the frame being segmented pays."""
-    out = []
+    out: list[Any] = []
     for reason, stamped in (
         ('bad_colour', triple.rgb),
         ('bad_depth', triple.depth),
         ('bad_camera_info', triple.info),
     ):
+        if stamped.payload is None:  # a pair made without depth (depth dropout)
+            out.append(None)
+            continue
         msg_type, data = stamped.payload
         out.append(_stage(reason, conversions.deserialize, msg_type, data))
     return out[0], out[1], out[2]
 
 
 def frame_arrays(
-    colour: Image | CompressedImage, depth: Image, info: CameraInfo, tolerance: float
+    colour: Image | CompressedImage, depth: Image | None, info: CameraInfo, tolerance: float
 ) -> FrameArrays:
-    """Decode and cross-check one triple; see the module docstring."""
+    """Decode and cross-check one triple; see the module docstring. No depth message (a pair
+    made while depth dropped out) is depth without a valid pixel."""
     rgb = _stage('bad_colour', messages.decode_colour, colour)
-    depth_arr = _stage('bad_depth', messages.decode_depth, depth)
+    if depth is None:
+        depth_arr: np.ndarray = np.zeros(rgb.shape[:2], np.uint16)
+    else:
+        depth_arr = _stage('bad_depth', messages.decode_depth, depth)
     intrinsics = _stage('bad_camera_info', messages.camera_intrinsics, info)
     height, width = rgb.shape[:2]
     if (intrinsics.width, intrinsics.height) != (width, height):

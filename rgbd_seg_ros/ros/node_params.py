@@ -159,6 +159,15 @@ PARAMS: tuple[ParamSpec, ...] = (
         'queue_size', 5, 'Messages kept per input while waiting for a match.', _int_at_least(1)
     ),
     ParamSpec(
+        'depth_timeout',
+        0.5,
+        'Seconds without any depth message after which a model that runs without depth '
+        '(depth_gating with the predicted or hybrid gate, colour-only models) is fed colour and '
+        'camera_info alone: labels, colour, overlay and confidence, no cloud. Other models '
+        'wait for depth.',
+        _in_range(0.0, 60.0, low_open=True),
+    ),
+    ParamSpec(
         'wait_for_fresh_frame',
         True,
         'When the model is slower than the camera and the '

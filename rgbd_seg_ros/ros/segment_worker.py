@@ -155,8 +155,11 @@ class SegmentWorker:
             self._skip(getattr(err, 'reason', 'bad_frame'), str(err))
             return
         if not _has_valid_depth(arrays.depth):
-            self._skip('no_valid_depth', 'depth image has no valid pixel (all 0, NaN or inf)')
-            return
+            if not engine.runs_without_depth:
+                self._skip('no_valid_depth', 'no valid depth pixel (all 0, NaN or inf, or none)')
+                return
+            wanted.discard('points')  # the model runs on colour alone; a cloud needs depth
+            self._metrics.count('frames_without_depth')
         self._models.frame_seen(*arrays.rgb.shape[:2])
         publisher = _OutputPublisher(self._sink, self._clock_ns, wanted, colour.header, info)
         decoded = self._clock_ns()

@@ -48,6 +48,7 @@ class SegmentationNode(Node):
         self.params = param_bridge.declare_all(self)
         self.metrics = NodeMetrics()
         self.skip = SkipReporter(self.metrics, self.get_logger())
+        self._last_depth_s = time.monotonic()  # depth dropout counts from the start
         self.pairer = ApproxTimePairer(int(self.params['slop'] * 1e9), self.params['queue_size'])
         self.handover: FrameHandover[Triple] = FrameHandover(
             self.metrics, self.params['wait_for_fresh_frame']
@@ -153,10 +154,25 @@ class SegmentationNode(Node):
         if stamp == 0:
             self.skip('zero_stamp', f'{stream} message without a stamp')
             return
+        if stream == 'depth':
+            self._last_depth_s = now
         triple: Triple | None = self.pairer.add(stream, stamp, (msg_type, data))
+        if triple is None and stream != 'depth' and self._depth_dropped_out(now):
+            triple = self.pairer.pair_without_depth()
+            if triple is not None:
+                self.metrics.count('paired_without_depth')
         if triple is not None:
             self.metrics.arrived('paired', now)
             self.handover.submit(triple)
+
+    def _depth_dropped_out(self, now: float) -> bool:
+        """No depth for ``depth_timeout`` s and a model that segments without it (§2.8)."""
+        engine = self.models.engine
+        return (
+            engine is not None
+            and engine.runs_without_depth
+            and now - self._last_depth_s > self.params['depth_timeout']
+        )
 
     def _apply_params(self, changes: dict[str, Any]) -> str | None:
         if MODEL_PARAMS & set(changes):

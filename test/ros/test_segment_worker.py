@@ -180,6 +180,15 @@ def test_bad_frames_are_skipped_with_their_reason(ros_peer, model_params):
     assert rig.metrics.frames_out == 1
 
 
+def test_a_pair_without_depth_is_skipped_by_a_model_that_needs_depth(ros_peer, model_params):
+    rig = Rig(ros_peer, model_params)
+    assert not rig.slot.engine.runs_without_depth
+    triple = as_triple(*frame_triple(3_000_000_000, WIDTH, HEIGHT))
+    rig.worker.process(Triple(triple.rgb, Stamped(triple.rgb.stamp_ns, None), triple.info))
+    assert rig.metrics.counts() == {'skipped_no_valid_depth': 1}
+    assert rig.metrics.frames_out == 0
+
+
 def _worker_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == 'segment_worker' and t.is_alive()]
 

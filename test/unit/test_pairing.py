@@ -105,3 +105,34 @@ def test_invalid_configuration_is_rejected():
         pairer.configure(slop_ns=1, queue_size=0)
     with pytest.raises(KeyError):
         pairer.add('labels', 0, None)
+
+
+def test_pair_without_depth_takes_the_newest_colour_and_info_within_slop():
+    p = ApproxTimePairer(slop_ns=5 * MS, queue_size=5)
+    assert p.pair_without_depth() is None  # nothing yet
+    for t in (0, 33, 66):
+        assert p.add('rgb', t * MS, f'rgb{t}') is None
+    assert p.pair_without_depth() is None  # no camera_info yet
+    p.add('info', 31 * MS, 'info31')
+    p.add('info', 80 * MS, 'info80')  # 14 ms from rgb66: beyond the slop
+    pair = p.pair_without_depth()
+    assert pair is not None
+    assert (pair.rgb.payload, pair.info.payload) == ('rgb33', 'info31')
+    assert pair.depth.payload is None and pair.depth.stamp_ns == 33 * MS
+    # What the pair used or passed over is gone; newer colour and camera_info stay.
+    assert p.pair_without_depth() is None
+    assert p.counters()['dropped_unpaired_rgb'] == 1  # rgb0
+    p.add('rgb', 81 * MS, 'rgb81')
+    assert p.pair_without_depth().rgb.payload == 'rgb81'
+
+
+def test_pair_without_depth_leaves_depth_queued():
+    p = ApproxTimePairer(slop_ns=5 * MS, queue_size=5)
+    p.add('depth', 100 * MS, 'depth100')
+    p.add('rgb', 0, 'rgb0')
+    p.add('info', 0, 'info0')
+    assert p.pair_without_depth().rgb.payload == 'rgb0'
+    # The queued depth still pairs with later colour and camera_info.
+    p.add('rgb', 100 * MS, 'rgb100')
+    triple = p.add('info', 100 * MS, 'info100')
+    assert triple is not None and triple.depth.payload == 'depth100'
