@@ -5,8 +5,8 @@ description, read-only, and the bounds of a number as FloatingPointRange / Integ
 Real-valued parameters take an integer too (``max_range: 5`` in a params file, ``ros2 param set
 ... points.max_range 5``): rclpy types a parameter by its default and refuses an INTEGER for a
 DOUBLE, so the integer is turned into its real before rclpy checks the type, by a pre-set
-callback at run time and by replacing the descriptor at declaration (rclpy does not run pre-set
-callbacks for overrides).
+callback at run time (rclpy >= Iron) and by replacing the descriptor at declaration (rclpy
+does not run pre-set callbacks for overrides).
 """
 
 from __future__ import annotations
@@ -92,5 +92,8 @@ def install_validator(node: Node, apply: Callable[[dict[str, Any]], str | None])
         reason = apply(changes)
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
-    node.add_pre_set_parameters_callback(_as_declared)
+    # Pre-set callbacks came with rclpy in Iron; on Humble an integer for a real is taken from
+    # a params file (declaration above) but refused by rclpy's type check at run time.
+    if hasattr(node, 'add_pre_set_parameters_callback'):
+        node.add_pre_set_parameters_callback(_as_declared)
     node.add_on_set_parameters_callback(on_set)

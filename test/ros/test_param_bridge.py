@@ -1,0 +1,45 @@
+"""Descriptors carry node_params' bounds; integers count as reals for real-valued parameters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from rcl_interfaces.msg import ParameterType
+
+from rgbd_seg_ros.ros import node_params, param_bridge
+
+
+@pytest.mark.parametrize('spec', node_params.PARAMS, ids=lambda spec: spec.name)
+def test_every_descriptor_states_what_the_validator_checks(spec):
+    descriptor = param_bridge.descriptor(spec)
+    assert descriptor.description == spec.description
+    assert descriptor.read_only == spec.read_only
+    check = spec.check
+    if isinstance(check, node_params.FloatRange):
+        assert descriptor.type == ParameterType.PARAMETER_DOUBLE
+        [bounds] = descriptor.floating_point_range
+        assert (bounds.from_value, bounds.to_value) == (check.low, check.high)
+        assert node_params.validate(spec.name, check.high) is None
+        assert node_params.validate(spec.name, check.high + 1) is not None
+        assert (node_params.validate(spec.name, check.low) is None) != check.low_open
+    elif isinstance(check, node_params.IntAtLeast):
+        assert descriptor.type == ParameterType.PARAMETER_INTEGER
+        [bounds] = descriptor.integer_range
+        assert bounds.from_value == check.low and bounds.step == 1
+        assert node_params.validate(spec.name, check.low) is None
+        assert node_params.validate(spec.name, check.low - 1) is not None
+    else:
+        assert not descriptor.floating_point_range and not descriptor.integer_range
+
+
+def test_integers_are_reals_only_for_real_valued_parameters():
+    assert node_params.coerce('points.max_range', 5) == 5.0
+    assert isinstance(node_params.coerce('points.max_range', 5), float)
+    assert node_params.coerce('points.stride', 5) == 5 and isinstance(
+        node_params.coerce('points.stride', 5), int
+    )
+    assert node_params.coerce('overlay_alpha', True) is True  # a bool is not a number here
+    assert node_params.validate('overlay_alpha', True) is not None
+    assert node_params.validate('slop', 0) is None
+    assert node_params.validate('slop', math.nan) is not None
