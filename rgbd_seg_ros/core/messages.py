@@ -181,11 +181,14 @@ def _matrix_field(msg: object, names: tuple[str, ...]) -> object | None:
     return None
 
 
-def _read_matrix(msg: object, names: tuple[str, ...], shape: tuple[int, int]) -> np.ndarray:
+def _read_matrix(
+    msg: object, names: tuple[str, ...], shape: tuple[int, int], *, required: bool
+) -> np.ndarray:
+    """The matrix ``names`` of ``msg``; all zero (unset) when it is absent and not required."""
     value = _matrix_field(msg, names)
     if value is None:
-        if names[0] == 'k':
-            raise FrameError('camera_info has no camera matrix (k)')
+        if required:
+            raise FrameError(f'camera_info has no matrix {names[0]}')
         return np.zeros(shape)
     return np.array(value, dtype=np.float64).reshape(shape)
 
@@ -204,8 +207,8 @@ def camera_intrinsics(msg: CameraInfoFields) -> Intrinsics:
     uncalibrated driver says "unknown") and the image size is not zero.
     """
     try:
-        K = _read_matrix(msg, ('k', 'K'), (3, 3))
-        P = _read_matrix(msg, ('p', 'P'), (3, 4))
+        K = _read_matrix(msg, ('k', 'K'), (3, 3), required=True)
+        P = _read_matrix(msg, ('p', 'P'), (3, 4), required=False)
         width, height = int(msg.width), int(msg.height)
     except (TypeError, ValueError) as err:
         raise FrameError(f'camera_info is malformed: {err}') from err

@@ -325,3 +325,12 @@ def test_intrinsics_refuse_a_nan_k_even_when_p_is_used(kind):
     bad[0, 0] = np.nan
     with pytest.raises(FrameError, match='K holds NaN'):
         messages.camera_intrinsics(kind.camera_info(bad, W, H, p=P_RECT))
+
+
+def test_intrinsics_of_a_message_without_p_use_k_and_without_k_are_refused():
+    from types import SimpleNamespace
+
+    no_p = SimpleNamespace(k=list(K.reshape(-1)), width=W, height=H)
+    np.testing.assert_array_equal(messages.camera_intrinsics(no_p).K, K)
+    with pytest.raises(FrameError, match='no matrix k'):
+        messages.camera_intrinsics(SimpleNamespace(p=list(P_RECT.reshape(-1)), width=W, height=H))
