@@ -9,6 +9,7 @@ JSON. Run ``python -m rgbd_seg_ros.tools.node_bench --help`` (``rgbd-seg bench -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import platform
@@ -16,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +129,16 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {'p50': float(np.percentile(values, 50)), 'p95': float(np.percentile(values, 95))}
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Start the node, replay, collect latencies and the node's own figures."""
+def measure(
+    args: argparse.Namespace,
+    workdir: Path,
+    around_replay: Callable[[int], AbstractContextManager[Any]] | None = None,
+) -> dict[str, Any]:
+    """Start the node, replay, collect latencies and the node's own figures.
+
+    ``around_replay(node_pid)`` wraps the timed replay (after the warm-up): the profiler
+    (``node_profile``) attaches there.
+    """
     domain = apply_loopback_environment(workdir / 'ros_log')
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -200,14 +211,16 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             values.clear()
         diagnostics.clear()
         thread = threading.Thread(target=player.play, args=(schedule,), daemon=True)
-        started = time.monotonic()
-        thread.start()
-        while thread.is_alive():
-            executor.spin_once(timeout_sec=0.05)
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
-        elapsed = time.monotonic() - started
+        wrapper = around_replay(node.proc.pid) if around_replay else contextlib.nullcontext()
+        with wrapper:
+            started = time.monotonic()
+            thread.start()
+            while thread.is_alive():
+                executor.spin_once(timeout_sec=0.05)
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+            elapsed = time.monotonic() - started
     finally:
         executor.shutdown()
         peer.destroy_node()
