@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -68,7 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--size', default='640x480', help='WxH')
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     parser.add_argument('--seconds', type=float, default=20.0)
-    parser.add_argument('--outputs', default=','.join(OUTPUTS), help='outputs to subscribe to')
+    parser.add_argument(
+        '--outputs',
+        default=','.join(OUTPUTS),
+        help="outputs to subscribe to ('none': the node's input path alone, nothing segmented)",
+    )
     parser.add_argument('--json', default='', help='write the results here')
     return parser.parse_args(argv)
 
@@ -169,7 +174,8 @@ def measure(
     peer = rclpy.create_node('node_bench')
     executor = SingleThreadedExecutor()
     executor.add_node(peer)
-    arrivals: dict[str, list[float]] = {name: [] for name in args.outputs.split(',')}
+    names = [] if args.outputs == 'none' else args.outputs.split(',')
+    arrivals: dict[str, list[float]] = {name: [] for name in names}
     types = {'points': PointCloud2, 'camera_info': CameraInfo}
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -213,6 +219,7 @@ def measure(
         thread = threading.Thread(target=player.play, args=(schedule,), daemon=True)
         wrapper = around_replay(node.proc.pid) if around_replay else contextlib.nullcontext()
         with wrapper:
+            cpu_before = _cpu_seconds(node.proc.pid)
             started = time.monotonic()
             thread.start()
             while thread.is_alive():
@@ -221,6 +228,7 @@ def measure(
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.05)
             elapsed = time.monotonic() - started
+            node_cpu_s = _cpu_seconds(node.proc.pid) - cpu_before
     finally:
         executor.shutdown()
         peer.destroy_node()
@@ -235,6 +243,10 @@ def measure(
         'frames_in': len(schedule),
         'frames_out': len(arrivals.get('labels', [])),
         'output_rate_hz': len(arrivals.get('labels', [])) / elapsed,
+        # CPU the node used (all its threads) over the replay, in % of one core: less
+        # sensitive to other load on the machine than the latencies.
+        'node_cpu_percent': 100.0 * node_cpu_s / elapsed,
+        'load_average': os.getloadavg(),
         'latency_ms': {name: percentiles(values) for name, values in arrivals.items()},
         'node': {
             key: float(last[key])
@@ -258,6 +270,12 @@ def measure(
         'runtime': args.runtime,
         'wait_for_fresh_frame': not args.no_fresh_wait,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def _warm_up(player, frames, executor, arrivals, node) -> None:
@@ -284,7 +302,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f'node replay: {result["size"]} at {result["rate_hz"]:g} Hz on {result["machine"]}',
         f'  frames in/out {result["frames_in"]}/{result["frames_out"]} '
-        f'({result["output_rate_hz"]:.1f} Hz out)',
+        f'({result["output_rate_hz"]:.1f} Hz out); node CPU {result["node_cpu_percent"]:.0f} % '
+        f'of a core; load average {result["load_average"][0]:.2f}',
     ]
     for name, p in result['latency_ms'].items():
         if p['p50'] is not None:
