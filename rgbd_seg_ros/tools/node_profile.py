@@ -76,15 +76,26 @@ def find_py_spy(explicit: str) -> str:
     return found
 
 
+EXITED = -1  # the key of threads that ended during the replay (the replayer's thread)
+
+
+def _stat_cpu(stat: str) -> tuple[str, float]:
+    """(comm, user + system CPU seconds) from a /proc stat line."""
+    fields = stat[stat.rindex(')') + 2 :].split()
+    return stat[stat.index('(') + 1 : stat.rindex(')')], (
+        int(fields[11]) + int(fields[12])
+    ) / CLOCK_TICKS
+
+
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
-    """tid -> (comm, user + system CPU seconds) of every thread of ``pid`` now."""
+    """tid -> (comm, user + system CPU seconds) of every live thread of ``pid`` now, and under
+    ``EXITED`` what the process total holds beyond them (threads that have ended)."""
     result = {}
     for task in Path(f'/proc/{pid}/task').iterdir():
         with contextlib.suppress(OSError):
-            stat = (task / 'stat').read_text()
-            comm = stat[stat.index('(') + 1 : stat.rindex(')')]
-            fields = stat[stat.rindex(')') + 2 :].split()
-            result[int(task.name)] = (comm, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+            result[int(task.name)] = _stat_cpu((task / 'stat').read_text())
+    total = _stat_cpu(Path(f'/proc/{pid}/stat').read_text())[1]
+    result[EXITED] = ('', total - sum(cpu for _comm, cpu in result.values()))
     return result
 
 
@@ -163,7 +174,9 @@ def cpu_rows(profiler: Profiler, names: dict[int, str], frames_out: int) -> list
     groups: dict[tuple[str, str], float] = {}
     for label, threads in profiler.cpu.items():
         for tid, (comm, seconds) in threads.items():
-            if tid in names:
+            if tid == EXITED:
+                group = 'threads that ended during the replay'
+            elif tid in names:
                 group = profile_fold.thread_kind(names[tid])
             elif comm.startswith('dds.'):
                 group = 'Fast DDS threads (' + comm.split('.')[1] + ')'
