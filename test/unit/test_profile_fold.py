@@ -147,3 +147,28 @@ def test_gpu_check_stops_at_once_without_cuda(tmp_path):
     assert done.returncode == 2
     assert 'CUDA is not available' in done.stderr
     assert list((tmp_path / 'out').iterdir()) == []
+
+
+def test_target_table_gives_median_spread_and_whether_each_target_is_met():
+    from rgbd_seg_ros.tools.node_targets import table
+
+    def bench(rate, labels, points):
+        return {
+            'output_rate_hz': rate,
+            'latency_ms': {'labels': {'p50': labels}, 'points': {'p50': points}},
+            'load_average_around': (1.0, 1.5),
+        }
+
+    runs = {'default': [bench(16.0, 40.0, 70.0), bench(14.0, 50.0, 50.0), bench(20.0, 44.0, 55.0)]}
+    text, rows = table(runs)
+    by_name = {row['target']: row for row in rows}
+    assert set(by_name) == {'outputs per second', 'labels latency p50', 'cloud latency p50'}
+    assert by_name['outputs per second']['median'] == 16.0
+    assert by_name['outputs per second']['spread'] == pytest.approx(6.0 / 16.0)
+    assert by_name['outputs per second']['met']
+    assert by_name['labels latency p50']['met']  # median 44 <= 45
+    assert by_name['cloud latency p50']['met']  # median 55 <= 60
+    runs['default'][2] = bench(20.0, 60.0, 75.0)
+    _text, rows = table(runs)
+    assert not {row['target']: row for row in rows}['cloud latency p50']['met']
+    assert 'load average around the default runs: 1.00-1.50' in text
