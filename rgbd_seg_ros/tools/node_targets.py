@@ -107,8 +107,8 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, An
         f'{"target":30s} {"limit":>9s} {"runs":28s} {"median":>8s} {"spread":>7s}  met',
     ]
     for target in TARGETS:
-        values = [target.figure(r) for r in runs.get(target.run, [])]
-        values = [v for v in values if v is not None]
+        figures = [target.figure(r) for r in runs.get(target.run, [])]
+        values = [v for v in figures if v is not None]
         if not values:
             continue
         median = statistics.median(values)
