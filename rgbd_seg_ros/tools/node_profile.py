@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         '--checkpoint',
         default='',
-        help="model to run (default: node_bench's random SSMA ResNet-18; "
-        'the embedded model is models/default.safetensors)',
+        help="model to run (default: node_bench's random SSMA ResNet-18; pass the embedded "
+        "model's path for the issue's default-model figures)",
     )
     parser.add_argument('--seconds', type=float, default=20.0, help='replay length (20)')
     parser.add_argument('--sample-rate', type=int, default=100, help='py-spy samples/s (100)')
