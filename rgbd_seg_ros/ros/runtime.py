@@ -11,7 +11,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 
 from rgbd_seg_ros.core.parent_death import die_with_parent
@@ -20,11 +25,14 @@ from rgbd_seg_ros.core.parent_death import die_with_parent
 def run_node(
     factory: Callable[[], Node], args: Sequence[str] | None = None, num_threads: int = 4
 ) -> int:
-    """Create the node, spin it on a multi-threaded executor, shut down cleanly on signals."""
+    """Create the node, spin it on ``num_threads`` executor threads (1: the single-threaded
+    executor, no thread pool), shut down cleanly on signals."""
     die_with_parent()
     rclpy.init(args=list(args) if args is not None else sys.argv)
     node: Node | None = None
-    executor = MultiThreadedExecutor(num_threads=num_threads)
+    executor: Executor = (
+        SingleThreadedExecutor() if num_threads == 1 else MultiThreadedExecutor(num_threads)
+    )
     try:
         node = factory()
         executor.add_node(node)

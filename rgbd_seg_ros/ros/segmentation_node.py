@@ -207,7 +207,9 @@ def main(args: list[str] | None = None) -> int:
     """Console-script entry point."""
     from rgbd_seg_ros.ros.runtime import run_node
 
-    return run_node(SegmentationNode, args)
+    # One executor thread: the callbacks only read stamps, and a thread pool's hand-offs cost
+    # more CPU and GIL time than they save (doc/design.md §2.2).
+    return run_node(SegmentationNode, args, num_threads=1)
 
 
 if __name__ == '__main__':

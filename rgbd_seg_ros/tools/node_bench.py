@@ -9,13 +9,17 @@ JSON. Run ``python -m rgbd_seg_ros.tools.node_bench --help`` (``rgbd-seg bench -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import os
 import platform
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--size', default='640x480', help='WxH')
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     parser.add_argument('--seconds', type=float, default=20.0)
-    parser.add_argument('--outputs', default=','.join(OUTPUTS), help='outputs to subscribe to')
+    parser.add_argument(
+        '--outputs',
+        default=','.join(OUTPUTS),
+        help="outputs to subscribe to ('none': the node's input path alone, nothing segmented)",
+    )
     parser.add_argument('--json', default='', help='write the results here')
     return parser.parse_args(argv)
 
@@ -127,8 +135,16 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {'p50': float(np.percentile(values, 50)), 'p95': float(np.percentile(values, 95))}
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Start the node, replay, collect latencies and the node's own figures."""
+def measure(
+    args: argparse.Namespace,
+    workdir: Path,
+    around_replay: Callable[[int], AbstractContextManager[Any]] | None = None,
+) -> dict[str, Any]:
+    """Start the node, replay, collect latencies and the node's own figures.
+
+    ``around_replay(node_pid)`` wraps the timed replay (after the warm-up): the profiler
+    (``node_profile``) attaches there.
+    """
     domain = apply_loopback_environment(workdir / 'ros_log')
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -159,7 +175,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     peer = rclpy.create_node('node_bench')
     executor = SingleThreadedExecutor()
     executor.add_node(peer)
-    arrivals: dict[str, list[float]] = {name: [] for name in args.outputs.split(',')}
+    names = [] if args.outputs == 'none' else args.outputs.split(',')
+    arrivals: dict[str, list[float]] = {name: [] for name in names}
     types = {'points': PointCloud2, 'camera_info': CameraInfo}
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -201,14 +218,18 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             values.clear()
         diagnostics.clear()
         thread = threading.Thread(target=player.play, args=(schedule,), daemon=True)
-        started = time.monotonic()
-        thread.start()
-        while thread.is_alive():
-            executor.spin_once(timeout_sec=0.05)
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
-        elapsed = time.monotonic() - started
+        wrapper = around_replay(node.proc.pid) if around_replay else contextlib.nullcontext()
+        with wrapper:
+            cpu_before = _cpu_seconds(node.proc.pid)
+            started = time.monotonic()
+            thread.start()
+            while thread.is_alive():
+                executor.spin_once(timeout_sec=0.05)
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+            elapsed = time.monotonic() - started
+            node_cpu_s = _cpu_seconds(node.proc.pid) - cpu_before
     finally:
         executor.shutdown()
         peer.destroy_node()
@@ -223,6 +244,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         'frames_in': len(schedule),
         'frames_out': len(arrivals.get('labels', [])),
         'output_rate_hz': len(arrivals.get('labels', [])) / elapsed,
+        # CPU the node used (all its threads) over the replay, in % of one core: less
+        # sensitive to other load on the machine than the latencies.
+        'node_cpu_percent': 100.0 * node_cpu_s / elapsed,
+        'load_average': os.getloadavg(),
         'latency_ms': {name: percentiles(values) for name, values in arrivals.items()},
         'node': {
             key: float(last[key])
@@ -246,6 +271,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         'runtime': args.runtime,
         'wait_for_fresh_frame': not args.no_fresh_wait,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def _warm_up(player, frames, executor, arrivals, node) -> None:
@@ -272,7 +303,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f'node replay: {result["size"]} at {result["rate_hz"]:g} Hz on {result["machine"]}',
         f'  frames in/out {result["frames_in"]}/{result["frames_out"]} '
-        f'({result["output_rate_hz"]:.1f} Hz out)',
+        f'({result["output_rate_hz"]:.1f} Hz out); node CPU {result["node_cpu_percent"]:.0f} % '
+        f'of a core; load average {result["load_average"][0]:.2f}',
     ]
     for name, p in result['latency_ms'].items():
         if p['p50'] is not None:

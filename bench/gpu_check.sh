@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The GPU path, end to end, on a machine with one CUDA GPU, in under 10 minutes:
+#   1. the tests that skip without CUDA, and every backend through the engine at 480x640 in
+#      fp32/fp16/bf16 with its labels compared to the CPU fp32 labels (tools/engine_check.py);
+#   2. `rgbd-seg bench` of SSMA with the paper's ResNet-50 (preact_resnet50) and the esanet_add
+#      baseline at 480x640 and 720x1280: eager, CUDA graphs and ONNX Runtime (CUDA provider where
+#      installed) in fp32/fp16/bf16, torch.compile in bf16; each row carries its fraction of the
+#      measured matmul peak of its precision (bf16 target: SSMA-R50 at 400 frames/s or more).
+#      On CUDA every mode runs channels_last tensors and weights (the sweep's CUDA layout), so
+#      "eager" is eager channels_last;
+#   3. the whole node replaying 640x480 at 30 Hz on the GPU (target: overhead p50 <= 3 ms).
+# Usage: bench/gpu_check.sh OUT_DIR     (JSON and logs go to OUT_DIR; exit 0 only if all pass)
+# On a machine without CUDA it stops at once with exit code 2 and says so.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${1:?usage: bench/gpu_check.sh OUT_DIR}"
+RUN="${GPU_CHECK_RUN:-$ROOT/run}"  # the project's environment wrapper
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
+if ! "$RUN" python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
+  >/dev/null 2>&1; then
+  echo "gpu_check: CUDA is not available on this machine (torch.cuda.is_available() is False);" \
+    "nothing was run" >&2
+  exit 2
+fi
+
+failed=()
+step() {  # step NAME SECONDS CMD...: run with a time limit, log to OUT/NAME.log
+  local name="$1" limit="$2"
+  shift 2
+  echo "== $name (limit ${limit}s)"
+  local start=$SECONDS
+  timeout --signal=INT --kill-after=20 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$OUT/$name.log"
+  echo "== $name: exit $rc after $((SECONDS - start)) s"
+  [ "$rc" -eq 0 ] || failed+=("$name (exit $rc)")
+}
+
+"$RUN" python - >"$OUT/machine.json" <<'EOF'
+import json, platform, torch
+print(json.dumps({
+    'gpu': torch.cuda.get_device_name(0),
+    'cuda': torch.version.cuda,
+    'torch': torch.__version__,
+    'cpu': platform.processor() or platform.machine(),
+}))
+EOF
+cat "$OUT/machine.json"
+
+cd "$ROOT" || exit 1
+mapfile -t cuda_tests < <(grep -rl 'cuda.is_available' test --include='test_*.py')
+step cuda_tests 100 "$RUN" python -m pytest -q -rs -p no:cacheprovider \
+  --junitxml="$OUT/cuda_tests.xml" "${cuda_tests[@]}"
+step engine_check 110 "$RUN" python -m rgbd_seg_ros.tools.engine_check \
+  --size 480x640 --json "$OUT/engine_check.json"
+step bench_r50 170 "$RUN" rgbd-seg bench --backends ssma --encoders preact_resnet50 \
+  --sizes 480x640 720x1280 --devices cuda --precisions fp32 fp16 bf16 \
+  --modes eager cudagraph onnxruntime --iters 30 --warmup 5 --no-hha \
+  --json "$OUT/bench_r50.json"
+step bench_r50_compile 120 "$RUN" rgbd-seg bench --backends ssma --encoders preact_resnet50 \
+  --sizes 480x640 720x1280 --devices cuda --precisions bf16 --modes compile \
+  --iters 30 --warmup 5 --no-hha --json "$OUT/bench_r50_compile.json"
+step node_gpu 90 "$RUN" python -m rgbd_seg_ros.tools.node_bench --device cuda \
+  --seconds 20 --json "$OUT/node_gpu.json"
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'gpu_check: failed: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "gpu_check: all steps passed; JSON in $OUT"

@@ -1,0 +1,174 @@
+"""Folding py-spy's raw samples into the node's stages (tools/profile_fold.py)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rgbd_seg_ros.inference.engine import Engine
+from rgbd_seg_ros.tools import profile_fold
+from rgbd_seg_ros.tools.node_profile import engine_output_lines
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = (
+    'thread (7): segment_worker;0x7f (libc.so.6);thread_run (libpython3.11.so.1.0);'
+    '_loop (rgbd_seg_ros/ros/segment_worker.py:140);'
+    'process (rgbd_seg_ros/ros/segment_worker.py:160)'
+)
+
+
+def _line(stack: str, count: int) -> str:
+    return f'{stack} {count}'
+
+
+def test_raw_lines_parse_into_threads_frames_and_counts():
+    lines = [
+        _line(WORKER + ';_forward (rgbd_seg_ros/inference/engine.py:300);0x7f12 (libc.so.6)', 5),
+        'py-spy> not a sample line',
+    ]
+    (sample,) = profile_fold.parse_raw(lines)
+    assert (sample.tid, sample.thread, sample.count) == (7, 'segment_worker', 5)
+    assert sample.frames[-2] == profile_fold.Frame(
+        '_forward', 'rgbd_seg_ros/inference/engine.py:300'
+    )
+    assert sample.frames[-2].is_python and sample.frames[-2].line == 300
+    assert not sample.frames[-1].is_python
+
+
+@pytest.mark.parametrize(
+    ('tail', 'state'),
+    [
+        ('', 'running'),
+        (';torch::autograd::THPVariable_conv2d (libtorch_python.so)', 'running'),
+        (';pthread_cond_timedwait (libc.so.6);0x7f (libc.so.6)', 'gil'),
+        (
+            ';torch::autograd::THPVariable_conv2d (libtorch_python.so);'
+            'pybind11::gil_scoped_release::~gil_scoped_release (libtorch_python.so);'
+            'pthread_cond_timedwait (libc.so.6)',
+            'gil',
+        ),
+        (
+            ';lock_PyThread_acquire_lock (libpython3.11.so.1.0);'
+            'PyThread_acquire_lock_timed (libpython3.11.so.1.0);0x7f (libc.so.6)',
+            'blocked',
+        ),
+        (
+            ';rcl_wait (librcl.so);eprosima::fastdds::dds::detail::WaitSetImpl::wait '
+            '(libfastrtps.so.2.14);pthread_cond_timedwait (libc.so.6)',
+            'blocked',
+        ),
+    ],
+)
+def test_gil_waits_are_told_from_blocking_and_running(tail, state):
+    (sample,) = profile_fold.parse_raw(
+        [_line(WORKER + ';_forward (rgbd_seg_ros/inference/engine.py:300)' + tail, 1)]
+    )
+    assert profile_fold.state_of(sample.frames) == state
+
+
+def test_output_work_is_split_by_the_engines_emit_calls():
+    source = [
+        'def _outputs(self):\n',
+        '    reduced = ReducedLogits(logits)\n',
+        "    emit('labels', host)\n",
+        '    conf = reduced.confidence()\n',
+        "    emit('confidence', conf)\n",
+        '    cloud = self._cloud()\n',
+    ]
+    by_line = profile_fold.output_lines(source, 100)
+    assert [by_line[n] for n in range(100, 106)] == [
+        'labels',
+        'labels',
+        'labels',
+        'confidence',
+        'confidence',
+        'points',
+    ]
+    outputs = '_outputs (rgbd_seg_ros/inference/engine.py:{})'
+    publish = 'publish (rgbd_seg_ros/ros/segment_worker.py:220);image_bytes (x/serialized.py:50)'
+    cases = {
+        outputs.format(101): 'post-process: labels',
+        outputs.format(102) + ';' + publish: 'serialise + publish: labels',
+        outputs.format(104) + ';' + publish: 'serialise + publish: confidence',
+        outputs.format(105) + ';_cloud (rgbd_seg_ros/inference/engine.py:400)': (
+            'post-process: points'
+        ),
+        '_upload (rgbd_seg_ros/inference/engine.py:250)': (
+            'pre-processing (upload, normalise, resize)'
+        ),
+        'deserialize_triple (rgbd_seg_ros/ros/frame_input.py:40)': (
+            'deserialise + decode (worker)'
+        ),
+        'record_frame (rgbd_seg_ros/core/node_metrics.py:80)': 'worker: other',
+    }
+    for tail, stage in cases.items():
+        (sample,) = profile_fold.parse_raw([_line(WORKER + ';' + tail, 1)])
+        assert profile_fold.stage_of(sample.frames, by_line) == stage, tail
+
+
+def test_the_real_engine_emits_every_output_the_fold_names():
+    by_line = engine_output_lines()
+    lines, first = inspect.getsourcelines(Engine._outputs)
+    assert set(by_line.values()) == {'labels', 'confidence', 'color', 'overlay', 'points'}
+    assert min(by_line) == first and max(by_line) == first + len(lines) - 1
+
+
+def test_fold_rows_are_ms_per_output_frame_by_state():
+    fold = profile_fold.Fold(rate_hz=100.0)
+    forward = WORKER + ';_forward (rgbd_seg_ros/inference/engine.py:300)'
+    samples = profile_fold.parse_raw(
+        [_line(forward, 30), _line(forward + ';pthread_cond_timedwait (libc.so.6)', 10)]
+    )
+    fold.add('node', samples, {})
+    (row,) = fold.rows(frames_out=2)
+    assert row['stage'] == 'forward' and row['thread'] == 'segment_worker'
+    assert row['running_ms_per_frame'] == pytest.approx(150.0)  # 30 samples x 10 ms / 2 frames
+    assert row['gil_wait_ms_per_frame'] == pytest.approx(50.0)
+
+
+def test_gpu_check_stops_at_once_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA: the script would run the whole check')
+    env = {**os.environ, 'GPU_CHECK_RUN': str(ROOT / 'run')}
+    done = subprocess.run(
+        ['bash', str(ROOT / 'bench' / 'gpu_check.sh'), str(tmp_path / 'out')],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert 'CUDA is not available' in done.stderr
+    assert list((tmp_path / 'out').iterdir()) == []
+
+
+def test_target_table_gives_median_spread_and_whether_each_target_is_met():
+    from rgbd_seg_ros.tools.node_targets import table
+
+    def bench(rate, labels, points):
+        return {
+            'output_rate_hz': rate,
+            'latency_ms': {'labels': {'p50': labels}, 'points': {'p50': points}},
+            'load_average_around': (1.0, 1.5),
+        }
+
+    runs = {'default': [bench(16.0, 40.0, 70.0), bench(14.0, 50.0, 50.0), bench(20.0, 44.0, 55.0)]}
+    text, rows = table(runs)
+    by_name = {row['target']: row for row in rows}
+    assert set(by_name) == {'outputs per second', 'labels latency p50', 'cloud latency p50'}
+    assert by_name['outputs per second']['median'] == 16.0
+    assert by_name['outputs per second']['spread'] == pytest.approx(6.0 / 16.0)
+    assert by_name['outputs per second']['met']
+    assert by_name['labels latency p50']['met']  # median 44 <= 45
+    assert by_name['cloud latency p50']['met']  # median 55 <= 60
+    runs['default'][2] = bench(20.0, 60.0, 75.0)
+    _text, rows = table(runs)
+    assert not {row['target']: row for row in rows}['cloud latency p50']['met']
+    assert 'load average around the default runs: 1.00-1.50' in text
