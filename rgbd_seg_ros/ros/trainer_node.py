@@ -293,7 +293,9 @@ class TrainerNode(Node):
         )
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f'{self.get_name()}: training', hardware_id='trainer')
+        status = DiagnosticStatus(
+            name=f'{self.get_fully_qualified_name()}: training', hardware_id='trainer'
+        )
         status.level = DiagnosticStatus.OK
         status.message = str(self.state.get('stage'))
         if self.state.get('stage') == 'failed':

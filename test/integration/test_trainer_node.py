@@ -109,7 +109,7 @@ def serving_checkpoint(peer, node_proc) -> str:
 
 
 def trainer_diagnostics(diagnostics: list) -> list:
-    return [s for a in diagnostics for s in a.status if s.name.startswith('trainer_node')]
+    return [s for a in diagnostics for s in a.status if s.name == '/trainer_node: training']
 
 
 def test_trainer_gates_the_hot_swap(launch_node, ros_peer, tmp_path):
