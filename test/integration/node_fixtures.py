@@ -57,16 +57,18 @@ class Streamer:
     outputs: dict = field(default_factory=dict)
     stamp_ns: int = 1_000_000_000
     sent: int = 0
+    namespace: str = ''  # the node's namespace ('/cam1'): topics are looked up below it
 
     def __post_init__(self) -> None:
         node = self.peer.node
+        ns = self.namespace
         self.pubs = {
-            'rgb': node.create_publisher(Image, '/rgb/image_rect_color', 10),
+            'rgb': node.create_publisher(Image, f'{ns}/rgb/image_rect_color', 10),
             'rgb_compressed': node.create_publisher(
-                CompressedImage, '/rgb/image_rect_color/compressed', 10
+                CompressedImage, f'{ns}/rgb/image_rect_color/compressed', 10
             ),
-            'depth': node.create_publisher(Image, '/depth_registered/image_rect', 10),
-            'info': node.create_publisher(CameraInfo, '/rgb/camera_info', 10),
+            'depth': node.create_publisher(Image, f'{ns}/depth_registered/image_rect', 10),
+            'info': node.create_publisher(CameraInfo, f'{ns}/rgb/camera_info', 10),
         }
         self.diagnostics = self.peer.subscribe(DiagnosticArray, '/diagnostics')
         latched = QoSProfile(
@@ -74,10 +76,12 @@ class Streamer:
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
             reliability=ReliabilityPolicy.RELIABLE,
         )
-        self.classes = self.peer.subscribe(String, '/segmentation/classes', latched)
+        self.classes = self.peer.subscribe(
+            String, f'{self.namespace}/segmentation/classes', latched
+        )
 
     def listen(self, name: str, msg_type) -> list:
-        self.outputs[name] = self.peer.subscribe(msg_type, f'/segmentation/{name}')
+        self.outputs[name] = self.peer.subscribe(msg_type, f'{self.namespace}/segmentation/{name}')
         return self.outputs[name]
 
     def wait_connected(self) -> None:
