@@ -330,7 +330,11 @@ class TrainerNode(Node):
         """
         if self._process is not None and self._process.is_alive():
             self._stop.set()
-            self._process.join(timeout=30.0)
+            deadline = time.monotonic() + 60.0
+            while self._process.is_alive() and time.monotonic() < deadline:
+                # Drained while waiting: a job whose queue is full cannot exit.
+                self._process.join(timeout=0.2)
+                self._poll(swap=False)
             if self._process.is_alive():
                 self._process.terminate()
                 self._process.join(timeout=5.0)
