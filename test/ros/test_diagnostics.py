@@ -11,8 +11,9 @@ from rclpy.logging import get_logger
 from rgbd_seg_ros.core.node_health import HealthLimits
 from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer
-from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics
+from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics, health_limits
 from rgbd_seg_ros.ros.model_slot import ModelSlot
+from rgbd_seg_ros.ros.node_params import PARAMS
 
 
 class FakeClock:
@@ -134,3 +135,10 @@ def test_the_array_carries_one_stamped_status(model_params):
     assert len(array.status) == 1
     assert array.status[0].name == '/segmentation_node: pipeline'
     assert array.status[0].hardware_id == 'device=cpu frame=camera_color_optical_frame'
+
+
+def test_health_parameters_default_to_the_rules_defaults():
+    defaults = {spec.name: spec.default for spec in PARAMS}
+    assert health_limits(defaults) == HealthLimits()
+    changed = health_limits({**defaults, 'health.stale_after': 8, 'health.min_input_rate': 0})
+    assert changed == HealthLimits(stale_after_s=8.0, min_input_hz=0.0)
