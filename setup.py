@@ -54,8 +54,8 @@ setup(
     python_requires='>=3.10',
     entry_points={
         'console_scripts': [
-            'segmentation_node = rgbd_seg_ros.ros.segmentation_node:main',
-            'trainer_node = rgbd_seg_ros.ros.trainer_node:main',
+            'segmentation_node = rgbd_seg_ros.ros.entry_points:segmentation_node',
+            'trainer_node = rgbd_seg_ros.ros.entry_points:trainer_node',
             'rgbd-seg = rgbd_seg_ros.cli.main:main',
             'rgbd-seg-demo = rgbd_seg_ros.tools.demo:main',
         ],

@@ -33,12 +33,13 @@ def launch_node(tmp_path: Path, ros_env: dict[str, str]) -> Iterator[Callable[..
         params: dict[str, Any] | Path | None = None,
         remap: dict[str, str] | None = None,
         name: str | None = None,
+        own_group: bool = False,
     ) -> NodeProcess:
         remap = dict(remap or {})
         if name:
             remap['__node'] = name
         node = NodeProcess.start(
-            executable, tmp_path, ros_env, params, remap, tag=f'_{len(started)}'
+            executable, tmp_path, ros_env, params, remap, f'_{len(started)}', own_group
         )
         started.append(node)
         return node

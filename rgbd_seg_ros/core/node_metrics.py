@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rgbd_seg_ros.core.node_health import StreamState
 from rgbd_seg_ros.core.stats import CounterSet, LatencyWindow, RateMeter
 
 # Event rates, reported as rate_<name>_hz: the three inputs, paired triples, segmented frames.
@@ -65,12 +66,14 @@ class NodeMetrics:
         self._windows = {name: LatencyWindow(window_size) for name in WINDOWS}
         self._counters = CounterSet()
         self._frames_out = 0
+        self._seen: dict[str, tuple[float, float]] = {}  # stream -> (first, last) event
         self._lock = threading.Lock()
 
     # ---- recording ----------------------------------------------------------------------------
     def arrived(self, stream: str, now_s: float) -> None:
         """One event on ``stream`` (an input, or 'paired') at monotonic time ``now_s``."""
         self._rates[stream].tick(now_s)
+        self._saw(stream, now_s)
 
     def count(self, name: str, amount: int = 1) -> int:
         """Increase counter ``name``; return its new total."""
@@ -106,14 +109,28 @@ class NodeMetrics:
         self._windows['prepare_time'].add(
             seconds(timing.picked_up_ns, timing.decoded_ns) + timing.preprocess_s
         )
-        self._rates['out'].tick(time.monotonic() if now_s is None else now_s)
+        now = time.monotonic() if now_s is None else now_s
+        self._rates['out'].tick(now)
+        self._saw('out', now)
         with self._lock:
             self._frames_out += 1
+
+    def _saw(self, stream: str, now_s: float) -> None:
+        with self._lock:
+            first = self._seen.get(stream, (now_s, now_s))[0]
+            self._seen[stream] = (first, now_s)
 
     # ---- reading ------------------------------------------------------------------------------
     def rate(self, name: str, now_s: float) -> float:
         """Events per second of ``name`` over the rate window ending at ``now_s``."""
         return self._rates[name].rate(now_s)
+
+    def stream(self, name: str, now_s: float) -> StreamState:
+        """First and last event of ``name`` and its rate at ``now_s`` (the health rules' view)."""
+        with self._lock:
+            seen = self._seen.get(name)
+        rate = self._rates[name].rate(now_s)
+        return StreamState(None, None, rate) if seen is None else StreamState(*seen, rate)
 
     @property
     def frames_out(self) -> int:

@@ -35,6 +35,23 @@ def cdr_stamp_ns(data: bytes) -> int:
     return stamp
 
 
+def cdr_frame_id(data: bytes) -> str:
+    """Header frame_id of a serialised message whose first field is std_msgs/Header.
+
+    After the stamp (see ``cdr_stamp_ns``) CDR writes the string as a uint32 length, counting
+    the terminating NUL, then its bytes. Lets the node name its camera frame without
+    deserialising images.
+    """
+    cdr_stamp_ns(data)  # validates the layout
+    order = '<' if data[1] == 1 else '>'
+    if len(data) < 16:
+        raise ValueError(f'no frame_id in a {len(data)}-byte message')
+    (length,) = struct.unpack_from(order + 'I', data, 12)
+    if length == 0 or 16 + length > len(data):
+        raise ValueError(f'frame_id length {length} does not fit a {len(data)}-byte message')
+    return data[16 : 16 + length - 1].decode('utf-8', errors='replace')
+
+
 def restamp_cdr(data: bytes, stamp_ns: int) -> bytes:
     """``data`` (a serialised message starting with a Header) with its stamp replaced.
 

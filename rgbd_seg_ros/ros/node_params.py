@@ -237,6 +237,34 @@ PARAMS: tuple[ParamSpec, ...] = (
         _in_range(0.05, 60.0),
         read_only=True,
     ),
+    ParamSpec(
+        'health.stale_after',
+        3.0,
+        'Seconds without a message on an input (colour, depth, camera_info) after which '
+        '/diagnostics reports ERROR; also how long pairs or outputs may stop before they count '
+        'as stopped.',
+        _in_range(0.1, 3600.0),
+    ),
+    ParamSpec(
+        'health.min_input_rate',
+        5.0,
+        'Input rate (Hz) below which /diagnostics reports WARN; 0: no rate check.',
+        _in_range(0.0, 1000.0),
+    ),
+    ParamSpec(
+        'health.min_pairing_ratio',
+        0.5,
+        'Pairs per second over the slowest input rate below which /diagnostics reports WARN '
+        '(stamps that no longer match); 0: no check.',
+        _in_range(0.0, 1.0),
+    ),
+    ParamSpec(
+        'health.min_output_ratio',
+        0.5,
+        'Segmented frames per second over pairs per second below which /diagnostics reports '
+        'WARN while somebody subscribes (the model or decoding falls behind); 0: no check.',
+        _in_range(0.0, 1.0),
+    ),
 )
 
 BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMS}

@@ -55,7 +55,10 @@ class NodeProcess:
         params: dict[str, Any] | Path | None = None,
         remap: dict[str, str] | None = None,
         tag: str = '',
+        own_group: bool = False,
     ) -> NodeProcess:
+        """Start ``executable``; ``own_group``: in a new process group (and session) led by
+        the node, so a test can signal the group the way a terminal's Ctrl-C does."""
         args = [console_script(executable), '--ros-args']
         if isinstance(params, dict):
             params = write_params(workdir / f'{executable}{tag}_params.yaml', params)
@@ -67,7 +70,12 @@ class NodeProcess:
         env = {**env, PARENT_PID_VARIABLE: str(os.getpid())}
         with open(log_path, 'wb') as log:
             proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=own_group,
             )
         return cls(executable, proc, log_path)
 

@@ -123,6 +123,11 @@ class SegmentWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def wants_output(self) -> bool:
+        """Whether somebody subscribes to an output that is switched on (the health rules
+        expect outputs at the input rate only then)."""
+        return bool(self._sink.listened(self._settings.publish))
+
     def stop(self) -> None:
         """Close the hand-over and wait for the frame in progress to finish."""
         self._handover.close()

@@ -9,6 +9,7 @@ hot-swap invisible to any single frame.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
 from rgbd_seg_ros.inference.threads import configure_cpu_threads
 from rgbd_seg_ros.ros import conversions, param_bridge, qos
-from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics
+from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics, health_limits
 from rgbd_seg_ros.ros.model_slot import MODEL_PARAMS, ModelSlot, classes_message
 from rgbd_seg_ros.ros.segment_worker import PublisherSink, SegmentWorker, WorkerSettings
 from rgbd_seg_ros.ros.skips import SkipReporter
@@ -70,12 +71,16 @@ class SegmentationNode(Node):
         self.create_service(
             Trigger, '~/reload', self._on_reload, callback_group=MutuallyExclusiveCallbackGroup()
         )
+        self.camera_frame = ''  # frame_id of the latest colour message
         self.diagnostics = PipelineDiagnostics(
-            f'{self.get_name()}: pipeline',
+            f'{self.get_fully_qualified_name()}: pipeline',
             self.metrics,
             self.pairer.counters,
             lambda: self.models.engine,
             lambda: self.cpu_threads,
+            camera_frame=lambda: self.camera_frame,
+            outputs_wanted=self.worker.wants_output,
+            limits=health_limits(self.params),
         )
         self._make_diagnostics_timer(self.params['diagnostics_period'])
         self.worker.start()
@@ -113,6 +118,7 @@ class SegmentationNode(Node):
         """Hand changed parameters to the parts that read them while running."""
         self.handover.wait_for_fresh = self.params['wait_for_fresh_frame']
         self.worker.configure(WorkerSettings.from_params(self.params))
+        self.diagnostics.configure(health_limits(self.params))
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -151,6 +157,9 @@ class SegmentationNode(Node):
         except ValueError as err:
             self.skip(STREAM_REASONS[stream], str(err))
             return
+        if stream == 'rgb':
+            with contextlib.suppress(ValueError):
+                self.camera_frame = conversions.cdr_frame_id(data)
         if stamp == 0:
             self.skip('zero_stamp', f'{stream} message without a stamp')
             return
@@ -203,13 +212,16 @@ class SegmentationNode(Node):
         self.worker.stop()
 
 
+# One executor thread: the callbacks only read stamps, and a thread pool's hand-offs cost more
+# CPU and GIL time than they save (doc/design.md §2.2).
+EXECUTOR_THREADS = 1
+
+
 def main(args: list[str] | None = None) -> int:
     """Console-script entry point."""
     from rgbd_seg_ros.ros.runtime import run_node
 
-    # One executor thread: the callbacks only read stamps, and a thread pool's hand-offs cost
-    # more CPU and GIL time than they save (doc/design.md §2.2).
-    return run_node(SegmentationNode, args, num_threads=1)
+    return run_node(SegmentationNode, args, num_threads=EXECUTOR_THREADS)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.client import Client
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
@@ -121,7 +123,13 @@ class TrainerNode(Node):
             name='rgbd_seg_training',
             daemon=False,
         )
-        self._process.start()
+        # Blocked while it starts: the job inherits the mask and ignores SIGINT once running
+        # (training.job.ignore_interrupts); only this executor thread's mask changes.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self.state = {'stage': 'starting', 'output_dir': job['output_dir']}
         res.success, res.message = True, f'training started, output in {job["output_dir"]}'
         return res
@@ -161,7 +169,8 @@ class TrainerNode(Node):
         }
 
     # ---- progress -----------------------------------------------------------------------------
-    def _poll(self) -> None:
+    def _poll(self, swap: bool = True) -> None:
+        """Republish the job's events; ``swap=False`` (shutting down): no gate, no questions."""
         if self._events is None:
             return
         while True:
@@ -170,9 +179,10 @@ class TrainerNode(Node):
             except queue.Empty:
                 break
             if event.get('event') == 'serving?':
-                self._lookup_serving()
+                if swap:
+                    self._lookup_serving()
                 continue
-            self._handle(event)
+            self._handle(event, swap)
         if (
             self._process is not None
             and not self._process.is_alive()
@@ -183,10 +193,11 @@ class TrainerNode(Node):
                 {
                     'event': 'failed',
                     'error': f'training process exited with {self._process.exitcode}',
-                }
+                },
+                swap,
             )
 
-    def _handle(self, event: dict[str, Any]) -> None:
+    def _handle(self, event: dict[str, Any], swap: bool = True) -> None:
         kind = event.get('event')
         self.state.update({k: v for k, v in event.items() if k != 'event'})
         if kind in ('finished', 'cancelled', 'failed'):
@@ -198,7 +209,7 @@ class TrainerNode(Node):
         self._progress_pub.publish(msg)
         if kind == 'failed':
             self.get_logger().error(f'training failed: {event.get("error")}')
-        if kind == 'finished' and event.get('checkpoint'):
+        if kind == 'finished' and event.get('checkpoint') and swap:
             self._gate(str(event['checkpoint']), event.get('gate'))
 
     # ---- quality gate -------------------------------------------------------------------------
@@ -293,7 +304,9 @@ class TrainerNode(Node):
         )
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f'{self.get_name()}: training', hardware_id='trainer')
+        status = DiagnosticStatus(
+            name=f'{self.get_fully_qualified_name()}: training', hardware_id='trainer'
+        )
         status.level = DiagnosticStatus.OK
         status.message = str(self.state.get('stage'))
         if self.state.get('stage') == 'failed':
@@ -309,13 +322,25 @@ class TrainerNode(Node):
         self._diag_pub.publish(array)
 
     def close(self) -> None:
-        """Stop a running job cleanly when the node shuts down."""
+        """Stop a running job cleanly when the node shuts down, and say how it ended.
+
+        The job saves its last checkpoint and reports ``cancelled``; that event is published
+        on ~/progress (and waited for until subscribers have it, briefly) before the node goes,
+        since nothing spins any more to publish it later.
+        """
         if self._process is not None and self._process.is_alive():
             self._stop.set()
-            self._process.join(timeout=30.0)
+            deadline = time.monotonic() + 60.0
+            while self._process.is_alive() and time.monotonic() < deadline:
+                # Drained while waiting: a job whose queue is full cannot exit.
+                self._process.join(timeout=0.2)
+                self._poll(swap=False)
             if self._process.is_alive():
                 self._process.terminate()
                 self._process.join(timeout=5.0)
+        if self._events is not None:
+            self._poll(swap=False)
+            self._progress_pub.wait_for_all_acked(Duration(seconds=2))
 
 
 def _new_run_dir(output: Path) -> Path:

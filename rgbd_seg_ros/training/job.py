@@ -14,6 +14,7 @@ asks the parent (``serving?`` event, answer on the ``replies`` queue), which ask
 from __future__ import annotations
 
 import queue
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -155,6 +156,20 @@ def ask_parent(events: Any, replies: Any, stop: Any, timeout_s: float = 60.0) ->
     return ServingModel(None, 'the trainer node did not say which model is serving')
 
 
+def ignore_interrupts() -> None:
+    """SIGINT is for the trainer node, not for its job.
+
+    A terminal's Ctrl-C reaches the whole process group: the job would take it as a
+    KeyboardInterrupt in the middle of a step or of a checkpoint write. The node sets the
+    job's stop flag instead, so the job ends its step, saves its last checkpoint and reports
+    ``cancelled``. The node starts the job with SIGINT blocked (a Ctrl-C while the job is still
+    importing stays pending); ignoring it here discards that one, then it is unblocked. Data
+    loader workers the job starts inherit the ignored disposition.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def job_entry(
     job: dict[str, Any],
     events: Any,
@@ -171,6 +186,7 @@ def job_entry(
     """
     if parent_pid is not None:
         die_with_parent(parent_pid)
+    ignore_interrupts()
 
     def serving() -> ServingModel:
         if replies is None:

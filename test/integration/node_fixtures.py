@@ -57,17 +57,20 @@ class Streamer:
     outputs: dict = field(default_factory=dict)
     stamp_ns: int = 1_000_000_000
     sent: int = 0
-    rgb_topic: str = '/rgb/image_rect_color'
+    namespace: str = ''  # the node's namespace ('/cam1'): topics are looked up below it
+    rgb_topic: str = ''  # the colour topic when remapped ('': <namespace>/rgb/image_rect_color)
 
     def __post_init__(self) -> None:
         node = self.peer.node
+        ns = self.namespace
+        rgb_topic = self.rgb_topic or f'{ns}/rgb/image_rect_color'
         self.pubs = {
-            'rgb': node.create_publisher(Image, self.rgb_topic, 10),
+            'rgb': node.create_publisher(Image, rgb_topic, 10),
             'rgb_compressed': node.create_publisher(
-                CompressedImage, f'{self.rgb_topic}/compressed', 10
+                CompressedImage, f'{rgb_topic}/compressed', 10
             ),
-            'depth': node.create_publisher(Image, '/depth_registered/image_rect', 10),
-            'info': node.create_publisher(CameraInfo, '/rgb/camera_info', 10),
+            'depth': node.create_publisher(Image, f'{ns}/depth_registered/image_rect', 10),
+            'info': node.create_publisher(CameraInfo, f'{ns}/rgb/camera_info', 10),
         }
         self.diagnostics = self.peer.subscribe(DiagnosticArray, '/diagnostics')
         latched = QoSProfile(
@@ -75,10 +78,12 @@ class Streamer:
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
             reliability=ReliabilityPolicy.RELIABLE,
         )
-        self.classes = self.peer.subscribe(String, '/segmentation/classes', latched)
+        self.classes = self.peer.subscribe(
+            String, f'{self.namespace}/segmentation/classes', latched
+        )
 
     def listen(self, name: str, msg_type) -> list:
-        self.outputs[name] = self.peer.subscribe(msg_type, f'/segmentation/{name}')
+        self.outputs[name] = self.peer.subscribe(msg_type, f'{self.namespace}/segmentation/{name}')
         return self.outputs[name]
 
     def wait_connected(self, colour: str = 'rgb') -> None:

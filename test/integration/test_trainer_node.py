@@ -5,6 +5,7 @@ recording's class set only when it is better than the model it serves."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -20,10 +21,12 @@ from ros_frames import intrinsics
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
+from stop_signals import assert_clean_exit, send_burst
 
 from rgbd_seg_ros.backends.checkpoint import (
     CheckpointMeta,
     InputSpec,
+    build_from_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
 )
@@ -110,7 +113,7 @@ def serving_checkpoint(peer, node_proc) -> str:
 
 
 def trainer_diagnostics(diagnostics: list) -> list:
-    return [s for a in diagnostics for s in a.status if s.name.startswith('trainer_node')]
+    return [s for a in diagnostics for s in a.status if s.name == '/trainer_node: training']
 
 
 def test_trainer_gates_the_hot_swap(launch_node, ros_peer, tmp_path):
@@ -279,3 +282,74 @@ def test_a_killed_trainer_leaves_no_training_behind(launch_node, ros_peer, tmp_p
         assert proc_tree.wait_gone(started) == [], 'training processes outlived the node'
     finally:
         proc_tree.kill(started)
+
+
+def ignored_signals(pid: int) -> int:
+    """The SigIgn mask of ``pid`` (bit n-1: signal n is ignored)."""
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('SigIgn:'):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def test_ctrl_c_cancels_the_job_cleanly(launch_node, ros_peer, tmp_path):
+    """A terminal's Ctrl-C while the job trains: SIGINT to the whole group (node, job, data
+    loaders), then the one launch forwards to the node. The node exits 0 without a
+    traceback; the job is cancelled (not interrupted inside a checkpoint write): ~/progress
+    says ``cancelled`` with its checkpoint, which loads and verifies."""
+    base = small_checkpoint(tmp_path / 'base.safetensors', num_classes=5, seed=3)
+    recording = tmp_path / 'recording'
+    write_recording(recording)
+    trainer = launch_node(
+        'trainer_node',
+        params={
+            'recordings': [str(recording)],
+            'rgb_topic': TOPICS['rgb'],
+            'depth_topic': TOPICS['depth'],
+            'info_topic': TOPICS['info'],
+            'label_topic': TOPICS['label'],
+            'base_checkpoint': str(base),
+            'recipe': 'tiny_cpu',
+            'output_dir': str(tmp_path / 'training'),
+            'overrides': [
+                'stages.0.steps=100000',  # still training at the Ctrl-C
+                'stages.0.batch_size=2',
+                'eval.every_steps=0',
+                'augment.crop=null',
+                'log_every=1',
+                'data.num_workers=2',
+                'data.val_split=train',
+            ],
+        },
+        own_group=True,
+    )
+    progress = ros_peer.subscribe(String, '/trainer_node/progress')
+    events = lambda: [json.loads(m.data) for m in progress]  # noqa: E731
+    start = ros_peer.node.create_client(Trigger, '/trainer_node/start')
+    assert ros_peer.call(start, Trigger.Request(), node=trainer).success
+    ros_peer.wait_for(
+        lambda: any('step' in e for e in events()), 240, 'the first training step', trainer
+    )
+    jobs = [p for p in proc_tree.descendants(trainer.proc.pid) if p.ppid == trainer.proc.pid]
+    assert jobs, 'no job process'
+    assert all(ignored_signals(p.pid) & (1 << (signal.SIGINT - 1)) for p in jobs), jobs
+    started = proc_tree.descendants(trainer.proc.pid)
+    try:
+        os.killpg(trainer.proc.pid, signal.SIGINT)  # the terminal's, to the whole group
+        ros_peer.spin_for(0.005)
+        # then what launch forwards to the node, and an impatient second Ctrl-C
+        send_burst(trainer.proc, (signal.SIGINT, signal.SIGINT), (0.3,), ros_peer.spin_for)
+        assert_clean_exit(trainer, timeout=120)
+        assert proc_tree.wait_gone(started) == [], 'training processes outlived the node'
+    finally:
+        proc_tree.kill(started)
+    ros_peer.wait_for(
+        lambda: any(e['event'] == 'cancelled' for e in events()), 30, '"cancelled" on ~/progress'
+    )
+    cancelled = next(e for e in events() if e['event'] == 'cancelled')
+    assert 'failed' not in [e['event'] for e in events()]
+    checkpoint = Path(cancelled['checkpoint'])
+    assert checkpoint.is_file() and checkpoint.is_relative_to(tmp_path / 'training')
+    _model, meta = build_from_checkpoint(checkpoint)  # verified: digest, shapes, strict load
+    assert meta.backend == 'ssma' and meta.num_classes >= 1
+    assert not list(checkpoint.parent.glob('.*.tmp')), 'a checkpoint write was left half done'

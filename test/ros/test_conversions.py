@@ -28,6 +28,18 @@ def test_bad_bytes_are_refused_with_a_reason():
         conversions.deserialize(type(rgb), data[: len(data) // 3])
 
 
+@pytest.mark.parametrize('frame', ['camera_color_optical_frame', 'cam2/rgb', 'ü', ''])
+def test_frame_id_is_read_from_serialised_bytes(frame):
+    for msg in frame_triple(1_000_000_000):
+        msg.header.frame_id = frame
+        data = serialize_message(msg)
+        assert conversions.cdr_frame_id(data) == frame
+    with pytest.raises(ValueError):
+        conversions.cdr_frame_id(data[:14])
+    with pytest.raises(ValueError, match='does not fit'):
+        conversions.cdr_frame_id(data[:4] + data[4:12] + b'\xff\xff\xff\x00' + data[16:])
+
+
 def test_frame_arrays_decode_a_triple():
     rgb, depth, info = frame_triple(5, width=64, height=48)
     arrays = frame_input.frame_arrays(rgb, depth, info, tolerance=0.01)
