@@ -23,7 +23,12 @@ from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend
 from rgbd_seg_ros.backends.checkpoint import load_checkpoint
-from rgbd_seg_ros.backends.pretrained import load_encoder_weights, match_weights, read_weight_file
+from rgbd_seg_ros.backends.pretrained import (
+    LoadReport,
+    load_encoder_weights,
+    match_weights,
+    read_weight_file,
+)
 from rgbd_seg_ros.backends.registry import build_backend
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 from rgbd_seg_ros.training import checkpointing as ck
@@ -35,14 +40,22 @@ def build_stage_model(
     config: TrainConfig, plan: StagePlan, num_classes: int, note: Callable[[str], None]
 ) -> nn.Module:
     """The stage's network on the CPU, initialised; ``note`` hears where weights came from."""
+    return build_stage_network(config, plan, num_classes, note)[0]
+
+
+def build_stage_network(
+    config: TrainConfig, plan: StagePlan, num_classes: int, note: Callable[[str], None]
+) -> tuple[nn.Module, dict[str, LoadReport]]:
+    """:func:`build_stage_model`, with what each encoder stream loaded from its ImageNet file
+    (the streams that took one), so the trainer can report initialised parameter counts."""
     ck.seed_all(config.seed)  # identical initial weights on every rank and on resume
     model = build_backend(plan.backend, num_classes=num_classes, **plan.options)
     for path, loaded, skipped in initialise(model, config, plan):
         note(f'{plan.name}: initialised from {path} ({loaded} tensors, {skipped} skipped)')
+    reports: dict[str, LoadReport] = {}
     if takes_encoder_weights(config, plan.index):
-        for line in load_stream_files(model, config.model.encoder_weights):
-            note(f'{plan.name}: {line}')
-    return model
+        reports = load_stream_files(model, config.model.encoder_weights, note, plan.name)
+    return model, reports
 
 
 def weights_file(path: Path) -> dict[str, torch.Tensor]:
@@ -100,24 +113,26 @@ def initialise(
     return reports
 
 
-def load_stream_files(model: nn.Module, files: Mapping[str, str | None]) -> list[str]:
-    """Load the ImageNet file of each of ``model``'s encoder streams; one line per stream
-    saying what it starts from. Every tensor of an encoder comes from its file, or this raises
-    (``backends.pretrained``)."""
+def load_stream_files(
+    model: nn.Module, files: Mapping[str, str | None], note: Callable[[str], None], stage: str
+) -> dict[str, LoadReport]:
+    """Load the ImageNet file of each of ``model``'s encoder streams; ``note`` hears a line per
+    stream saying what it starts from. Every tensor of an encoder comes from its file, or this
+    raises (``backends.pretrained``). Returns the loader's report of each stream with a file."""
     streams = model.encoder_streams() if isinstance(model, SegBackend) else {}
-    lines = []
+    reports: dict[str, LoadReport] = {}
     for name, encoder in streams.items():
         path = files.get(name)
         count = sum(p.numel() for p in encoder.parameters())
         if not path:
-            lines.append(
-                f'{name} encoder: random initialisation ({count:,} parameters; '
+            note(
+                f'{stage}: {name} encoder: random initialisation ({count:,} parameters; '
                 f'no model.encoder_weights.{name})'
             )
             continue
-        report = load_encoder_weights(encoder, path)
-        lines.append(f'{name} encoder initialised from {report}')
-    return lines
+        reports[name] = load_encoder_weights(encoder, path)
+        note(f'{stage}: {name} encoder initialised from {reports[name]}')
+    return reports
 
 
 def check_encoder_weights_plan(config: TrainConfig, finished: Collection[str] = ()) -> None:

@@ -7,16 +7,18 @@ and nothing after it draws from them before the stage restores or seeds its own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from rgbd_seg_ros.backends.base import SegBackend
+from rgbd_seg_ros.backends.pretrained import LoadReport
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.training.context import RunContext, StagePlan
 from rgbd_seg_ros.training.losses import SegLoss
-from rgbd_seg_ros.training.model_init import build_stage_model
+from rgbd_seg_ros.training.model_init import build_stage_network
 from rgbd_seg_ros.training.optim import build_optimizer, build_scheduler, encoder_prefixes, freeze
 
 
@@ -35,7 +37,7 @@ class StageParts:
 def build_stage_parts(run: RunContext, plan: StagePlan) -> StageParts:
     """Build, initialise and freeze the network, then everything that trains it."""
     c, dist = run.config, run.dist
-    module = build_stage_model(c, plan, run.data.num_classes, run.events.note)
+    module, loaded = build_stage_network(c, plan, run.data.num_classes, run.events.note)
     check_depth_supervision(module, plan)
     if plan.freeze and freeze(module, plan.freeze) == 0:
         raise ConfigError(f'stage {plan.name}: freeze {plan.freeze} matched no parameter')
@@ -46,7 +48,9 @@ def build_stage_parts(run: RunContext, plan: StagePlan) -> StageParts:
     optimizer = build_optimizer(
         module, plan.optim, encoder_prefixes(module, c.model.encoder_prefixes)
     )
-    run.events.note(f'{plan.name}: {parameter_summary(module, plan)}')
+    counts = count_parameters(module)
+    run.events.note(f'{plan.name}: {parameter_summary(counts, plan)}')
+    run.events.emit(stage_start_event(plan, len(c.stages), counts, loaded))
     scheduler = build_scheduler(optimizer, plan.steps, plan.schedule)
     scaler = torch.amp.GradScaler('cuda', enabled=run.precision == 'fp16')
     return StageParts(
@@ -59,11 +63,50 @@ def build_stage_parts(run: RunContext, plan: StagePlan) -> StageParts:
     )
 
 
-def parameter_summary(module: nn.Module, plan: StagePlan) -> str:
-    """How many parameters the stage trains and how many it holds fixed (``freeze`` prefixes
-    and groups at learning rate 0 have no gradient), for the run's log."""
+@dataclass(frozen=True)
+class ParameterCounts:
+    """A stage's parameters once frozen: ``frozen`` ones have no gradient (``freeze`` prefixes
+    and groups at learning rate 0), the ``trained`` rest do."""
+
+    total: int
+    trained: int
+    frozen: int
+
+
+def count_parameters(module: nn.Module) -> ParameterCounts:
+    """Parameter values of ``module``, by whether they get gradients."""
     total = sum(p.numel() for p in module.parameters())
     frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return ParameterCounts(total=total, trained=total - frozen, frozen=frozen)
+
+
+def stage_start_event(
+    plan: StagePlan, num_stages: int, counts: ParameterCounts, loaded: dict[str, LoadReport]
+) -> dict[str, Any]:
+    """The progress event of a stage about to take its first step: what it trains, what it
+    holds frozen and what each encoder stream loaded from its ImageNet file, in numbers a
+    caller can check (the run's log says the same in words)."""
+    return {
+        'event': 'stage_start',
+        'stage': plan.name,
+        'stage_index': plan.index,
+        'num_stages': num_stages,
+        'total_steps': plan.steps,
+        'parameters': counts.total,
+        'trained_parameters': counts.trained,
+        'frozen_parameters': counts.frozen,
+        'freeze': list(plan.freeze),
+        'frozen_bn': list(plan.frozen_bn),
+        'encoder_weights': {
+            name: {**asdict(report), 'ignored': list(report.ignored)}
+            for name, report in loaded.items()
+        },
+    }
+
+
+def parameter_summary(counts: ParameterCounts, plan: StagePlan) -> str:
+    """How many parameters the stage trains and how many it holds fixed, for the run's log."""
+    total, frozen = counts.total, counts.frozen
     text = f'{total:,} parameters: {total - frozen:,} trained, {frozen:,} frozen'
     if plan.freeze:
         text += f' (freeze {", ".join(plan.freeze)})'

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import weight_files as wf
 from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.encoder_base import Encoder
@@ -23,6 +22,7 @@ from rgbd_seg_ros.backends.pretrained import (
 )
 from rgbd_seg_ros.backends.registry import build_backend
 from rgbd_seg_ros.errors import CheckpointError
+from rgbd_seg_ros.tools import synthetic_weights as wf
 
 
 def _snapshot(module: nn.Module) -> dict[str, Tensor]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import train_fixtures as tf
-import weight_files as wf
 
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
+from rgbd_seg_ros.tools import synthetic_weights as wf
 from rgbd_seg_ros.training.config import load_config
 from rgbd_seg_ros.training.context import plan_stage
 from rgbd_seg_ros.training.model_init import (

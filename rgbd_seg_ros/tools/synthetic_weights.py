@@ -1,7 +1,8 @@
 """Synthetic ImageNet weight files in the layouts users download: the right key names and shapes,
 random values. Written out here from each publisher's model definition (torchvision's ResNet,
 timm's ``ResNetV2`` with BatchNorm, the ERFNet authors' ImageNet classifier), independently of
-the package's encoders, so a test that loads them checks the package against the real layout.
+the package's encoders, so a test or a recipe check that loads them checks the package against
+the real layout, not against itself. Nothing here is downloaded or needs the publishers' code.
 """
 
 from __future__ import annotations
@@ -160,6 +161,24 @@ def write(state: dict[str, object], path: Path, fmt: str) -> Path:
     else:
         torch.save(state, path)
     return path
+
+
+def imagenet_file(encoder: str, seed: int = 0) -> tuple[dict[str, object], str, str]:
+    """The file a user would give package encoder ``encoder``: its state (as the publisher
+    saves it), the publisher's file name and the format to write it in (see :func:`write`).
+    ``ValueError`` for an encoder no published ImageNet file fits (``resnet18_half``)."""
+    if encoder in RESNET_LAYERS:
+        return dict(torchvision_resnet(encoder, seed)), f'{encoder}.pth', 'pth'
+    timm_name = 'resnetv2_' + encoder.removeprefix('preact_resnet')
+    if encoder.startswith('preact_resnet') and timm_name in RESNETV2_LAYERS:
+        return (
+            dict(timm_resnetv2(timm_name, seed)),
+            f'{timm_name}.a1h_in1k.safetensors',
+            'safetensors',
+        )
+    if encoder == 'erfnet':
+        return erfnet_imagenet(seed), 'erfnet_encoder_pretrained.pth.tar', 'pth'
+    raise ValueError(f'no published ImageNet file fits encoder {encoder!r}')
 
 
 def flat(state: dict[str, object], drop: Sequence[str] = ()) -> dict[str, Tensor]:
