@@ -551,7 +551,7 @@ def _safetensors_header(path: Path, stream: BinaryIO) -> _Header:
     if length > MAX_HEADER_BYTES or 8 + length > size:
         raise CheckpointError(
             f'{path}: corrupt or truncated safetensors file: header of {length} bytes in a '
-            f'file of {size} (at most {MAX_HEADER_BYTES} read)'
+            f'file of {size} (headers over {MAX_HEADER_BYTES} bytes are refused)'
         )
     data_size = size - 8 - length
     try:
@@ -566,8 +566,8 @@ def _safetensors_header(path: Path, stream: BinaryIO) -> _Header:
     ):
         raise CheckpointError(f'{path}: corrupt safetensors header: metadata is not str -> str')
     layout: dict[str, torch.Tensor] = {}
-    for name, entry in header.items():
-        entry = entry if isinstance(entry, dict) else {}
+    for name, value in header.items():
+        entry = value if isinstance(value, dict) else {}
         dtype = _SAFETENSORS_DTYPES.get(entry.get('dtype'))  # type: ignore[arg-type]
         shape, offsets = entry.get('shape'), entry.get('data_offsets')
         if (
@@ -687,9 +687,7 @@ class _Reader:
                 self.header, self._torch_state = _torch_parts(
                     path, _torch_object(path, self.stream)
                 )
-            self.digest = (
-                _require_digest(path, self.header.digest) if require_digest else None
-            )
+            self.digest = _require_digest(path, self.header.digest) if require_digest else None
             self.meta = _parse_meta(path, self.header.doc)
         except BaseException:
             self.stream.close()

@@ -163,6 +163,11 @@ class ModelSlot:
         return self._last_size
 
     @property
+    def loading(self) -> bool:
+        """True while a load runs (also one abandoned by its waiter)."""
+        return self._in_flight is not None
+
+    @property
     def served_params(self) -> dict[str, Any] | None:
         """The model parameters (MODEL_PARAMS) that produced the current engine."""
         return dict(self._served) if self._served is not None else None
