@@ -18,7 +18,7 @@ from typing import Any
 MAX_CLASSES = 65535
 MAX_LABEL_ID = 65535
 # Network input size for a fixed resolution (from the checkpoint or the node's parameters).
-MIN_INPUT_SIDE = 16
+MIN_INPUT_SIDE = 8
 MAX_INPUT_SIDE = 2048
 MAX_INPUT_PIXELS = 2048 * 1536
 # rgb_std divides every pixel and rgb_mean shifts it (both on [0, 1] RGB).

@@ -210,3 +210,12 @@ def wait_until(predicate, timeout: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, 'condition not reached'
         time.sleep(0.01)
+
+
+def test_a_fixed_input_size_beyond_the_bounds_is_refused(model_params):
+    slot, _ = make_slot()
+    reason = slot.swap(
+        {**model_params, 'resolution_policy': 'fixed', 'input_height': 3000, 'input_width': 4000}
+    )
+    assert reason is not None and 'fixed input size 3000x4000' in reason
+    assert slot.engine is None
