@@ -204,3 +204,20 @@ def test_random_damage_is_refused_or_harmless(corpus, tmp_path: Path, container:
         assert set(loaded) == set(state)
         assert all(torch.equal(loaded[k], state[k]) for k in state)
     assert refused > 0
+
+
+def test_rgbd_seg_seal(corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rgbd_seg_ros.cli.main import main
+
+    _, cases = corpus
+    unsealed = tmp_path / 'unsealed.safetensors'
+    unsealed.write_bytes(cases['digest_missing'].read_bytes())
+    damaged = tmp_path / 'damaged.safetensors'
+    damaged.write_bytes(cases['digest_wrong'].read_bytes())
+    assert main(['seal', str(unsealed)]) == 0
+    assert f'sealed {unsealed}: erfnet_enc, 4 classes' in capsys.readouterr().out
+    build_from_checkpoint(unsealed)
+    assert main(['seal', str(damaged)]) == 2
+    assert 'checksum mismatch' in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match='checksum mismatch'):
+        load_checkpoint(damaged)
