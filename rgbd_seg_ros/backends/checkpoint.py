@@ -76,6 +76,7 @@ __all__ = [
     'build_from_checkpoint',
     'check_state_dict',
     'load_checkpoint',
+    'open_regular_file',
     'read_checkpoint_meta',
     'save_checkpoint',
     'seal_checkpoint',
@@ -453,7 +454,7 @@ def _refused(path: Path, err: BaseException) -> CheckpointError:
     )
 
 
-def _open_regular(path: Path) -> BinaryIO:
+def open_regular_file(path: Path) -> BinaryIO:
     """``path`` opened for reading, refused unless it is a regular file.
 
     The open itself never blocks: a FIFO opened without O_NONBLOCK waits for a writer, which
@@ -676,7 +677,7 @@ class _Reader:
 
     def __init__(self, path: Path, require_digest: bool = True) -> None:
         self.path = path
-        self.stream = _open_regular(path)
+        self.stream = open_regular_file(path)
         try:
             self.kind = _sniff(path, self.stream)
             self._torch_state: dict[str, torch.Tensor] = {}
