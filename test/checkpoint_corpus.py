@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from rgbd_seg_ros.backends import checkpoint as ckpt
 from rgbd_seg_ros.backends import registry
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec
+from rgbd_seg_ros.backends.checkpoint_limits import MAX_WEIGHT_BYTES
 
 
 class Payload:
@@ -198,6 +199,13 @@ def malformed(folder: Path, good: Path) -> dict[str, Path]:
     cases['tensor_declared_past_the_end'] = _header_file(
         folder / 'hbig.safetensors', json.dumps({**header, 'w': huge_tensor}).encode(), b'0' * 16
     )
+    total = MAX_WEIGHT_BYTES // 4 + 1  # float32 values: one more than allowed
+    sparse = folder / 'sparse_huge.safetensors'
+    entry = {'dtype': 'F32', 'shape': [total], 'data_offsets': [0, total * 4]}
+    _header_file(sparse, json.dumps({**header, 'w': entry}).encode())
+    with open(sparse, 'r+b') as stream:  # a sparse file: the size without the disk space
+        stream.truncate(stream.seek(0, os.SEEK_END) + total * 4)
+    cases['sparse_file_declaring_huge_weights'] = sparse
     odd = {'dtype': 'C64', 'shape': [2], 'data_offsets': [0, 16]}
     cases['unknown_dtype'] = _header_file(
         folder / 'hdtype.safetensors', json.dumps({**header, 'w': odd}).encode(), b'0' * 16

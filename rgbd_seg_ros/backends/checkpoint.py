@@ -52,6 +52,7 @@ from rgbd_seg_ros.backends.checkpoint_limits import (
     check_input_size,
     check_plain_json,
     check_rgb_normalisation,
+    check_weight_bytes,
 )
 from rgbd_seg_ros.backends.registry import build_backend, get_entry
 from rgbd_seg_ros.core.atomic_files import atomic_path, fsync_dir
@@ -688,6 +689,10 @@ class _Reader:
                 self.header, self._torch_state = _torch_parts(
                     path, _torch_object(path, self.stream)
                 )
+            try:
+                check_weight_bytes(sum(t.nbytes for t in self.header.layout.values()))
+            except ValueError as err:
+                raise CheckpointError(f'{path}: refused before reading: {err}') from None
             self.digest = _require_digest(path, self.header.digest) if require_digest else None
             self.meta = _parse_meta(path, self.header.doc)
         except BaseException:

@@ -27,6 +27,9 @@ RGB_MEAN_LIMIT = 1e3
 # Every non-zero number in depth_params (metres, centimetres, pixels, a percentile) lies in
 # this magnitude range: max_depth_m = 1e-300 would divide depth by almost nothing.
 DEPTH_PARAM_RANGE = (1e-3, 1e4)
+# The weights, all tensors together: the largest backend here is under 1 GiB in float32; a
+# sparse file declaring more would be read into memory whole.
+MAX_WEIGHT_BYTES = 4 * 1024**3
 # The metadata document: size of the safetensors header and nesting depth of the JSON.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_JSON_DEPTH = 64
@@ -39,6 +42,7 @@ __all__ = [
     'MAX_INPUT_SIDE',
     'MAX_JSON_DEPTH',
     'MAX_LABEL_ID',
+    'MAX_WEIGHT_BYTES',
     'MIN_INPUT_SIDE',
     'RGB_MEAN_LIMIT',
     'RGB_STD_RANGE',
@@ -47,6 +51,7 @@ __all__ = [
     'check_input_size',
     'check_plain_json',
     'check_rgb_normalisation',
+    'check_weight_bytes',
 ]
 
 
@@ -67,6 +72,15 @@ def check_input_size(height: int, width: int, what: str = 'input size') -> None:
     if height * width > MAX_INPUT_PIXELS:
         raise ValueError(
             f'{what} {height}x{width} has {height * width} pixels, more than {MAX_INPUT_PIXELS}'
+        )
+
+
+def check_weight_bytes(total: int) -> None:
+    """``ValueError`` when the tensors of a file add up to more than MAX_WEIGHT_BYTES."""
+    if total > MAX_WEIGHT_BYTES:
+        raise ValueError(
+            f'its tensors hold {total} bytes, more than {MAX_WEIGHT_BYTES} (no model here needs '
+            'that much)'
         )
 
 

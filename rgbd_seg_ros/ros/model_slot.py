@@ -277,7 +277,7 @@ class ModelSlot:
             job.finished = True
             if not job.abandoned:
                 job.engine, job.reason = engine, reason
-        if job.abandoned:
+        if job.abandoned and not self._closed:  # after close the logger may be gone
             self._log.warning(
                 f'abandoned load of {job.path} ended ({reason or "loaded"}); result dropped'
             )
