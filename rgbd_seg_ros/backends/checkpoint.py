@@ -33,18 +33,27 @@ import hashlib
 import json
 import math
 import os
-import pickle
-import zipfile
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, BinaryIO, TypeGuard
 
 import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from rgbd_seg_ros.backends.checkpoint_limits import (
+    MAX_HEADER_BYTES,
+    MAX_LABEL_ID,
+    check_class_count,
+    check_depth_params,
+    check_input_size,
+    check_plain_json,
+    check_rgb_normalisation,
+    check_weight_bytes,
+)
 from rgbd_seg_ros.backends.registry import build_backend, get_entry
 from rgbd_seg_ros.core.atomic_files import atomic_path, fsync_dir
 from rgbd_seg_ros.core.depth import depth_channels as encoding_channels
@@ -68,8 +77,10 @@ __all__ = [
     'build_from_checkpoint',
     'check_state_dict',
     'load_checkpoint',
+    'open_regular_file',
     'read_checkpoint_meta',
     'save_checkpoint',
+    'seal_checkpoint',
 ]
 
 
@@ -119,11 +130,12 @@ class InputSpec:
             setattr(self, name, tuple(float(v) for v in values))
         if any(v <= 0 for v in self.rgb_std):
             raise ValueError(f'input_spec.rgb_std must be positive, got {self.rgb_std!r}')
+        check_rgb_normalisation(self.rgb_mean, self.rgb_std)
         if not isinstance(self.depth_params, Mapping):
             raise ValueError('input_spec.depth_params must be a mapping')
         self.depth_params = dict(self.depth_params)
         try:
-            resolve_depth_params(self.depth_encoding, self.depth_params)
+            check_depth_params(resolve_depth_params(self.depth_encoding, self.depth_params))
         except ConfigError as err:
             raise ValueError(f'input_spec: {err}') from None
         res = self.resolution
@@ -139,6 +151,7 @@ class InputSpec:
                         f'input_spec.resolution.{key} must be a positive integer for the '
                         f"'fixed' policy, got {value!r}"
                     )
+            check_input_size(res['height'], res['width'], 'input_spec.resolution')
             extra = sorted(set(res) - {'policy', 'height', 'width'})
         else:
             extra = sorted(set(res) - {'policy'})
@@ -246,6 +259,7 @@ class CheckpointMeta:
             or not all(isinstance(n, str) for n in names)
         ):
             raise ValueError('class_names must be a non-empty list of strings')
+        check_class_count(len(names))
         self.class_names = list(names)
         pal = self.palette
         if not isinstance(pal, (list, tuple)) or len(pal) != len(names):
@@ -294,8 +308,8 @@ def _checked_class_ids(ids: Any, count: int, ignore_index: int) -> list[int]:
         return []
     if len(ids) != count:
         raise ValueError(f'class_ids must have one id per class ({count}), got {len(ids)}')
-    if len(set(ids)) != len(ids) or not all(0 <= i <= 65535 for i in ids):
-        raise ValueError(f'class_ids must be distinct ids in 0..65535, got {list(ids)}')
+    if len(set(ids)) != len(ids) or not all(0 <= i <= MAX_LABEL_ID for i in ids):
+        raise ValueError(f'class_ids must be distinct ids in 0..{MAX_LABEL_ID}, got {list(ids)}')
     if ignore_index in ids:
         raise ValueError(f'class_ids include the ignore index {ignore_index}')
     # Output c is id c: stored as absent, which every reader of format 1 understands.
@@ -434,17 +448,59 @@ def save_checkpoint(
     fsync_dir(folder)
 
 
-def _sniff(path: Path) -> str:
-    """'safetensors' or 'torch' from the first bytes; CheckpointError otherwise."""
+def _refused(path: Path, err: BaseException) -> CheckpointError:
+    """A CheckpointError for any failure while reading: its type and first line, no traceback."""
+    return CheckpointError(
+        f'{path}: cannot read checkpoint ({type(err).__name__}: {_first_line(err)})'
+    )
+
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading, refused unless it is a regular file.
+
+    The open itself never blocks: a FIFO opened without O_NONBLOCK waits for a writer, which
+    wedged whoever loaded it. What is opened is checked with fstat, so the file that is read is
+    the file that was checked.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0)
     try:
-        with open(path, 'rb') as stream:
-            head = stream.read(9)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise CheckpointError(f'{path}: checkpoint file not found') from None
-    except IsADirectoryError:
-        raise CheckpointError(f'{path}: is a folder, not a checkpoint file') from None
     except OSError as err:
-        raise CheckpointError(f'{path}: cannot read checkpoint: {err}') from None
+        raise CheckpointError(f'{path}: cannot open checkpoint: {err.strerror or err}') from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise CheckpointError(f'{path}: is a folder, not a checkpoint file')
+        if not stat.S_ISREG(mode):
+            raise CheckpointError(
+                f'{path}: not a regular file ({_file_kind(mode)}); only regular files are read '
+                'as checkpoints'
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, 'a FIFO'),
+        (stat.S_ISSOCK, 'a socket'),
+        (stat.S_ISCHR, 'a character device'),
+        (stat.S_ISBLK, 'a block device'),
+    ):
+        if test(mode):
+            return name
+    return 'not a regular file'
+
+
+def _sniff(path: Path, stream: BinaryIO) -> str:
+    """'safetensors' or 'torch' from the first bytes; CheckpointError otherwise."""
+    head = stream.read(9)
+    stream.seek(0)
     if len(head) == 0:
         raise CheckpointError(f'{path}: checkpoint file is empty')
     if head.startswith(b'PK\x03\x04'):
@@ -456,56 +512,120 @@ def _sniff(path: Path) -> str:
     )
 
 
-def _parse_meta(path: Path, doc: Any) -> CheckpointMeta:
-    if isinstance(doc, str):
-        try:
-            doc = json.loads(doc)
-        except json.JSONDecodeError as err:
+def _fd_path(stream: BinaryIO) -> str | None:
+    """A path that reopens exactly the open file (Linux), for readers that want a path."""
+    link = f'/proc/self/fd/{stream.fileno()}'
+    return link if os.path.exists(link) else None
+
+
+@dataclass
+class _Header:
+    """What a checkpoint says before any tensor is read."""
+
+    doc: Any  # the metadata document: JSON text (safetensors) or a dict (torch)
+    digest: Any  # the stored digest, None when absent
+    layout: dict[str, torch.Tensor]  # name -> a tensor on the 'meta' device: dtype and shape
+
+
+_SAFETENSORS_DTYPES = {
+    'F64': torch.float64,
+    'F32': torch.float32,
+    'F16': torch.float16,
+    'BF16': torch.bfloat16,
+    'I64': torch.int64,
+    'I32': torch.int32,
+    'I16': torch.int16,
+    'I8': torch.int8,
+    'U64': torch.uint64,
+    'U32': torch.uint32,
+    'U16': torch.uint16,
+    'U8': torch.uint8,
+    'BOOL': torch.bool,
+    'F8_E4M3': torch.float8_e4m3fn,
+    'F8_E5M2': torch.float8_e5m2,
+}
+
+
+def _safetensors_header(path: Path, stream: BinaryIO) -> _Header:
+    """The header of a safetensors file, bounded and checked against the file size."""
+    size = os.fstat(stream.fileno()).st_size
+    length = int.from_bytes(stream.read(8), 'little')
+    if length > MAX_HEADER_BYTES or 8 + length > size:
+        raise CheckpointError(
+            f'{path}: corrupt or truncated safetensors file: header of {length} bytes in a '
+            f'file of {size} (headers over {MAX_HEADER_BYTES} bytes are refused)'
+        )
+    data_size = size - 8 - length
+    try:
+        header = json.loads(stream.read(length).decode('utf-8'))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f'{path}: corrupt safetensors header: {err}') from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f'{path}: corrupt safetensors header: not a JSON object')
+    metadata = header.pop('__metadata__', None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CheckpointError(f'{path}: corrupt safetensors header: metadata is not str -> str')
+    layout: dict[str, torch.Tensor] = {}
+    for name, value in header.items():
+        entry = value if isinstance(value, dict) else {}
+        dtype = _SAFETENSORS_DTYPES.get(entry.get('dtype'))  # type: ignore[arg-type]
+        shape, offsets = entry.get('shape'), entry.get('data_offsets')
+        if (
+            dtype is None
+            or not isinstance(shape, list)
+            or not all(_is_int(n) and n >= 0 for n in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_int(n) for n in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_size
+            or offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize
+        ):
             raise CheckpointError(
-                f'{path}: checkpoint metadata is not valid JSON: {err}'
-            ) from None
-    try:
-        return CheckpointMeta.from_dict(doc)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f'{path}: invalid checkpoint metadata: {err}') from None
-
-
-def _read_safetensors(path: Path, with_tensors: bool) -> tuple[str, str | None, dict]:
-    try:
-        with safe_open(str(path), framework='pt', device='cpu') as handle:
-            header = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 if with_tensors else {}
-    except SafetensorError as err:
-        raise CheckpointError(f'{path}: corrupt or truncated safetensors file: {err}') from None
-    except (OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f'{path}: cannot read safetensors file: {err}') from None
-    if META_KEY not in header:
+                f'{path}: corrupt or truncated safetensors file: bad entry for tensor {name!r}'
+            )
+        layout[name] = torch.empty(shape, dtype=dtype, device='meta')
+    if META_KEY not in metadata:
         raise CheckpointError(
             f'{path}: safetensors file has no {META_KEY!r} metadata (not written by '
             'rgbd_seg_ros, or the header is damaged)'
         )
-    return header[META_KEY], header.get(DIGEST_KEY), tensors
+    return _Header(metadata[META_KEY], metadata.get(DIGEST_KEY), layout)
 
 
-def _read_torch(path: Path) -> tuple[Any, str | None, dict]:
+def _safetensors_tensors(path: Path, stream: BinaryIO) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        OSError,
-        TypeError,
-        AttributeError,
-        KeyError,
-        IndexError,
-        zipfile.BadZipFile,
-    ) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        with safe_open(_fd_path(stream) or str(path), framework='pt', device='cpu') as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except SafetensorError as err:
+        raise CheckpointError(f'{path}: corrupt or truncated safetensors file: {err}') from None
+    except Exception as err:  # any failure of the reader is a refusal, whatever its type
+        raise _refused(path, err) from None
+
+
+def _torch_object(path: Path, stream: BinaryIO) -> Any:
+    """``torch.load(weights_only=True)`` of the open file, its tensors mapped rather than read
+    where the platform gives the open file a path. Never by the file's name: torch hands any
+    ``.safetensors`` name to the safetensors reader."""
+    link = _fd_path(stream)
+    try:
+        if link is not None:
+            return torch.load(link, map_location='cpu', weights_only=True, mmap=True)
+        return torch.load(stream, map_location='cpu', weights_only=True)
+    except Exception as err:  # corrupt, truncated or unsafe: any type is a refusal
         raise CheckpointError(
-            f'{path}: corrupt, truncated or unsafe torch checkpoint ({first})'
+            f'{path}: corrupt, truncated or unsafe torch checkpoint ({type(err).__name__}: '
+            f'{_first_line(err)})'
         ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ''
+
+
+def _torch_parts(path: Path, obj: Any) -> tuple[_Header, dict[str, torch.Tensor]]:
     if not isinstance(obj, dict) or 'meta' not in obj or 'state_dict' not in obj:
         raise CheckpointError(
             f"{path}: torch checkpoint must be a dict with 'meta' and 'state_dict'"
@@ -515,21 +635,97 @@ def _read_torch(path: Path) -> tuple[Any, str | None, dict]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(f'{path}: state_dict must map names to tensors')
-    digest = obj.get('sha256')
-    if digest is not None and not isinstance(digest, str):
-        raise CheckpointError(f'{path}: sha256 must be a string')
-    return obj['meta'], digest, state
+    try:
+        check_plain_json(obj['meta'], 'meta')
+    except ValueError as err:
+        raise CheckpointError(f'{path}: invalid checkpoint metadata: {err}') from None
+    layout = {k: torch.empty(v.shape, dtype=v.dtype, device='meta') for k, v in state.items()}
+    return _Header(obj['meta'], obj.get('sha256'), layout), state
+
+
+def _parse_meta(path: Path, doc: Any) -> CheckpointMeta:
+    if isinstance(doc, str):
+        try:
+            doc = json.loads(doc)
+        except (ValueError, RecursionError) as err:
+            raise CheckpointError(
+                f'{path}: checkpoint metadata is not valid JSON: {err}'
+            ) from None
+    try:
+        check_plain_json(doc)
+        return CheckpointMeta.from_dict(doc)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f'{path}: invalid checkpoint metadata: {err}') from None
+
+
+def _require_digest(path: Path, digest: Any) -> str:
+    if digest is None:
+        raise CheckpointError(
+            f'{path}: no integrity digest ({DIGEST_KEY!r}); every checkpoint rgbd_seg_ros '
+            'writes has one. A file you trust can be sealed with `rgbd-seg seal PATH`'
+        )
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise CheckpointError(f'{path}: integrity digest is not a SHA-256 hex string')
+    return digest
+
+
+def _stored_doc(doc: Any) -> str:
+    return doc if isinstance(doc, str) else json.dumps(doc, sort_keys=True, ensure_ascii=False)
+
+
+class _Reader:
+    """One checkpoint file, opened once: the header first, the tensors only when asked."""
+
+    def __init__(self, path: Path, require_digest: bool = True) -> None:
+        self.path = path
+        self.stream = open_regular_file(path)
+        try:
+            self.kind = _sniff(path, self.stream)
+            self._torch_state: dict[str, torch.Tensor] = {}
+            self._state: dict[str, torch.Tensor] | None = None
+            if self.kind == 'safetensors':
+                self.header = _safetensors_header(path, self.stream)
+            else:
+                self.header, self._torch_state = _torch_parts(
+                    path, _torch_object(path, self.stream)
+                )
+            try:
+                check_weight_bytes(sum(t.nbytes for t in self.header.layout.values()))
+            except ValueError as err:
+                raise CheckpointError(f'{path}: refused before reading: {err}') from None
+            self.digest = _require_digest(path, self.header.digest) if require_digest else None
+            self.meta = _parse_meta(path, self.header.doc)
+        except BaseException:
+            self.stream.close()
+            raise
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stream.close()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor, read into memory and checked against the digest."""
+        if self._state is None:
+            if self.kind == 'safetensors':
+                self._state = _safetensors_tensors(self.path, self.stream)
+            else:  # out of the file mapping: a file changed later cannot touch them
+                self._state = {k: v.clone() for k, v in self._torch_state.items()}
+        digest = self.digest or self.header.digest
+        if digest is not None and _digest(_stored_doc(self.header.doc), self._state) != digest:
+            raise CheckpointError(
+                f'{self.path}: checksum mismatch: the weights or metadata were modified or '
+                'corrupted'
+            )
+        return self._state
 
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
-    """Only the metadata (fast: safetensors reads the header, not the weights)."""
-    path = Path(path)
-    kind = _sniff(path)
-    if kind == 'safetensors':
-        doc, _, _ = _read_safetensors(path, with_tensors=False)
-    else:
-        doc, _, _ = _read_torch(path)
-    return _parse_meta(path, doc)
+    """Only the metadata: the safetensors header, or the torch container with its tensors
+    mapped, not read. The digest must be present (it is verified when the weights are read)."""
+    with _Reader(Path(path)) as reader:
+        return reader.meta
 
 
 def load_checkpoint(
@@ -541,26 +737,30 @@ def load_checkpoint(
     the backend modules).
     """
     path = Path(path)
-    kind = _sniff(path)
-    if kind == 'safetensors':
-        doc, digest, tensors = _read_safetensors(path, with_tensors=True)
-    else:
-        doc, digest, tensors = _read_torch(path)
-    meta = _parse_meta(path, doc)
-    if digest is not None:
-        stored_doc = (
-            doc if isinstance(doc, str) else json.dumps(doc, sort_keys=True, ensure_ascii=False)
-        )
-        if _digest(stored_doc, tensors) != digest:
-            raise CheckpointError(
-                f'{path}: checksum mismatch: the weights or metadata were modified or corrupted'
-            )
-    if check_backend:
-        try:
-            get_entry(meta.backend)
-        except ConfigError as err:
-            raise CheckpointError(f'{path}: {err}') from None
-    return meta, tensors
+    with _Reader(path) as reader:
+        if check_backend:
+            _check_backend(path, reader.meta)
+        return reader.meta, reader.tensors()
+
+
+def seal_checkpoint(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """Give a checkpoint without an integrity digest one, rewriting it atomically.
+
+    For files made by hand or by older tools: everything else is checked as on any load, and
+    a digest that is present must match (sealing never launders a damaged file).
+    """
+    path = Path(path)
+    with _Reader(path, require_digest=False) as reader:
+        meta, state = reader.meta, reader.tensors()
+    save_checkpoint(path, state, meta)
+    return meta
+
+
+def _check_backend(path: Path, meta: CheckpointMeta) -> None:
+    try:
+        get_entry(meta.backend)
+    except ConfigError as err:
+        raise CheckpointError(f'{path}: {err}') from None
 
 
 def _summarise(names: list[str]) -> str:
@@ -616,29 +816,59 @@ def _deep_tuple(value: Any) -> Any:
 def build_from_checkpoint(
     path: str | os.PathLike[str], device: str | torch.device = 'cpu'
 ) -> tuple[nn.Module, CheckpointMeta]:
-    """Build the model the checkpoint describes, load its weights strictly, eval mode."""
+    """Build the model the checkpoint describes, load its weights strictly, eval mode.
+
+    The model is first built on the ``meta`` device (shapes, no memory) and compared with the
+    shapes the file declares, so metadata that does not fit its weights (3000 class names
+    for a 14-class head, a config asking for a huge network) is refused before any tensor is
+    read or any real model allocated. Any failure is a ``CheckpointError``.
+    """
     path = Path(path)
-    meta, state = load_checkpoint(path)
+    with _Reader(path) as reader:
+        meta = reader.meta
+        _check_backend(path, meta)
+        _check_layout(path, meta, _build(path, meta, torch.device('meta')), reader.header.layout)
+        state = reader.tensors()
+    model = _build(path, meta, torch.device('cpu'))
+    try:
+        model.load_state_dict(state, strict=True)
+        model.to(device)
+    except Exception as err:  # a strict load that still fails, or a device that cannot take it
+        raise CheckpointError(f'{path}: cannot load weights: {_first_line(err)}') from None
+    model.eval()
+    return model, meta
+
+
+def _build(path: Path, meta: CheckpointMeta, device: torch.device) -> nn.Module:
+    """The backend the metadata describes, its parameters created on ``device``."""
     try:
         config = _restore_tuples(get_entry(meta.backend).config_cls, meta.config)
-        model = build_backend(meta.backend, num_classes=meta.num_classes, **config)
-    except (ConfigError, TypeError, ValueError) as err:
+        with device:
+            return build_backend(meta.backend, num_classes=meta.num_classes, **config)
+    except Exception as err:  # a config the backend cannot take, whatever it raises
         raise CheckpointError(
-            f'{path}: cannot build backend {meta.backend!r} from its config: {err}'
+            f'{path}: cannot build backend {meta.backend!r} from its config: '
+            f'{type(err).__name__}: {_first_line(err)}'
         ) from None
-    problems = check_state_dict(model.state_dict(), state)
+
+
+def _check_layout(
+    path: Path, meta: CheckpointMeta, model: nn.Module, layout: Mapping[str, torch.Tensor]
+) -> None:
+    expected = model.state_dict()
+    problems = check_state_dict(expected, layout)
+    kinds = sorted(
+        f'{k} (checkpoint {layout[k].dtype}, model {expected[k].dtype})'
+        for k in set(expected) & set(layout)
+        if layout[k].is_floating_point() != expected[k].is_floating_point()
+    )
+    if kinds:
+        problems.append(f'{len(kinds)} dtype mismatch(es): {_summarise(kinds)}')
     if problems:
         raise CheckpointError(
             f'{path}: weights do not match backend {meta.backend!r} built from the '
-            f'checkpoint config: ' + '; '.join(problems)
+            f'checkpoint config ({meta.num_classes} classes): ' + '; '.join(problems)
         )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f'{path}: cannot load weights: {err}') from None
-    model.to(device)
-    model.eval()
-    return model, meta
 
 
 def state_dict_from(

@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     'train_cmd',
     'eval_cmd',
     'export_cmd',
+    'seal_cmd',
 )
 
 

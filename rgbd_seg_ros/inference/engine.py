@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from rgbd_seg_ros.backends.base import needs_intrinsics, runs_without_depth
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, build_from_checkpoint
+from rgbd_seg_ros.backends.checkpoint_limits import check_input_size
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.core.label_space import is_identity
 from rgbd_seg_ros.errors import ConfigError, FrameError
@@ -100,6 +101,11 @@ class Engine:
         precision = as_choice(precision, PRECISIONS, 'precision')
         runtime = as_choice(runtime, RUNTIMES, 'runtime')
         resolution_policy = as_choice(resolution_policy, RESOLUTION_POLICIES, 'resolution_policy')
+        if resolution_policy == 'fixed' and fixed_size:
+            try:  # the same bounds as a checkpoint's own fixed resolution
+                check_input_size(*fixed_size, what='fixed input size')
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         self.model = model.eval().to(device)
         self.meta = meta
         self.device = device

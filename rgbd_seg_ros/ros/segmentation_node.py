@@ -201,7 +201,7 @@ class SegmentationNode(Node):
     def _on_reload(
         self, _request: Trigger.Request, response: Trigger.Response
     ) -> Trigger.Response:
-        reason = self.models.swap(self.params)
+        reason = self.models.reload()  # what the last successful swap loaded (model_slot)
         response.success = reason is None
         response.message = reason or ('reloaded ' + self.models.describe())
         return response
@@ -209,6 +209,7 @@ class SegmentationNode(Node):
     # ---- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the worker before the node is destroyed (called by runtime.run_node)."""
+        self.models.close()  # an in-flight load is abandoned, never waited for
         self.worker.stop()
 
 

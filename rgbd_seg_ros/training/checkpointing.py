@@ -28,10 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
+from rgbd_seg_ros.backends.checkpoint import (
+    CheckpointMeta,
+    InputSpec,
+    open_regular_file,
+    save_checkpoint,
+)
 from rgbd_seg_ros.backends.registry import config_to_dict
 from rgbd_seg_ros.core.atomic_files import atomic_output
 from rgbd_seg_ros.data.layout import DatasetMeta
+from rgbd_seg_ros.errors import CheckpointError
 from rgbd_seg_ros.training.config import TrainConfig, to_dict
 from rgbd_seg_ros.training.distributed import DistContext
 
@@ -49,8 +55,19 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
-    """Read a training state (no code execution: ``weights_only=True``)."""
-    return torch.load(path, map_location='cpu', weights_only=True)
+    """Read a training state (no code execution: ``weights_only=True``); any failure, a FIFO
+    or a damaged file included, is a ``CheckpointError`` naming the file."""
+    with open_regular_file(Path(path)) as stream:
+        try:  # the open file, never the name (torch reads '.safetensors' names differently)
+            state = torch.load(stream, map_location='cpu', weights_only=True)
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [''])[0]
+            raise CheckpointError(
+                f'{path}: cannot read training state ({type(err).__name__}: {first})'
+            ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f'{path}: a training state is a dict, got {type(state).__name__}')
+    return state
 
 
 def seed_all(seed: int) -> None:

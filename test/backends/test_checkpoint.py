@@ -26,6 +26,7 @@ from rgbd_seg_ros.backends.checkpoint import (
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
+    seal_checkpoint,
 )
 from rgbd_seg_ros.errors import CheckpointError
 
@@ -273,8 +274,8 @@ def test_every_flipped_header_byte_is_caught_or_harmless(saved) -> None:
     flipped = path.parent / 'flipped.safetensors'
     header = data[: 8 + header_len]
     # Flips there change nothing that is loaded: the safetensors padding, the conventional
-    # 'format' entry, and the digest's key name (without it the file reads as a third-party
-    # one, whose content the test below still compares).
+    # 'format' entry, and the digest's key name (without it the file is refused for having no
+    # digest; were it loaded, the content would still be compared below).
     allowed = set(range(8 + len(header[8:].rstrip(b' ')), 8 + header_len))
     for token in (b'"format":"pt"', b'"rgbd_seg_ros_sha256"'):
         start = header.index(token)
@@ -321,9 +322,14 @@ def test_flipped_byte_in_torch_container(tmp_path: Path) -> None:
 # --- wrong metadata ---------------------------------------------------------------------------
 
 
-def write_raw(path: Path, tensors: dict, metadata: dict) -> Path:
+def write_raw(path: Path, tensors: dict, metadata: dict, sealed: bool = True) -> Path:
+    """A safetensors file with exactly ``metadata``; ``sealed`` adds the digest over it, so
+    what is checked is the metadata, not the seal."""
     from safetensors.torch import save_file
 
+    if sealed and ckpt.META_KEY in metadata:
+        digest = ckpt._digest(metadata[ckpt.META_KEY], tensors)
+        metadata = {**metadata, ckpt.DIGEST_KEY: digest}
     save_file(tensors, str(path), metadata=metadata)
     return path
 
@@ -376,13 +382,30 @@ def test_metadata_not_json_or_absent(tmp_path: Path) -> None:
     expect_error(write_raw(tmp_path / 'd.safetensors', state, {}), 'metadata')
 
 
-def test_third_party_file_without_digest_loads(tmp_path: Path) -> None:
+def test_a_file_without_digest_is_refused_until_sealed(tmp_path: Path) -> None:
     model = trained_model()
     path = write_raw(
-        tmp_path / 'x.safetensors', model.state_dict(), {'rgbd_seg_ros': json.dumps(good_doc())}
+        tmp_path / 'x.safetensors',
+        model.state_dict(),
+        {'rgbd_seg_ros': json.dumps(good_doc())},
+        sealed=False,
     )
+    expect_error(path, 'no integrity digest', 'rgbd-seg seal')
+    with pytest.raises(CheckpointError, match='no integrity digest'):
+        read_checkpoint_meta(path)
+    assert seal_checkpoint(path).class_names == ['wall', 'floor', 'chair']
     built, _ = build_from_checkpoint(path)
     assert_same_state(model.state_dict(), built.state_dict())
+
+
+def test_sealing_never_launders_a_damaged_file(saved) -> None:
+    path, _, _ = saved
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match='checksum mismatch'):
+        seal_checkpoint(path)
+    assert path.read_bytes() == bytes(data)
 
 
 # --- weights that do not match the model -------------------------------------------------------
@@ -450,6 +473,8 @@ def test_hand_written_torch_container(tmp_path: Path) -> None:
     model = trained_model()
     path = tmp_path / 'hand.pt'
     torch.save({'meta': good_doc(), 'state_dict': model.state_dict()}, path)
+    expect_error(path, 'no integrity digest')
+    seal_checkpoint(path)
     built, meta = build_from_checkpoint(path)
     assert meta.class_names == ['wall', 'floor', 'chair']
     assert_same_state(model.state_dict(), built.state_dict())
