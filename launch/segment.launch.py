@@ -1,20 +1,25 @@
 """Start segmentation_node with the package's YAML and the camera's topics remapped.
 
     ros2 launch rgbd_seg_ros segment.launch.py camera:=realsense checkpoint:=/path/m.safetensors
+    ros2 launch rgbd_seg_ros segment.launch.py camera:=zed namespace:=cam1 rviz:=true
 
 A camera preset (config/cameras/<name>.yaml) supplies the three input topics of a common
-driver; explicit *_topic arguments override it.
+driver and the frame of its colour images; explicit *_topic arguments override the topics.
+rviz:=true also starts rviz2 with a config rendered for this start: the preset's frame (or
+rviz_frame) as fixed frame and the node's topics in the launch's namespace.
 """
 
 import os
+from pathlib import Path
 
-import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+from rgbd_seg_ros.ros.camera_presets import CameraPreset, load_preset
+from rgbd_seg_ros.ros.rviz_config import write_temporary
 
 PACKAGE = 'rgbd_seg_ros'
 TOPIC_ARGS = {
@@ -24,31 +29,37 @@ TOPIC_ARGS = {
 }
 
 
-def _camera_topics(share: str, camera: str) -> dict:
-    if not camera:
-        return {}
-    path = os.path.join(share, 'config', 'cameras', f'{camera}.yaml')
-    if not os.path.isfile(path):
-        presets = sorted(f[:-5] for f in os.listdir(os.path.dirname(path)) if f.endswith('.yaml'))
-        raise RuntimeError(f'unknown camera preset {camera!r}; available: {presets}')
-    with open(path, encoding='utf-8') as stream:
-        return yaml.safe_load(stream).get('topics', {})
+def _preset(share: str, camera: str) -> CameraPreset | None:
+    return load_preset(Path(share, 'config', 'cameras'), camera) if camera else None
 
 
-def _node(context, *_):
+def _rviz(share: str, namespace: str, frame: str) -> Node:
+    if not frame:
+        raise RuntimeError('rviz:=true needs camera:=<preset> or rviz_frame:=<colour frame_id>')
+    config = write_temporary(Path(share, 'rviz', 'segment.rviz'), namespace, frame)
+    return Node(
+        package='rviz2',
+        executable='rviz2',
+        name='rviz2',
+        output='screen',
+        arguments=['-d', str(config)],
+    )
+
+
+def _nodes(context, *_):
     share = get_package_share_directory(PACKAGE)
     arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    preset = _camera_topics(share, arg('camera'))
+    preset = _preset(share, arg('camera'))
     remappings = []
     for name, node_topic in TOPIC_ARGS.items():
-        topic = arg(name) or preset.get(name.removesuffix('_topic'), '')
+        topic = arg(name) or (preset.topics[name.removesuffix('_topic')] if preset else '')
         if topic:
             remappings.append((node_topic, topic))
     overrides = {'use_sim_time': arg('use_sim_time').lower() == 'true'}
     for name in ('checkpoint', 'device', 'image_transport'):
         if arg(name):
             overrides[name] = arg(name)
-    return [
+    nodes = [
         Node(
             package=PACKAGE,
             executable='segmentation_node',
@@ -60,6 +71,10 @@ def _node(context, *_):
             remappings=remappings,
         )
     ]
+    if arg('rviz').lower() == 'true':
+        frame = arg('rviz_frame') or (preset.frame if preset else '')
+        nodes.append(_rviz(share, arg('namespace'), frame))
+    return nodes
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -104,6 +119,14 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 'use_sim_time', default_value='false', description='use /clock (bag replay)'
             ),
-            OpaqueFunction(function=_node),
+            DeclareLaunchArgument(
+                'rviz', default_value='false', description='also start rviz2 (true/false)'
+            ),
+            DeclareLaunchArgument(
+                'rviz_frame',
+                default_value='',
+                description="RViz fixed frame (empty: the camera preset's colour frame)",
+            ),
+            OpaqueFunction(function=_nodes),
         ]
     )

@@ -26,3 +26,16 @@ def model_params(tiny_checkpoint: Path) -> dict[str, Any]:
     params = {spec.name: spec.default for spec in PARAMS}
     params.update(checkpoint=str(tiny_checkpoint), device='cpu')
     return params
+
+
+@pytest.fixture
+def installed_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An ament prefix whose share/rgbd_seg_ros is this checkout, laid out as colcon installs
+    it, so ``get_package_share_directory`` (the launch file) finds the checkout's files."""
+    prefix = tmp_path / 'ament_prefix'
+    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    index.mkdir(parents=True)
+    (index / 'rgbd_seg_ros').touch()
+    (prefix / 'share' / 'rgbd_seg_ros').symlink_to(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv('AMENT_PREFIX_PATH', str(prefix))
+    return prefix

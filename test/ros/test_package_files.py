@@ -72,14 +72,16 @@ def console_scripts() -> set[str]:
 def test_launch_file_names_existing_executables_and_files():
     source = launch_source()
     tree = ast.parse(source)
-    executables = {
-        kw.value.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        for kw in node.keywords
-        if kw.arg == 'executable'
-    }
-    assert executables == {'segmentation_node'}
+    started = set()  # (package, executable) of every Node the launch file builds
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            kws = {kw.arg: kw.value for kw in node.keywords}
+            if 'executable' in kws:
+                package = kws['package']
+                own = isinstance(package, ast.Name) and package.id == 'PACKAGE'
+                started.add(('rgbd_seg_ros' if own else package.value, kws['executable'].value))
+    assert started == {('rgbd_seg_ros', 'segmentation_node'), ('rviz2', 'rviz2')}
+    executables = {exe for package, exe in started if package == 'rgbd_seg_ros'}
     assert executables <= console_scripts()
     assert "'segment.yaml'" in source and (ROOT / 'config' / 'segment.yaml').is_file()
     assert {'trainer_node', 'rgbd-seg', 'segmentation_node'} <= console_scripts()
@@ -89,7 +91,7 @@ def test_launch_file_names_existing_executables_and_files():
     importlib.util.find_spec('launch_ros') is None,
     reason='launch_ros not installed (no ROS 2 distribution here)',
 )
-def test_launch_description_loads():
+def test_launch_description_loads(installed_share):
     spec = importlib.util.spec_from_file_location(
         'segment_launch', ROOT / 'launch' / 'segment.launch.py'
     )
