@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger
 from rgbd_seg_ros.core.handover import FrameHandover
 from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
+from rgbd_seg_ros.core.stamps import NS_PER_S, stamp_problem
 from rgbd_seg_ros.inference.threads import configure_cpu_threads
 from rgbd_seg_ros.ros import conversions, param_bridge
 from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics
@@ -168,10 +169,15 @@ class SegmentationNode(Node):
         now = time.monotonic()
         self.metrics.arrived(stream, now)
         try:
-            stamp = conversions.cdr_stamp_ns(data)
+            sec, nanosec = conversions.cdr_stamp(data)
         except ValueError as err:
             self.skip(STREAM_REASONS[stream], str(err))
             return
+        problem = stamp_problem(sec, nanosec)
+        if problem:  # refused here, so no output ever carries it
+            self.skip('invalid_stamp', f'{stream}: {problem}')
+            return
+        stamp = sec * NS_PER_S + nanosec
         if stamp == 0:
             self.skip('zero_stamp', f'{stream} message without a stamp')
             return
