@@ -25,6 +25,7 @@ from rgbd_seg_ros.inference.precision import TORCH_DTYPES, autocast_dtype
 from rgbd_seg_ros.modes import (
     BENCH_MODES,
     DEPTH_ENCODINGS,
+    OVERSIZE_POLICIES,
     PRECISIONS,
     RESOLUTION_POLICIES,
     RUNTIMES,
@@ -41,6 +42,7 @@ MODE_SETS = {
     'DepthEncoding': DEPTH_ENCODINGS,
     'ResolutionPolicy': RESOLUTION_POLICIES,
     'BenchMode': BENCH_MODES,
+    'OversizePolicy': OVERSIZE_POLICIES,
 }
 NOT_A_MODE = ('', 'FP32', 'fp64', 'tensorrt', 'disparity', 'auto', 0, None)
 
