@@ -1,5 +1,5 @@
 """The closed sets of choices every layer shares: precision, runtime, depth encoding, encoder
-stream, resolution policy, and the benchmark's execution modes.
+stream, resolution policy, the node's oversize policy, and the benchmark's execution modes.
 
 Each set is written once, as a ``typing.Literal`` alias; the tuple beside it (for argparse
 ``choices``, parameter checks and error messages) is derived from the alias with
@@ -53,6 +53,11 @@ SPEC_RESOLUTIONS: tuple[SpecResolution, ...] = get_args(SpecResolution)
 # 'checkpoint' follows the checkpoint's spec, the others override it.
 ResolutionPolicy = Literal['checkpoint', SpecResolution]
 RESOLUTION_POLICIES: tuple[ResolutionPolicy, ...] = get_args(ResolutionPolicy)
+
+# What the node does with a frame larger than its input bound (``max_input_pixels``): scale it
+# down to the bound, or refuse it; either is counted.
+OversizePolicy = Literal['downscale', 'refuse']
+OVERSIZE_POLICIES: tuple[OversizePolicy, ...] = get_args(OversizePolicy)
 
 # How ``rgbd-seg bench`` executes a forward (``tools.runners``); onnxruntime runs the fp32 export.
 BenchMode = Literal['eager', 'compile', 'cudagraph', 'onnxruntime']

@@ -14,7 +14,9 @@ Conventions of the returned arrays:
 * ``32FC1``: float32 HxW (depth in metres for depth topics).
 
 Row padding (``step`` larger than ``width * bytes_per_pixel``) and big-endian payloads are
-handled. Where no reordering, byte swap or padding removal is needed, the result is a
+handled. Every size, raw or declared by a compressed header, is held to the bounds of
+:mod:`rgbd_seg_ros.core.image_header` before anything is decoded (a caller may lower them with
+``max_pixels``). Where no reordering, byte swap or padding removal is needed, the result is a
 zero-copy view of ``data`` (read-only when ``data`` is immutable, e.g. ``bytes``), so copy it
 before writing into it. Every bad input raises :class:`FrameError`.
 """
@@ -25,6 +27,7 @@ import struct
 
 import numpy as np
 
+from rgbd_seg_ros.core import image_header
 from rgbd_seg_ros.errors import FrameError
 
 # encoding -> (numpy dtype with little-endian byte order, channels)
@@ -47,9 +50,8 @@ _LAYOUT: dict[str, tuple[str, int]] = {
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUT)
 
 _BGR_ORDER = ('bgr8', 'bgra8', '8UC3', '8UC4')  # 8UCn follows OpenCV's BGR convention
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-_JPEG_SIGNATURE = b'\xff\xd8'
-_MAX_SIDE = 1 << 15
+_PNG_SIGNATURE = image_header.PNG_SIGNATURE
+_JPEG_SIGNATURE = image_header.JPEG_SIGNATURE
 
 
 def bytes_per_pixel(encoding: str) -> int:
@@ -88,12 +90,12 @@ def decode_image(
     data: object,
     *,
     mono_as_rgb: bool = True,
+    max_pixels: int = image_header.MAX_PIXELS,
 ) -> np.ndarray:
     """Decode the payload of a raw ``sensor_msgs/Image`` (see the module docstring)."""
     dtype_code, channels = _layout(encoding)
     height, width, step = int(height), int(width), int(step)
-    if not (0 < height <= _MAX_SIDE and 0 < width <= _MAX_SIDE):
-        raise FrameError(f'invalid image size {width}x{height}')
+    image_header.check_size(width, height, max_pixels)
     item = np.dtype(dtype_code).itemsize
     row_bytes = width * item * channels
     if step < row_bytes:
@@ -131,12 +133,23 @@ def decode_image(
     return image
 
 
-def _imdecode(data: object, what: str) -> np.ndarray:
+def _imdecode(buf: np.ndarray, what: str, expected: str, max_pixels: int) -> np.ndarray:
+    """Decode a PNG or JPEG payload once its header is read and its size is within bounds.
+
+    ``expected`` is the codec the message's format names ('' when it names none); a payload
+    of the other kind is refused, so a format promising lossless PNG cannot carry a JPEG.
+    """
     import cv2
 
-    buf = _as_buffer(data)
     if buf.size == 0:
         raise FrameError(f'{what}: empty payload')
+    try:
+        declared = image_header.declared_size(buf)
+    except FrameError as err:
+        raise FrameError(f'{what}: cannot decode ({err})') from err
+    if expected and declared.kind != expected:
+        raise FrameError(f'{what}: the payload is {declared.kind}, not {expected}')
+    image_header.check_size(declared.width, declared.height, max_pixels, f'{what}: declared size')
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
@@ -157,7 +170,13 @@ def _codec_of(fmt: str) -> str:
     return ''
 
 
-def decode_compressed(fmt: str, data: object, *, mono_as_rgb: bool = True) -> np.ndarray:
+def decode_compressed(
+    fmt: str,
+    data: object,
+    *,
+    mono_as_rgb: bool = True,
+    max_pixels: int = image_header.MAX_PIXELS,
+) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg or png).
 
     ``fmt`` is the message's ``format`` field: ``jpeg``, ``png`` or image_transport's
@@ -174,7 +193,7 @@ def decode_compressed(fmt: str, data: object, *, mono_as_rgb: bool = True) -> np
     buf = _as_buffer(data)
     if not codec and not (bytes(buf[:8]) == _PNG_SIGNATURE or bytes(buf[:2]) == _JPEG_SIGNATURE):
         raise FrameError(f'unsupported CompressedImage format {fmt!r} (expected jpeg or png)')
-    image = _imdecode(buf, f'CompressedImage ({fmt or "no format"})')
+    image = _imdecode(buf, f'CompressedImage ({fmt or "no format"})', codec, max_pixels)
     return _to_convention(image, mono_as_rgb)
 
 
@@ -191,7 +210,9 @@ def _to_convention(image: np.ndarray, mono_as_rgb: bool) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, 2::-1])
 
 
-def decode_compressed_depth(fmt: str, data: object) -> np.ndarray:
+def decode_compressed_depth(
+    fmt: str, data: object, *, max_pixels: int = image_header.MAX_PIXELS
+) -> np.ndarray:
     """Decode compressed_depth_image_transport's payload.
 
     The payload is a 12-byte ``ConfigHeader`` (int32 format, float32 depthParam[2]) and a
@@ -216,7 +237,7 @@ def decode_compressed_depth(fmt: str, data: object) -> np.ndarray:
         png = buf[12:]
         if bytes(png[:8]) != _PNG_SIGNATURE:
             raise FrameError('compressedDepth payload does not hold a PNG after its header')
-    image = _imdecode(png, f'compressedDepth ({fmt})')
+    image = _imdecode(png, f'compressedDepth ({fmt})', 'png', max_pixels)
     if image.ndim != 2 or image.dtype != np.uint16:
         raise FrameError(
             f'compressedDepth PNG must be single-channel 16-bit, got {image.dtype} {image.shape}'

@@ -15,8 +15,8 @@ One function per rule:
 * :func:`decode_labels`: raw class-id encodings (:data:`LABEL_ENCODINGS`) or a lossless PNG;
 * :func:`camera_intrinsics`: the pinhole model of a ``CameraInfo`` (P for rectified images).
 
-Checks that must happen before a compressed payload is decoded (its declared size, say) go in
-:func:`_decode_compressed`, the only place compressed payloads are decoded.
+Every size is bounded before anything is decoded (raw sizes and the sizes compressed headers
+declare, :mod:`rgbd_seg_ros.core.image_header`); ``max_pixels`` lets a reader lower the bound.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Protocol, TypeGuard, cast
 import numpy as np
 
 from rgbd_seg_ros.core import image_codec
+from rgbd_seg_ros.core.image_header import MAX_PIXELS
 from rgbd_seg_ros.errors import FrameError
 
 #: Raw encodings a colour topic may use (single-channel 8-bit is grey, replicated to RGB).
@@ -103,15 +104,24 @@ def is_compressed(msg: object) -> TypeGuard[CompressedFields]:
     return hasattr(msg, 'format')
 
 
-def _decode_compressed(msg: CompressedFields, *, depth: bool, mono_as_rgb: bool) -> np.ndarray:
+def _decode_compressed(
+    msg: CompressedFields, *, depth: bool, mono_as_rgb: bool, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     fmt = str(msg.format)
     if depth and 'compresseddepth' in fmt.lower():
-        return image_codec.decode_compressed_depth(fmt, msg.data)
-    return image_codec.decode_compressed(fmt, msg.data, mono_as_rgb=mono_as_rgb)
+        return image_codec.decode_compressed_depth(fmt, msg.data, max_pixels=max_pixels)
+    return image_codec.decode_compressed(
+        fmt, msg.data, mono_as_rgb=mono_as_rgb, max_pixels=max_pixels
+    )
 
 
 def _decode_raw(
-    msg: ImageFields, accepted: tuple[str, ...], role: str, *, mono_as_rgb: bool = True
+    msg: ImageFields,
+    accepted: tuple[str, ...],
+    role: str,
+    *,
+    mono_as_rgb: bool = True,
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     encoding = str(msg.encoding)
     if encoding not in accepted:
@@ -124,34 +134,36 @@ def _decode_raw(
         msg.is_bigendian,
         msg.data,
         mono_as_rgb=mono_as_rgb,
+        max_pixels=max_pixels,
     )
 
 
-def decode_colour(msg: AnyImage) -> np.ndarray:
+def decode_colour(msg: AnyImage, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A colour Image or CompressedImage as RGB uint8 HxWx3 (grey is replicated)."""
     if is_compressed(msg):
-        image = _decode_compressed(msg, depth=False, mono_as_rgb=True)
+        image = _decode_compressed(msg, depth=False, mono_as_rgb=True, max_pixels=max_pixels)
     else:
-        image = _decode_raw(cast(ImageFields, msg), COLOUR_ENCODINGS, 'colour')
+        raw = cast(ImageFields, msg)
+        image = _decode_raw(raw, COLOUR_ENCODINGS, 'colour', max_pixels=max_pixels)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise FrameError(f'colour image decoded to {image.dtype} {image.shape}; need 8-bit colour')
     return image
 
 
-def decode_depth(msg: AnyImage) -> np.ndarray:
+def decode_depth(msg: AnyImage, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A depth Image or CompressedImage as uint16 millimetres or float32 metres, HxW.
 
     Compressed depth is compressed_depth_image_transport's payload or a plain 16-bit PNG (in
     millimetres); an 8-bit or colour payload is refused: it cannot carry depth.
     """
     if is_compressed(msg):
-        depth = _decode_compressed(msg, depth=True, mono_as_rgb=False)
+        depth = _decode_compressed(msg, depth=True, mono_as_rgb=False, max_pixels=max_pixels)
         if depth.ndim != 2 or depth.dtype not in (np.uint16, np.float32):
             raise FrameError(
                 f'depth CompressedImage ({msg.format}) is not a 16-bit single-channel image'
             )
         return depth
-    return _decode_raw(cast(ImageFields, msg), DEPTH_ENCODINGS, 'depth')
+    return _decode_raw(cast(ImageFields, msg), DEPTH_ENCODINGS, 'depth', max_pixels=max_pixels)
 
 
 def decode_depth_mm(msg: AnyImage) -> np.ndarray:

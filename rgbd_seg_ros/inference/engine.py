@@ -171,15 +171,20 @@ class Engine:
         """Number of outputs of the network (classes)."""
         return self.meta.num_classes
 
-    def network_size(self, height: int, width: int) -> tuple[int, int]:
-        """Input size of the network for a camera of ``height`` x ``width``."""
+    @property
+    def fixed_network_size(self) -> tuple[int, int] | None:
+        """The network's input size (height, width) where it does not follow the camera's."""
         if self.resolution_policy == 'fixed' and self.fixed_size:
             return self.fixed_size
         if self.resolution_policy == 'checkpoint':
             res = self.meta.input_spec.resolution or {}
             if res.get('policy') == 'fixed':
                 return int(res['height']), int(res['width'])
-        return height, width
+        return None
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """Input size of the network for a camera of ``height`` x ``width``."""
+        return self.fixed_network_size or (height, width)
 
     @torch.inference_mode()
     def predict(

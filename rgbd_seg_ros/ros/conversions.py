@@ -15,13 +15,14 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from rgbd_seg_ros.core import cdr_layout
 from rgbd_seg_ros.core.cloud import CLOUD_FIELDS, POINT_STEP
 from rgbd_seg_ros.core.projection import scale_camera_matrix
 from rgbd_seg_ros.errors import FrameError
 
 
-def cdr_stamp_ns(data: bytes) -> int:
-    """Header stamp of a serialised message whose first field is std_msgs/Header.
+def cdr_stamp(data: bytes) -> tuple[int, int]:
+    """Header stamp (sec, nanosec) of a serialised message whose first field is std_msgs/Header.
 
     CDR puts a 4-byte encapsulation header first (byte 1: 0 big-endian, 1 little-endian), then
     stamp.sec (int32) and stamp.nanosec (uint32). Reading these 8 bytes lets the node pair
@@ -31,8 +32,13 @@ def cdr_stamp_ns(data: bytes) -> int:
         raise ValueError(f'not a CDR message with a header ({len(data)} bytes)')
     order = '<' if data[1] == 1 else '>'
     sec, nanosec = struct.unpack_from(order + 'iI', data, 4)
-    stamp: int = sec * 1_000_000_000 + nanosec
-    return stamp
+    return int(sec), int(nanosec)
+
+
+def cdr_stamp_ns(data: bytes) -> int:
+    """:func:`cdr_stamp` as integer nanoseconds."""
+    sec, nanosec = cdr_stamp(data)
+    return sec * 1_000_000_000 + nanosec
 
 
 def cdr_frame_id(data: bytes) -> str:
@@ -65,7 +71,12 @@ def restamp_cdr(data: bytes, stamp_ns: int) -> bytes:
 
 
 def deserialize(msg_type: type, data: bytes) -> object:
-    """Serialised bytes -> message; FrameError when they do not decode."""
+    """Serialised bytes -> message; FrameError when they do not decode.
+
+    The lengths are checked first (core/cdr_layout.py): the C deserialiser would print an
+    unthrottled line to stderr for each sequence that runs past the buffer.
+    """
+    cdr_layout.check_lengths(msg_type.__name__, data)
     try:
         return deserialize_message(data, msg_type)
     except Exception as err:  # rclpy raises plain exceptions for malformed CDR

@@ -17,9 +17,11 @@ def segmentation_node() -> int:
     stop = StopRequest()
     try:
         stop.install()
+        from rgbd_seg_ros.core.large_blocks import return_large_blocks
         from rgbd_seg_ros.ros.runtime import run_node
         from rgbd_seg_ros.ros.segmentation_node import EXECUTOR_THREADS, SegmentationNode
 
+        return_large_blocks()  # a few oversize frames must not keep the process larger for good
         return run_node(SegmentationNode, num_threads=EXECUTOR_THREADS, stop=stop)
     except StopRequested:
         return 0

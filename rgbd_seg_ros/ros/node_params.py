@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rgbd_seg_ros.modes import COLOUR_TRANSPORTS, PRECISIONS, RESOLUTION_POLICIES, RUNTIMES
+from rgbd_seg_ros.core.image_header import MAX_PIXELS
+from rgbd_seg_ros.modes import (
+    COLOUR_TRANSPORTS,
+    OVERSIZE_POLICIES,
+    PRECISIONS,
+    RESOLUTION_POLICIES,
+    RUNTIMES,
+)
 
 _DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 
@@ -85,6 +92,14 @@ def _int_at_least(low: int) -> IntAtLeast:
     return IntAtLeast(low)
 
 
+def _int_in(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return None if ok else f'must be an integer in [{low}, {high}]'
+
+    return check
+
+
 def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else 'must be true or false'
 
@@ -147,6 +162,22 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         'input_width', 640, "Network input width for resolution_policy 'fixed'.", _int_at_least(16)
+    ),
+    ParamSpec(
+        'max_input_pixels',
+        0,
+        'Largest frame (width x height, in pixels) the node works on; larger ones follow '
+        'oversize_policy. 0: automatic, from the model: 4x its input pixels (at least 640x480) '
+        'when its input size is fixed, 1920x1200 when it runs at the camera size. At most '
+        f'{MAX_PIXELS}, the bound on any image.',
+        _int_in(0, MAX_PIXELS),
+    ),
+    ParamSpec(
+        'oversize_policy',
+        'downscale',
+        "A frame above max_input_pixels: 'downscale' (scaled down, intrinsics with it, and "
+        "counted as downscaled_input) or 'refuse' (skipped as too_large before it is decoded).",
+        _one_of(*OVERSIZE_POLICIES),
     ),
     ParamSpec(
         'slop',

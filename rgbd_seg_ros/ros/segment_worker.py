@@ -20,13 +20,16 @@ import numpy as np
 from rclpy.time import Time
 
 from rgbd_seg_ros.core.handover import FrameHandover
+from rgbd_seg_ros.core.input_size import InputBound, max_input_pixels
 from rgbd_seg_ros.core.node_metrics import FrameTiming, NodeMetrics
 from rgbd_seg_ros.core.pairing import Triple
 from rgbd_seg_ros.errors import FrameError
 from rgbd_seg_ros.inference.engine import CloudOptions
+from rgbd_seg_ros.modes import OversizePolicy
 from rgbd_seg_ros.ros import conversions, serialized
 from rgbd_seg_ros.ros.frame_input import deserialize_triple, frame_arrays
 from rgbd_seg_ros.ros.node_params import OUTPUTS
+from rgbd_seg_ros.ros.skips import InputReport
 
 if TYPE_CHECKING:
     from rgbd_seg_ros.inference.engine import Engine
@@ -78,6 +81,8 @@ class WorkerSettings:
     intrinsics_tolerance: float
     overlay_alpha: float
     cloud: CloudOptions
+    max_input_pixels: int = 0  # 0: automatic (core/input_size.py)
+    oversize_policy: OversizePolicy = 'downscale'
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> WorkerSettings:
@@ -91,6 +96,8 @@ class WorkerSettings:
                 params['points.min_confidence'],
                 params['points.organized'],
             ),
+            max_input_pixels=params['max_input_pixels'],
+            oversize_policy=params['oversize_policy'],
         )
 
 
@@ -104,7 +111,7 @@ class SegmentWorker:
         metrics: NodeMetrics,
         sink: OutputSink,
         settings: WorkerSettings,
-        skip: Callable[[str, str], None],
+        skip: InputReport,
         clock_ns: Callable[[], int],
     ) -> None:
         self._models = models
@@ -155,10 +162,14 @@ class SegmentWorker:
             return
         try:
             colour, depth, info = deserialize_triple(triple)
-            arrays = frame_arrays(colour, depth, info, settings.intrinsics_tolerance)
+            limit = max_input_pixels(settings.max_input_pixels, engine.fixed_network_size)
+            bound = InputBound(limit, settings.oversize_policy)
+            arrays = frame_arrays(colour, depth, info, settings.intrinsics_tolerance, bound)
         except FrameError as err:
             self._skip(getattr(err, 'reason', 'bad_frame'), str(err))
             return
+        for name, detail in arrays.notes:
+            self._skip.note(name, detail)
         if not _has_valid_depth(arrays.depth):
             if not engine.runs_without_depth:
                 self._skip('no_valid_depth', 'no valid depth pixel (all 0, NaN or inf, or none)')

@@ -24,8 +24,10 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rgbd_seg_ros.core.handover import FrameHandover
+from rgbd_seg_ros.core.large_blocks import return_large_blocks
 from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
+from rgbd_seg_ros.core.stamps import NS_PER_S, stamp_problem
 from rgbd_seg_ros.inference.threads import configure_cpu_threads
 from rgbd_seg_ros.ros import conversions, param_bridge, qos
 from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics, health_limits
@@ -153,10 +155,15 @@ class SegmentationNode(Node):
         now = time.monotonic()
         self.metrics.arrived(stream, now)
         try:
-            stamp = conversions.cdr_stamp_ns(data)
+            sec, nanosec = conversions.cdr_stamp(data)
         except ValueError as err:
             self.skip(STREAM_REASONS[stream], str(err))
             return
+        problem = stamp_problem(sec, nanosec)
+        if problem:  # refused here, so no output ever carries it
+            self.skip('invalid_stamp', f'{stream}: {problem}')
+            return
+        stamp = sec * NS_PER_S + nanosec
         if stream == 'rgb':
             with contextlib.suppress(ValueError):
                 self.camera_frame = conversions.cdr_frame_id(data)
@@ -222,6 +229,7 @@ def main(args: list[str] | None = None) -> int:
     """Console-script entry point."""
     from rgbd_seg_ros.ros.runtime import run_node
 
+    return_large_blocks()  # a few oversize frames must not keep the process larger for good
     return run_node(SegmentationNode, args, num_threads=EXECUTOR_THREADS)
 
 

@@ -26,6 +26,7 @@ from rgbd_seg_ros.modes import (
     BENCH_MODES,
     COLOUR_TRANSPORTS,
     DEPTH_ENCODINGS,
+    OVERSIZE_POLICIES,
     PRECISIONS,
     RESOLUTION_POLICIES,
     RUNTIMES,
@@ -43,6 +44,7 @@ MODE_SETS = {
     'ResolutionPolicy': RESOLUTION_POLICIES,
     'BenchMode': BENCH_MODES,
     'ColourTransport': COLOUR_TRANSPORTS,
+    'OversizePolicy': OVERSIZE_POLICIES,
 }
 NOT_A_MODE = ('', 'FP32', 'fp64', 'tensorrt', 'disparity', 'auto', 0, None)
 
