@@ -88,7 +88,10 @@ def install_validator(node: Node, apply: Callable[[dict[str, Any]], str | None])
             reason = node_params.validate(param.name, param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
-            changes[param.name] = param.value
+            if param.name in node_params.BY_NAME:  # not rclpy's own (qos_overrides.*, ...)
+                changes[param.name] = param.value
+        if not changes:
+            return SetParametersResult(successful=True)
         reason = apply(changes)
         return SetParametersResult(successful=reason is None, reason=reason or '')
 

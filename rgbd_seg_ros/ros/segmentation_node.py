@@ -67,12 +67,6 @@ class SegmentationNode(Node):
             self.skip,
             self._now_ns,
         )
-        self.models.load_initial(self.params)
-        param_bridge.install_validator(self, self._apply_params)
-        self._make_subscriptions()
-        self.create_service(
-            Trigger, '~/reload', self._on_reload, callback_group=MutuallyExclusiveCallbackGroup()
-        )
         self.camera_frame = ''  # frame_id of the latest colour message
         self.diagnostics = PipelineDiagnostics(
             f'{self.get_fully_qualified_name()}: pipeline',
@@ -83,6 +77,12 @@ class SegmentationNode(Node):
             camera_frame=lambda: self.camera_frame,
             outputs_wanted=self.worker.wants_output,
             limits=health_limits(self.params),
+        )
+        self.models.load_initial(self.params)
+        param_bridge.install_validator(self, self._apply_params)
+        self._make_subscriptions()
+        self.create_service(
+            Trigger, '~/reload', self._on_reload, callback_group=MutuallyExclusiveCallbackGroup()
         )
         self._make_diagnostics_timer(self.params['diagnostics_period'])
         self.worker.start()

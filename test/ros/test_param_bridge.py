@@ -43,3 +43,25 @@ def test_integers_are_reals_only_for_real_valued_parameters():
     assert node_params.validate('overlay_alpha', True) is not None
     assert node_params.validate('slop', 0) is None
     assert node_params.validate('slop', math.nan) is not None
+
+
+def test_parameters_that_are_not_the_nodes_own_never_reach_apply():
+    """rclpy declares qos_overrides.* while subscriptions are created, through the same
+    callback: they must not reconfigure parts that may not exist yet."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    context = Context()
+    rclpy.init(context=context, args=[])
+    try:
+        node = Node('param_bridge_probe', context=context)
+        applied: list[dict] = []
+        param_bridge.install_validator(node, lambda changes: applied.append(changes))
+        node.declare_parameter('qos_overrides./x.subscription.depth', 5)
+        assert applied == []
+        node.declare_parameter('slop', 0.02)
+        assert applied == [{'slop': 0.02}]
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
