@@ -57,7 +57,7 @@ def test_parameters_that_are_not_the_nodes_own_never_reach_apply():
     try:
         node = Node('param_bridge_probe', context=context)
         applied: list[dict] = []
-        param_bridge.install_validator(node, lambda changes: applied.append(changes))
+        param_bridge.install_validator(node, applied.append)
         node.declare_parameter('qos_overrides./x.subscription.depth', 5)
         assert applied == []
         node.declare_parameter('slop', 0.02)
