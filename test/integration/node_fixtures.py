@@ -47,6 +47,10 @@ def diag_values(array: DiagnosticArray) -> dict[str, str]:
     return {kv.key: kv.value for kv in array.status[0].values}
 
 
+class CompressedBytes(bytes):
+    """A serialised CompressedImage, published as it is on the compressed colour topic."""
+
+
 @dataclass
 class Streamer:
     """The test's camera: publishes triples and records what the node sends back."""
@@ -93,7 +97,8 @@ class Streamer:
 
     def publish(self, rgb=None, depth=None, info=None) -> None:
         if rgb is not None:
-            self.pubs['rgb_compressed' if isinstance(rgb, CompressedImage) else 'rgb'].publish(rgb)
+            compressed = isinstance(rgb, CompressedImage | CompressedBytes)
+            self.pubs['rgb_compressed' if compressed else 'rgb'].publish(rgb)
         if depth is not None:
             self.pubs['depth'].publish(depth)
         if info is not None:

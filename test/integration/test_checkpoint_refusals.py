@@ -15,13 +15,15 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
+from rgbd_seg_ros.ros.topics import reliable_input_params
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 BASE_PARAMS = {
     'device': 'cpu',
     'diagnostics_period': 0.25,
     'slop': 0.01,
-    'qos': {'input_reliability': 'reliable'},
+    **reliable_input_params(),
     'queue_size': 5,
 }
 # What issue 17 found killing or wedging the node, and a few more.

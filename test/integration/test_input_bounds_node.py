@@ -13,10 +13,12 @@ import struct
 import cv2
 import numpy as np
 import pytest
-from node_fixtures import HEIGHT, WIDTH, Streamer, small_checkpoint
+from node_fixtures import HEIGHT, WIDTH, CompressedBytes, Streamer, small_checkpoint
 from rclpy.serialization import serialize_message
 from ros_frames import camera_info, frame_triple, header, intrinsics
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from rgbd_seg_ros.ros.topics import reliable_input_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -24,7 +26,7 @@ BASE_PARAMS = {
     'device': 'cpu',
     'diagnostics_period': 0.25,
     'slop': 0.01,
-    'qos': {'input_reliability': 'reliable'},
+    **reliable_input_params(),
     'queue_size': 5,
     'max_input_pixels': WIDTH * HEIGHT,  # the good frames fit exactly; 2x per side does not
 }
@@ -43,8 +45,8 @@ def start_node(launch_node, ros_peer, checkpoint):
             'segmentation_node', params={**BASE_PARAMS, 'checkpoint': str(checkpoint), **params}
         )
         streamer = Streamer(ros_peer, proc)
-        streamer.wait_connected()
-        streamer.peer.wait_for_subscribers(streamer.pubs['rgb_compressed'], node=proc)
+        compressed = params.get('image_transport') == 'compressed'
+        streamer.wait_connected('rgb_compressed' if compressed else 'rgb')
         return proc, streamer
 
     return start
@@ -71,6 +73,13 @@ def _jpeg_declaring(width: int, height: int) -> bytes:
     data = bytearray(jpg.tobytes())
     struct.pack_into('>HH', data, data.find(b'\xff\xc0') + 5, height, width)
     return bytes(data)
+
+
+def _as_png(rgb):
+    """The same frame as a lossless compressed image (the node reads the compressed topic)."""
+    pixels = np.frombuffer(bytes(rgb.data), np.uint8).reshape(rgb.height, rgb.width, 3)
+    _ok, png = cv2.imencode('.png', pixels[..., ::-1] if rgb.encoding == 'rgb8' else pixels)
+    return CompressedImage(header=rgb.header, format='png', data=png.tobytes())
 
 
 def _big_triple(rgb, stamp_ns: int, fov_scale: float = 1.0):
@@ -102,9 +111,10 @@ def _breakers(streamer: Streamer, mismatched: set[tuple[int, int]]):
         return _big_triple(rgb, streamer.stamp_ns)
 
     def malformed_cdr(rgb, depth, info):
-        data = bytearray(serialize_message(rgb))
-        struct.pack_into('<I', data, len(data) - len(rgb.data) - 4, 0x7FFFFFFF)
-        return bytes(data), depth, info
+        png = _as_png(rgb)
+        data = bytearray(serialize_message(png))
+        struct.pack_into('<I', data, len(data) - len(png.data) - 4, 0x7FFFFFFF)
+        return CompressedBytes(data), depth, info
 
     def other_depth_frame(rgb, depth, info):
         depth.header = header(streamer.stamp_ns, 'some_other_depth_frame')
@@ -131,9 +141,15 @@ EXPECTED = {
 
 
 def test_every_bad_input_is_refused_or_noted_counted_and_good_frames_keep_flowing(start_node):
-    proc, streamer = start_node(oversize_policy='refuse')
+    # Compressed transport: the bad payloads come on the compressed topic, so the good frames do
+    # too (lossless PNG); the frame above the bound is then a real PNG of that size.
+    proc, streamer = start_node(oversize_policy='refuse', image_transport='compressed')
     labels = streamer.listen('labels', Image)
-    streamer.stream_until(lambda: len(labels) >= 2, 'first outputs')
+
+    def compressed(rgb, depth, info):
+        return (_as_png(rgb) if isinstance(rgb, Image) else rgb), depth, info
+
+    streamer.stream_until(lambda: len(labels) >= 2, 'first outputs', mutate=compressed)
     mismatched: set[tuple[int, int]] = set()
     breakers = _breakers(streamer, mismatched)
     sent = {'n': 0}
@@ -141,8 +157,8 @@ def test_every_bad_input_is_refused_or_noted_counted_and_good_frames_keep_flowin
     def alternate(rgb, depth, info):
         sent['n'] += 1
         if sent['n'] % 2:
-            return breakers[(sent['n'] // 2) % len(breakers)](rgb, depth, info)
-        return rgb, depth, info
+            rgb, depth, info = breakers[(sent['n'] // 2) % len(breakers)](rgb, depth, info)
+        return compressed(rgb, depth, info)
 
     def done() -> bool:
         diag = streamer.latest_diag()
@@ -153,7 +169,9 @@ def test_every_bad_input_is_refused_or_noted_counted_and_good_frames_keep_flowin
 
     good_before = len(labels)
     streamer.stream_until(done, 'every kind counted while outputs flow', mutate=alternate)
-    streamer.stream_until(lambda: len(labels) >= good_before + 5, 'more good outputs')
+    streamer.stream_until(
+        lambda: len(labels) >= good_before + 5, 'more good outputs', mutate=compressed
+    )
     assert proc.alive()
     diag = streamer.latest_diag()
     assert int(diag['skipped_invalid_stamp']) >= 2, diag  # both kinds of invalid stamp
