@@ -34,13 +34,16 @@ import torch
 
 from rgbd_seg_ros.backends.base import SegBackend
 from rgbd_seg_ros.backends.pretrained import match_weights, read_weight_file
-from rgbd_seg_ros.backends.registry import build_backend
 from rgbd_seg_ros.data.synth.writers import write_dataset
 from rgbd_seg_ros.errors import RgbdSegError
 from rgbd_seg_ros.tools import synthetic_weights as sw
 from rgbd_seg_ros.training.config import TrainConfig, load_config
 from rgbd_seg_ros.training.context import plan_stage
-from rgbd_seg_ros.training.model_init import build_stage_model, takes_encoder_weights
+from rgbd_seg_ros.training.model_init import (
+    build_stage_model,
+    meta_encoder_streams,
+    takes_encoder_weights,
+)
 from rgbd_seg_ros.training.trainer import run_training
 
 PAPER_RECIPES = ('ssma', 'adapnetpp', 'rfbnet', 'rfbnet_erfnet', 'nanet', 'depth_gating', 'ann')
@@ -140,13 +143,7 @@ def stream_encoders(config: TrainConfig) -> dict[str, str]:
     """The encoder of each stream some stage starts from ImageNet (the streams the recipe's
     ``model.encoder_weights`` names), built on the meta device: the files to write."""
     out: dict[str, str] = {}
-    for index in range(len(config.stages)):
-        if not takes_encoder_weights(config, index):
-            continue
-        plan = plan_stage(config, index, Path(config.output_dir))
-        with torch.device('meta'):
-            model = build_backend(plan.backend, num_classes=2, **plan.options)
-        streams = model.encoder_streams() if isinstance(model, SegBackend) else {}
+    for _index, streams in meta_encoder_streams(config):
         for stream, encoder in streams.items():
             if stream in config.model.encoder_weights and stream not in out:
                 out[stream] = getattr(encoder, 'name', '') or type(encoder).__name__.lower()

@@ -15,7 +15,7 @@ wrong file fails at once instead of after the stages before it have trained for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from rgbd_seg_ros.backends.base import SegBackend
 from rgbd_seg_ros.backends.checkpoint import load_checkpoint
+from rgbd_seg_ros.backends.encoder_base import Encoder
 from rgbd_seg_ros.backends.pretrained import (
     LoadReport,
     load_encoder_weights,
@@ -31,6 +32,7 @@ from rgbd_seg_ros.backends.pretrained import (
 )
 from rgbd_seg_ros.backends.registry import build_backend
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
+from rgbd_seg_ros.modes import EncoderStream
 from rgbd_seg_ros.training import checkpointing as ck
 from rgbd_seg_ros.training.config import TrainConfig
 from rgbd_seg_ros.training.context import StagePlan, plan_stage
@@ -135,6 +137,21 @@ def load_stream_files(
     return reports
 
 
+def meta_encoder_streams(
+    config: TrainConfig,
+) -> Iterator[tuple[int, dict[EncoderStream, Encoder]]]:
+    """(stage index, encoder streams) of each stage that starts from the ImageNet files, its
+    network built on the meta device (shapes only, no memory; the encoders do not depend on the
+    class count, 2 here)."""
+    for index in range(len(config.stages)):
+        if not takes_encoder_weights(config, index):
+            continue
+        plan = plan_stage(config, index, Path(config.output_dir))
+        with torch.device('meta'):
+            model = build_backend(plan.backend, num_classes=2, **plan.options)
+        yield index, model.encoder_streams() if isinstance(model, SegBackend) else {}
+
+
 def check_encoder_weights_plan(config: TrainConfig, finished: Collection[str] = ()) -> None:
     """Before any stage runs: every file of ``model.encoder_weights`` fits the encoder of each
     stage that will load it, and each one is used by some stage. ``CheckpointError`` (a file
@@ -145,13 +162,8 @@ def check_encoder_weights_plan(config: TrainConfig, finished: Collection[str] = 
         return
     cache: dict[str, dict[str, Tensor]] = {}
     used: set[str] = set()
-    for index, stage in enumerate(config.stages):
-        if not takes_encoder_weights(config, index):
-            continue
-        plan = plan_stage(config, index, Path(config.output_dir))
-        with torch.device('meta'):
-            model = build_backend(plan.backend, num_classes=2, **plan.options)
-        streams = model.encoder_streams() if isinstance(model, SegBackend) else {}
+    for index, streams in meta_encoder_streams(config):
+        stage = config.stages[index]
         for name, encoder in streams.items():
             path = files.get(name)
             if path is None:
