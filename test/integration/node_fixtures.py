@@ -17,6 +17,7 @@ from std_msgs.msg import String
 
 from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec, save_checkpoint
 from rgbd_seg_ros.backends.registry import build_backend
+from rgbd_seg_ros.ros.topics import reliable_input_params
 
 WIDTH, HEIGHT = 64, 48
 
@@ -45,6 +46,17 @@ def small_checkpoint(
 
 def diag_values(array: DiagnosticArray) -> dict[str, str]:
     return {kv.key: kv.value for kv in array.status[0].values}
+
+
+# Parameters of a node under test: CPU, frequent diagnostics, reliable inputs (the test's
+# publishers send each frame once).
+NODE_PARAMS = {
+    'device': 'cpu',
+    'diagnostics_period': 0.25,
+    'slop': 0.01,
+    **reliable_input_params(),
+    'queue_size': 5,
+}
 
 
 class CompressedBytes(bytes):

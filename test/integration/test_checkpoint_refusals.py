@@ -9,23 +9,15 @@ import json
 
 import pytest
 from checkpoint_corpus import good_checkpoint, malformed, valid_despite_the_name
-from node_fixtures import Streamer
+from node_fixtures import NODE_PARAMS, Streamer
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
-from rgbd_seg_ros.ros.topics import reliable_input_params
-
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-BASE_PARAMS = {
-    'device': 'cpu',
-    'diagnostics_period': 0.25,
-    'slop': 0.01,
-    **reliable_input_params(),
-    'queue_size': 5,
-}
+BASE_PARAMS = NODE_PARAMS
 # What issue 17 found killing or wedging the node, and a few more.
 SET_CASES = [
     'zip_pickle_named_safetensors',

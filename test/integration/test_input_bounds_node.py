@@ -13,21 +13,15 @@ import struct
 import cv2
 import numpy as np
 import pytest
-from node_fixtures import HEIGHT, WIDTH, CompressedBytes, Streamer, small_checkpoint
+from node_fixtures import HEIGHT, NODE_PARAMS, WIDTH, CompressedBytes, Streamer, small_checkpoint
 from rclpy.serialization import serialize_message
 from ros_frames import camera_info, frame_triple, header, intrinsics
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from rgbd_seg_ros.ros.topics import reliable_input_params
-
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 BASE_PARAMS = {
-    'device': 'cpu',
-    'diagnostics_period': 0.25,
-    'slop': 0.01,
-    **reliable_input_params(),
-    'queue_size': 5,
+    **NODE_PARAMS,
     'max_input_pixels': WIDTH * HEIGHT,  # the good frames fit exactly; 2x per side does not
 }
 BIG_W, BIG_H = 2 * WIDTH, 2 * HEIGHT

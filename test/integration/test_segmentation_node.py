@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from node_fixtures import HEIGHT, WIDTH, Streamer, small_checkpoint
+from node_fixtures import HEIGHT, NODE_PARAMS, WIDTH, Streamer, small_checkpoint
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from ros_frames import camera_info, header, intrinsics
@@ -18,17 +18,10 @@ from std_srvs.srv import Trigger
 from rgbd_seg_ros.core.cloud import unpack_cloud
 from rgbd_seg_ros.inference.engine import Engine
 from rgbd_seg_ros.ros.conversions import image_msg
-from rgbd_seg_ros.ros.topics import reliable_input_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-BASE_PARAMS = {
-    'device': 'cpu',
-    'diagnostics_period': 0.25,
-    'slop': 0.01,
-    **reliable_input_params(),
-    'queue_size': 5,
-}
+BASE_PARAMS = NODE_PARAMS
 
 
 @pytest.fixture(scope='module')
