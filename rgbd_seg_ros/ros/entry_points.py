@@ -5,10 +5,15 @@ Importing a node module takes seconds (rclpy, torch, the backends). A SIGINT in 
 the process with a traceback; so each entry point installs the stop request before it imports
 its node, and a signal during the import ends the process with status 0. This is why the
 node modules are imported inside the functions, not for a cycle.
+
+Each entry point ends through :func:`~rgbd_seg_ros.core.process_exit.exit_process`: a stop
+during a model load leaves the load on a daemon thread inside torch, and a plain interpreter
+teardown would abort the process there (see that module).
 """
 
 from __future__ import annotations
 
+from rgbd_seg_ros.core.process_exit import exit_process
 from rgbd_seg_ros.core.stop_request import StopRequest, StopRequested
 
 
@@ -22,9 +27,11 @@ def segmentation_node() -> int:
         from rgbd_seg_ros.ros.segmentation_node import EXECUTOR_THREADS, SegmentationNode
 
         return_large_blocks()  # a few oversize frames must not keep the process larger for good
-        return run_node(SegmentationNode, num_threads=EXECUTOR_THREADS, stop=stop)
+        code = run_node(SegmentationNode, num_threads=EXECUTOR_THREADS, stop=stop)
     except StopRequested:
-        return 0
+        code = 0
+    stop.settle()
+    return exit_process(code)
 
 
 def trainer_node() -> int:
@@ -35,6 +42,8 @@ def trainer_node() -> int:
         from rgbd_seg_ros.ros.runtime import run_node
         from rgbd_seg_ros.ros.trainer_node import TrainerNode
 
-        return run_node(TrainerNode, stop=stop)
+        code = run_node(TrainerNode, stop=stop)
     except StopRequested:
-        return 0
+        code = 0
+    stop.settle()
+    return exit_process(code)

@@ -24,7 +24,6 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rgbd_seg_ros.core.handover import FrameHandover
-from rgbd_seg_ros.core.large_blocks import return_large_blocks
 from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
 from rgbd_seg_ros.core.stamps import NS_PER_S, stamp_problem
@@ -223,15 +222,3 @@ class SegmentationNode(Node):
 # One executor thread: the callbacks only read stamps, and a thread pool's hand-offs cost more
 # CPU and GIL time than they save (doc/design.md §2.2).
 EXECUTOR_THREADS = 1
-
-
-def main(args: list[str] | None = None) -> int:
-    """Console-script entry point."""
-    from rgbd_seg_ros.ros.runtime import run_node
-
-    return_large_blocks()  # a few oversize frames must not keep the process larger for good
-    return run_node(SegmentationNode, args, num_threads=EXECUTOR_THREADS)
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

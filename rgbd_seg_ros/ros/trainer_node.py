@@ -357,14 +357,3 @@ def _new_run_dir(output: Path) -> Path:
 def _default_output() -> Path:
     base = os.environ.get('ROS_HOME') or str(Path.home() / '.ros')
     return Path(base) / 'rgbd_seg_training'
-
-
-def main(args: list[str] | None = None) -> int:
-    """Console-script entry point."""
-    from rgbd_seg_ros.ros.runtime import run_node
-
-    return run_node(TrainerNode, args)
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())
