@@ -14,6 +14,15 @@ loading) is abandoned at once; from then on a signal only sets :attr:`requested`
 main loop polls. After the first signal both are ignored, so any number may follow; the
 process stops in its own order (worker, executor, node, context) and exits 0.
 
+Two ways of ignoring, one after the other. Until :meth:`settle`, later signals reach a Python
+handler that does nothing: a second signal that arrived while the main thread was inside one
+long C call (a 50 ms gap during ``import torch``) is already marked pending in the interpreter
+when the first one's handler runs, and had that handler set ``SIG_IGN``, Python would find the
+pending one without a handler and print "Signal 15 ignored due to race condition" with a
+traceback. :meth:`settle`, the entry point's last step, makes the kernel ignore them: Python
+resets a handler it installed to the default while the interpreter finalises (a signal then
+would kill the process with -2 or -15) but leaves an ignored signal ignored.
+
 Standard library only (it sits in ``core``), so an entry point installs it before importing
 anything heavy.
 """
@@ -61,11 +70,31 @@ class StopRequest:
         if self.requested:
             return
         self.requested = True
-        # Later signals are ignored by the kernel itself: Python resets a handler it installed
-        # to the default while the interpreter finalises (a signal then would kill the process
-        # with -2 or -15), but leaves an ignored signal ignored.
-        for stop_signal in STOP_SIGNALS:
-            signal.signal(stop_signal, signal.SIG_IGN)
+        for stop_signal in STOP_SIGNALS:  # later ones, even those already pending: no effect
+            signal.signal(stop_signal, _ignore)
         if self._raise_first:
             self._raise_first = False
             raise StopRequested(signal.Signals(signum).name)
+
+    def settle(self, signals: Sequence[int] = STOP_SIGNALS) -> None:
+        """From now on the kernel ignores ``signals``, and none is left pending (the last step
+        before the interpreter finalises; main thread only, elsewhere nothing changes).
+
+        The signals are blocked first: Python runs the handler of any signal it has already
+        marked pending when that call returns, and a signal that arrives while they are
+        blocked waits in the kernel, which discards it when the disposition becomes
+        ``SIG_IGN``.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._raise_first = False  # a signal that is still pending now only stops
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            for signum in signals:
+                signal.signal(signum, signal.SIG_IGN)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A stop signal after the first: the stop is already under way."""

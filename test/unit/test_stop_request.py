@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 
@@ -30,9 +31,12 @@ def test_the_first_signal_raises_once_while_starting_and_the_rest_are_ignored(re
         deliver(signal.SIGINT)
     assert stop.requested and stop.signals == 1
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
-        deliver(sig)  # ignored by the kernel now: neither raises nor ends this process
+        deliver(sig)  # a handler that does nothing: neither raises nor ends this process
+    assert stop.requested and stop.signals == 1
+    stop.settle()  # the entry point's last step: the kernel ignores them from here on
     assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in STOP_SIGNALS)
-    assert stop.requested
+    deliver(signal.SIGINT)
+    assert stop.signals == 1
 
 
 def test_once_spinning_a_signal_only_sets_the_flag(restore_handlers):
@@ -43,3 +47,44 @@ def test_once_spinning_a_signal_only_sets_the_flag(restore_handlers):
     assert stop.requested and stop.signals == 1
     deliver(signal.SIGINT)
     assert stop.requested
+
+
+def test_a_second_signal_already_pending_when_the_first_is_handled_is_quietly_ignored(
+    restore_handlers,
+):
+    """Both signals arrive while the main thread is in one C call (here: while they are
+    blocked), so Python has marked both pending before the first handler runs. Had that
+    handler set SIG_IGN, the second would be reported as an unraisable "Signal 15 ignored due
+    to race condition" with a traceback in the node's log (seen in a start-up signal test)."""
+    unraisable = []
+    saved_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    stop = StopRequest().install()
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(StopRequested, match='SIGINT'):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [])  # Python handles the pending SIGTERM here
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        sys.unraisablehook = saved_hook
+    assert [str(item.exc_value) for item in unraisable] == []
+    assert stop.requested and stop.signals == 1
+
+
+def test_settle_leaves_the_kernel_ignoring_them_and_nothing_pending(restore_handlers):
+    stop = StopRequest().install()
+    stop.spinning()
+    deliver(signal.SIGINT)
+    assert stop.requested
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    os.kill(os.getpid(), signal.SIGTERM)  # pending in the kernel while settle runs
+    try:
+        stop.settle()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in STOP_SIGNALS)
+    assert signal.sigpending() == set()
+    deliver(signal.SIGTERM)  # ignored by the kernel: this process goes on
