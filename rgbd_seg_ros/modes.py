@@ -29,8 +29,11 @@ _Choice = TypeVar('_Choice', bound=str)
 Precision = Literal['fp32', 'fp16', 'bf16']
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
-# What runs the engine's forward pass: torch, or the model's ONNX export in ONNX Runtime (CPU).
-Runtime = Literal['torch', 'onnxruntime']
+# What runs the engine's forward pass: torch, or the model's ONNX export in ONNX Runtime (CPU);
+# 'auto' is ONNX Runtime on a CPU where it is installed and the model exports, torch otherwise.
+# 'auto' is the node's default; an Engine built by library code (eval, the quality gate, the
+# pseudo-labeller) defaults to 'torch', which needs no export per input size.
+Runtime = Literal['auto', 'torch', 'onnxruntime']
 RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
 
 # How the depth stream's input is made from depth in metres (``core.depth``). Not to be confused

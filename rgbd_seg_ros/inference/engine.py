@@ -8,6 +8,7 @@ computed. The engine knows nothing about ROS; the node and the bag converter bot
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -69,6 +70,11 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def onnxruntime_installed() -> bool:
+    """Whether the onnxruntime package can be found (not imported: that costs a second)."""
+    return importlib.util.find_spec('onnxruntime') is not None
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> first CUDA device if present, else CPU; 'cuda' on a machine without one fails."""
     if name == 'auto':
@@ -98,8 +104,12 @@ class Engine:
         source: str = '',
         runtime: Runtime = 'torch',
     ) -> None:
+        """``runtime`` 'auto' (the node's default) resolves to ONNX Runtime on a CPU where
+        onnxruntime is installed, torch otherwise; an input size whose export fails then runs
+        on torch (``runtime`` says which). A library Engine defaults to torch, which needs no
+        export per input size."""
         precision = as_choice(precision, PRECISIONS, 'precision')
-        runtime = as_choice(runtime, RUNTIMES, 'runtime')
+        runtime = requested = as_choice(runtime, RUNTIMES, 'runtime')
         resolution_policy = as_choice(resolution_policy, RESOLUTION_POLICIES, 'resolution_policy')
         if resolution_policy == 'fixed' and fixed_size:
             try:  # the same bounds as a checkpoint's own fixed resolution
@@ -142,14 +152,24 @@ class Engine:
         #: Whether predict() works on a frame without valid depth (all zero): the node then
         #: keeps publishing labels when depth drops out.
         self.runs_without_depth = runs_without_depth(self.model)
-        self.runtime = runtime
         self._onnx = None
+        if runtime == 'onnxruntime' and device.type != 'cpu':
+            raise ConfigError('runtime onnxruntime is the CPU path; on CUDA use torch')
+        if runtime == 'auto':
+            runtime = (
+                'onnxruntime' if device.type == 'cpu' and onnxruntime_installed() else 'torch'
+            )
         if runtime == 'onnxruntime':
-            if device.type != 'cpu':
-                raise ConfigError('runtime onnxruntime is the CPU path; on CUDA use torch')
             from rgbd_seg_ros.inference.onnx_forward import OnnxForward
 
-            self._onnx = OnnxForward(self.model, int(meta.config.get('depth_channels', 1)))
+            self._onnx = OnnxForward(
+                self.model,
+                int(meta.config.get('depth_channels', 1)),
+                fall_back=requested == 'auto',
+            )
+            if self.fixed_network_size is not None:  # export now, not on the first frame
+                self._onnx.prepare(*self.fixed_network_size)
+        self._runtime: Runtime = runtime
 
     @classmethod
     def from_checkpoint(
@@ -165,6 +185,16 @@ class Engine:
         dev = resolve_device(device)
         model, meta = build_from_checkpoint(path, device=str(dev))
         return cls(model, meta, dev, precision, resolution_policy, fixed_size, str(path), runtime)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the forward: 'torch' or 'onnxruntime' ('auto' resolved), and for
+        'auto' the input sizes that fell back to torch because their export failed."""
+        fallen = self._onnx.fallbacks if self._onnx is not None else {}
+        if not fallen:
+            return self._runtime
+        sizes = ', '.join(f'{h}x{w}: {reason}' for (h, w), reason in fallen.items())
+        return f'{self._runtime}; torch for {sizes}'
 
     @property
     def num_classes(self) -> int:
@@ -303,7 +333,9 @@ class Engine:
         # Only a backend that reads K gets it, batched as the forward contract says.
         K = (K_net.unsqueeze(0),) if self._needs_K else ()
         if self._onnx is not None:
-            return self._onnx(x_rgb, x_depth, *K)
+            exported = self._onnx(x_rgb, x_depth, *K)
+            if exported is not None:  # None: this size fell back to torch (runtime 'auto')
+                return exported
         if self.device.type == 'cuda':
             x_rgb = x_rgb.contiguous(memory_format=torch.channels_last)
             x_depth = x_depth.contiguous(memory_format=torch.channels_last)

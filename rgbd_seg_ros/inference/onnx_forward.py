@@ -7,11 +7,16 @@ backends/export.py), so one session is built per network input size the node mee
 export costs seconds once per size. A backend whose forward reads the camera intrinsics
 (``needs_intrinsics``: depth_gating bins on the focal length) is exported with ``K`` as a graph
 input, so its session takes the K of every frame like the torch forward does.
+
+The node's default runtime 'auto' uses this class on the CPU and falls back to torch for any
+input size that does not export; its single ``session.run`` per frame also releases the GIL
+once, where torch's eager forward takes it back after every op (doc/design.md §2.13).
 """
 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,23 +32,39 @@ if TYPE_CHECKING:
 
 class OnnxForward:
     """``forward(rgb, depth, K=None) -> logits`` through ONNX Runtime, one session per input
-    size; ``K [1,3,3]`` is read by the graphs of backends that need it (and required there)."""
+    size; ``K [1,3,3]`` is read by the graphs of backends that need it (and required there).
 
-    def __init__(self, model: torch.nn.Module, depth_channels: int) -> None:
+    With ``fall_back`` (the runtime 'auto'), a size whose export or session fails is recorded
+    in ``fallbacks`` with its reason and the call returns None for it from then on, so the
+    engine runs torch there; without it the failure is raised (runtime 'onnxruntime').
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, depth_channels: int, fall_back: bool = False
+    ) -> None:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as err:
             raise ConfigError('runtime onnxruntime needs the onnxruntime package') from err
         self._model = model
         self._depth_channels = depth_channels
+        self._fall_back = fall_back
         self._workdir = tempfile.TemporaryDirectory(prefix='rgbd_seg_onnx_')
         self._sessions: dict[tuple[int, int], tuple[InferenceSession, list[str]]] = {}
+        self.fallbacks: dict[tuple[int, int], str] = {}
+
+    def prepare(self, height: int, width: int) -> None:
+        """Export and open the session for this input size now (a model with a fixed input
+        size is exported while it loads, not on the first frame)."""
+        self._session(height, width)
 
     def __call__(
         self, rgb: torch.Tensor, depth: torch.Tensor, K: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        height, width = rgb.shape[-2:]
-        session, names = self._sessions.get((height, width)) or self._build(height, width)
+    ) -> torch.Tensor | None:
+        entry = self._session(*rgb.shape[-2:])
+        if entry is None:
+            return None
+        session, names = entry
         feeds = {'rgb': rgb, 'depth': depth, 'K': K}
         inputs = {}
         for name in names:
@@ -53,10 +74,27 @@ class OnnxForward:
             inputs[name] = np.ascontiguousarray(tensor.numpy(), dtype=np.float32)
         return torch.from_numpy(session.run(['logits'], inputs)[0])
 
-    def _build(self, height: int, width: int) -> tuple[InferenceSession, list[str]]:
+    def _session(self, height: int, width: int) -> tuple[InferenceSession, list[str]] | None:
+        size = (height, width)
+        if size in self._sessions:
+            return self._sessions[size]
+        if size in self.fallbacks:
+            return None
         path = Path(self._workdir.name) / f'model_{height}x{width}.onnx'
-        entry = export_session(self._model, path, height, width, self._depth_channels)
-        self._sessions[(height, width)] = entry
+        try:
+            entry = export_session(self._model, path, height, width, self._depth_channels)
+        except Exception as err:  # whatever the exporter or ONNX Runtime raised
+            if not self._fall_back:
+                raise
+            self.fallbacks[size] = f'{type(err).__name__}: {err}'[:300]
+            warnings.warn(
+                f'ONNX Runtime cannot run this model at {height}x{width} '
+                f'({self.fallbacks[size]}); torch runs that size',
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+        self._sessions[size] = entry
         return entry
 
 

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--precision', default='fp32', choices=PRECISIONS)
     parser.add_argument(
         '--runtime',
-        default='torch',
+        default='auto',
         choices=RUNTIMES,
         help="the node's runtime parameter",
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from rgbd_seg_ros.backends.checkpoint import CheckpointMeta, InputSpec
 from rgbd_seg_ros.errors import ConfigError
 from rgbd_seg_ros.inference.engine import Engine
 from rgbd_seg_ros.paths import DEFAULT_MODEL
@@ -73,3 +76,58 @@ def test_onnxruntime_feeds_each_frame_intrinsics_to_depth_gating(tmp_path):
 def test_onnxruntime_is_refused_where_it_cannot_run():
     with pytest.raises(ConfigError, match='runtime must be one of'):
         Engine.from_checkpoint(DEFAULT, device='cpu', runtime='tensorrt')
+
+
+class _Unexportable(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(4, 3, 1)
+
+    def forward(self, rgb, depth):
+        # cummax has no ONNX (opset 17) form: the exporter raises UnsupportedOperatorError.
+        return torch.cummax(self.conv(torch.cat([rgb, depth], 1)), dim=-1).values
+
+
+def _meta(resolution=None):
+    return CheckpointMeta(
+        'conv', {'depth_channels': 1}, ['a', 'b', 'c'], input_spec=InputSpec(resolution=resolution)
+    )
+
+
+def test_auto_is_onnxruntime_on_the_cpu_and_exports_a_fixed_size_model_while_it_loads():
+    engine = Engine.from_checkpoint(DEFAULT, device='cpu', runtime='auto')
+    assert engine.runtime == 'onnxruntime'
+    fixed = engine.fixed_network_size
+    assert fixed is not None and list(engine._onnx._sessions) == [fixed]  # before any frame
+    reference = Engine.from_checkpoint(DEFAULT, device='cpu', runtime='torch')
+    rgb, depth = frame(3)
+    a = reference.predict(rgb, depth, K, outputs=('labels', 'confidence'))
+    b = engine.predict(rgb, depth, K, outputs=('labels', 'confidence'))
+    assert np.mean(a.labels == b.labels) > 0.999
+    np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+    assert list(engine._onnx._sessions) == [fixed]  # no second export
+
+
+def test_auto_falls_back_to_torch_for_a_size_that_does_not_export():
+    model = _Unexportable()
+    reference = Engine(copy.deepcopy(model), _meta(), torch.device('cpu'), runtime='torch')
+    with pytest.warns(RuntimeWarning, match='torch runs that size'):
+        engine = Engine(model, _meta(), torch.device('cpu'), runtime='auto')
+        rgb, depth = frame(0)
+        got = engine.predict(rgb, depth, K, outputs=('labels', 'confidence'))
+    assert engine.runtime.startswith('onnxruntime; torch for 240x320: ')
+    expected = reference.predict(rgb, depth, K, outputs=('labels', 'confidence'))
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.confidence, expected.confidence)
+    engine.predict(rgb, depth, K)  # the failed size is not exported again
+    assert list(engine._onnx.fallbacks) == [(240, 320)]
+
+
+def test_explicit_onnxruntime_refuses_a_model_that_does_not_export():
+    fixed = {'policy': 'fixed', 'height': 48, 'width': 64}
+    with pytest.raises(Exception, match='cummax'):
+        Engine(_Unexportable(), _meta(fixed), torch.device('cpu'), runtime='onnxruntime')
+    with pytest.warns(RuntimeWarning, match='at 48x64'):
+        engine = Engine(_Unexportable(), _meta(fixed), torch.device('cpu'), runtime='auto')
+    assert engine.runtime.startswith('onnxruntime; torch for 48x64: ')  # while it loaded

@@ -36,7 +36,7 @@ def test_a_good_checkpoint_becomes_current_and_is_announced(model_params, tiny_c
     assert slot.generation == 1
     assert slot.describe() == describe(engine)
     assert slot.describe() == (
-        f'_test_depth_bins (3 classes) from {tiny_checkpoint} on cpu fp32 (torch)'
+        f'_test_depth_bins (3 classes) from {tiny_checkpoint} on cpu fp32 (onnxruntime)'
     )
     doc = json.loads(classes_message(engine).data)
     assert doc['backend'] == '_test_depth_bins'

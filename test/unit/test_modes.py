@@ -139,7 +139,7 @@ def test_the_guard_lets_pass(source):
 
 def test_aliases_and_tuples_agree():
     assert PRECISIONS == ('fp32', 'fp16', 'bf16')
-    assert RUNTIMES == ('torch', 'onnxruntime')
+    assert RUNTIMES == ('auto', 'torch', 'onnxruntime')
     assert DEPTH_ENCODINGS == ('metric', 'jet', 'hha', 'none')
     assert SPEC_RESOLUTIONS == ('native', 'fixed')
     assert ('checkpoint', *SPEC_RESOLUTIONS) == RESOLUTION_POLICIES
@@ -179,7 +179,8 @@ def test_node_parameters_accept_exactly_the_set(name, choices):
     for value in choices:
         assert validate(name, value) is None
     for value in NOT_A_MODE:
-        assert validate(name, value) is not None
+        if value not in choices:  # 'auto' is a runtime, and a device, but no other mode
+            assert validate(name, value) is not None
     assert validate(name, 'x') == f'{name} must be one of {", ".join(choices)}'
 
 
@@ -197,10 +198,12 @@ def test_the_engine_accepts_exactly_the_set(keyword, choices):
         return Engine(torch.nn.Conv2d(1, 3, 1), meta, torch.device('cpu'), **{keyword: value})
 
     for value in choices:
-        # on the CPU every precision runs as fp32
-        expected = 'fp32' if keyword == 'precision' else value
-        assert getattr(engine(value), keyword) == expected
+        # on the CPU every precision runs as fp32, and runtime 'auto' is ONNX Runtime
+        expected = {'precision': 'fp32', 'runtime': value.replace('auto', 'onnxruntime')}
+        assert getattr(engine(value), keyword) == expected.get(keyword, value)
     for value in NOT_A_MODE:
+        if value in choices:
+            continue
         with pytest.raises(ConfigError, match=f'{keyword} must be one of {", ".join(choices)}'):
             engine(value)
 
