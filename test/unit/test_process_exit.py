@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 
-from rgbd_seg_ros.core.process_exit import exit_process, wait_for_threads
+from rgbd_seg_ros.core.process_exit import wait_for_threads
 
 # A daemon thread that stays inside torch's C++ code (matmuls release the GIL) for minutes.
 BUSY_IN_TORCH = """
@@ -69,13 +69,21 @@ def test_exit_process_passes_a_non_zero_code_through():
 
 
 def test_threads_that_end_within_the_grace_are_waited_for_and_the_exit_is_normal():
-    release = threading.Event()
-    thread = threading.Thread(target=release.wait, name='short-lived', daemon=True)
-    thread.start()
-    threading.Timer(0.2, release.set).start()
-    assert wait_for_threads(5.0) == []
-    assert not thread.is_alive()
-    assert exit_process(0, grace_s=0.0) == 0  # nothing lingers: returns, no os._exit
+    code = """
+import threading, time
+from rgbd_seg_ros.core.process_exit import exit_process, wait_for_threads
+release = threading.Event()
+thread = threading.Thread(target=release.wait, name='short-lived', daemon=True)
+thread.start()
+threading.Timer(0.2, release.set).start()
+assert wait_for_threads(5.0) == [], 'waited'
+assert not thread.is_alive()
+print('returned', exit_process(0, grace_s=0.0))  # nothing lingers: no os._exit
+"""
+    done = run_child(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == 'returned 0'
+    assert 'without interpreter teardown' not in done.stderr
 
 
 def test_the_grace_is_shared_not_per_thread():

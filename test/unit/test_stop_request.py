@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 import pytest
 
@@ -23,6 +24,13 @@ def deliver(sig: signal.Signals) -> None:
     """Send ``sig`` to ourselves; Python runs the handler at the next bytecode boundary."""
     os.kill(os.getpid(), sig)
     signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a call: the pending handler runs here
+
+
+def to_this_thread(sig: signal.Signals) -> None:
+    """Send ``sig`` to the main thread itself: while it blocks the signal, the signal stays
+    pending there (sent to the process, the kernel would hand it to another thread of the test
+    process, whose C handler would mark it pending in Python at once)."""
+    signal.pthread_kill(threading.main_thread().ident, sig)
 
 
 def test_the_first_signal_raises_once_while_starting_and_the_rest_are_ignored(restore_handlers):
@@ -62,8 +70,8 @@ def test_a_second_signal_already_pending_when_the_first_is_handled_is_quietly_ig
     stop = StopRequest().install()
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        os.kill(os.getpid(), signal.SIGINT)
-        os.kill(os.getpid(), signal.SIGTERM)
+        to_this_thread(signal.SIGINT)
+        to_this_thread(signal.SIGTERM)
         with pytest.raises(StopRequested, match='SIGINT'):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         signal.pthread_sigmask(signal.SIG_BLOCK, [])  # Python handles the pending SIGTERM here
@@ -80,7 +88,7 @@ def test_settle_leaves_the_kernel_ignoring_them_and_nothing_pending(restore_hand
     deliver(signal.SIGINT)
     assert stop.requested
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    os.kill(os.getpid(), signal.SIGTERM)  # pending in the kernel while settle runs
+    to_this_thread(signal.SIGTERM)  # pending in the kernel while settle runs
     try:
         stop.settle()
     finally:
