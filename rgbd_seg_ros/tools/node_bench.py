@@ -75,6 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=','.join(OUTPUTS),
         help="outputs to subscribe to ('none': the node's input path alone, nothing segmented)",
     )
+    parser.add_argument(
+        '--points-stride',
+        type=int,
+        default=0,
+        help="the node's points.stride parameter (0: the node's default)",
+    )
     parser.add_argument('--json', default='', help='write the results here')
     return parser.parse_args(argv)
 
@@ -168,6 +174,8 @@ def measure(
         'runtime': args.runtime,
         'wait_for_fresh_frame': not args.no_fresh_wait,
     }
+    if args.points_stride:
+        params['points'] = {'stride': args.points_stride}
     node = NodeProcess.start(
         'segmentation_node', workdir, loopback_environment(workdir / 'ros_log', domain), params
     )
@@ -270,6 +278,7 @@ def measure(
         'cpu_threads': int(last.get('cpu_threads', 0)),
         'runtime': args.runtime,
         'wait_for_fresh_frame': not args.no_fresh_wait,
+        'points_stride': args.points_stride or None,
     }
 
 
