@@ -1,7 +1,7 @@
 """The single thread that owns the model: newest triple in, published outputs out.
 
 Each output is published the moment the engine has it on the host (labels first, then
-camera_info, confidence, colour, overlay, cloud), as serialised bytes built in one copy
+camera_info, confidence, cloud, colour, overlay), as serialised bytes built in one copy
 (ros/serialized.py), so the labels do not wait for the cloud.
 
 The worker is built from what it uses: where the model comes from, the hand-over it takes

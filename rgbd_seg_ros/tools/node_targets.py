@@ -5,7 +5,10 @@ One round runs, each in its own process: ``node_bench`` with the embedded defaul
 480x640 (labels overhead and overhead to the last output, p50), and the demo (fraction of its
 frames segmented at 10 Hz). ``--runs`` rounds alternate the three, so a machine that gets
 busier affects each alike; the table gives every run, the median, the spread
-((max - min) / median) and the load average around each run. Run
+((max - min) / median), the load average around each run, and a speed probe of the machine
+before and after each run (:func:`speed_probe`: a fixed single-thread matmul workload). On the
+shared VM this project is measured on, one core's speed changed by up to 10x within minutes
+while nothing of ours ran: the probe tells a slow run on a slow machine from a slow node. Run
 ``python -m rgbd_seg_ros.tools.node_targets --help``.
 """
 
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +80,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def speed_probe(repeats: int = 5) -> float:
+    """Milliseconds for a fixed single-thread workload (20 float32 512x512 matmuls), the
+    median of ``repeats``: about 5 ms on one core of the 2-core VM when its host is quiet."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.rand(512, 512)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(20):
+                a @ a
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times)
+
+
 def measure_once(kind: str, seconds: float, folder: Path) -> dict[str, Any]:
     """One measurement in its own process; its JSON result plus the load average around it."""
     python = sys.executable
@@ -92,11 +116,13 @@ def measure_once(kind: str, seconds: float, folder: Path) -> dict[str, Any]:
                 raise RuntimeError('this installation ships no embedded default model')
             command += ['--checkpoint', str(model)]
     load_before = os.getloadavg()[0]
+    probe_before = speed_probe()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not result_path.exists():
         raise RuntimeError(f'{" ".join(command)} failed ({done.returncode}):\n{done.stdout}')
     result: dict[str, Any] = json.loads(result_path.read_text())
     result['load_average_around'] = (load_before, os.getloadavg()[0])
+    result['speed_probe_ms_around'] = (probe_before, speed_probe())
     return result
 
 
@@ -137,6 +163,13 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, An
             f'{r["load_average_around"][0]:.2f}-{r["load_average_around"][1]:.2f}' for r in results
         )
         lines.append(f'load average around the {kind} runs: {loads}')
+        probes = ', '.join(
+            '{:.1f}-{:.1f}'.format(*r['speed_probe_ms_around'])
+            for r in results
+            if 'speed_probe_ms_around' in r
+        )
+        if probes:
+            lines.append(f'speed probe (ms, lower is faster) around the {kind} runs: {probes}')
     return '\n'.join(lines), rows
 
 
