@@ -121,9 +121,18 @@ def measure_once(kind: str, seconds: float, folder: Path) -> dict[str, Any]:
     if done.returncode != 0 or not result_path.exists():
         raise RuntimeError(f'{" ".join(command)} failed ({done.returncode}):\n{done.stdout}')
     result: dict[str, Any] = json.loads(result_path.read_text())
+    for key in ('checkpoint', 'model'):  # JSON committed beside the README: no local paths
+        if isinstance(result.get(key), str):
+            result[key] = _portable(result[key])
     result['load_average_around'] = (load_before, os.getloadavg()[0])
     result['speed_probe_ms_around'] = (probe_before, speed_probe())
     return result
+
+
+def _portable(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it, else its name."""
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    return Path(path).name if relative.startswith('..') else relative
 
 
 def table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, Any]]]:

@@ -172,3 +172,15 @@ def test_target_table_gives_median_spread_and_whether_each_target_is_met():
     _text, rows = table(runs)
     assert not {row['target']: row for row in rows}['cloud latency p50']['met']
     assert 'load average around the default runs: 1.00-1.50' in text
+
+
+def test_target_table_shows_the_speed_probe_and_results_carry_no_local_paths(tmp_path):
+    from rgbd_seg_ros.tools.node_targets import _portable, speed_probe, table
+
+    run = {'output_rate_hz': 9.0, 'latency_ms': {}, 'load_average_around': (1.0, 1.2)}
+    text, _rows = table({'default': [{**run, 'speed_probe_ms_around': (36.5, 41.25)}]})
+    assert 'speed probe (ms, lower is faster) around the default runs: 36.5-41.2' in text
+    assert 0.0 < speed_probe(repeats=1) < 60_000.0
+    inside = Path.cwd() / 'models' / 'default.safetensors'
+    assert _portable(str(inside)) == str(Path('models') / 'default.safetensors')
+    assert _portable(str(tmp_path / 'elsewhere' / 'm.safetensors')) == 'm.safetensors'
