@@ -6,9 +6,10 @@ One round runs, each in its own process: ``node_bench`` with the embedded defaul
 frames segmented at 10 Hz). ``--runs`` rounds alternate the three, so a machine that gets
 busier affects each alike; the table gives every run, the median, the spread
 ((max - min) / median), the load average around each run, and a speed probe of the machine
-before and after each run (:func:`speed_probe`: a fixed single-thread matmul workload). On the
-shared VM this project is measured on, one core's speed changed by up to 10x within minutes
-while nothing of ours ran: the probe tells a slow run on a slow machine from a slow node. Run
+before and after each run (:func:`speed_probe`: the embedded model segmenting a fixed frame
+in-process, one thread). On the shared VM this project is measured on, that workload's time
+changed by 2-10x within minutes while nothing of ours ran: the probe tells a slow run on a slow
+machine from a slow node. Run
 ``python -m rgbd_seg_ros.tools.node_targets --help``.
 """
 
@@ -80,20 +81,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def speed_probe(repeats: int = 5) -> float:
-    """Milliseconds for a fixed single-thread workload (20 float32 512x512 matmuls), the
-    median of ``repeats``: about 5 ms on one core of the 2-core VM when its host is quiet."""
+def speed_probe(frames: int = 8) -> float:
+    """Milliseconds per frame, the median of ``frames``, for a fixed in-process workload: the
+    embedded model segmenting a synthetic 640x480 frame with every output, torch, one thread.
+
+    A pure compute probe did not see the VM's slow spells: a single-thread matmul loop moved
+    between 33 and 41 ms while this workload took 39 ms, then 74-130 ms, then 39 ms again
+    (memory-heavy work suffers most when the host is busy). NaN when no embedded model ships.
+    """
+    import numpy as np
     import torch
 
+    from rgbd_seg_ros.inference.engine import Engine
+
+    model = default_model()
+    if model is None:
+        return float('nan')
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a = torch.rand(512, 512)
+        engine = Engine.from_checkpoint(model, device='cpu', runtime='torch')
+        rng = np.random.default_rng(0)
+        rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        depth = rng.integers(500, 5000, (480, 640), dtype=np.uint16)
+        K = np.array([[525.0, 0.0, 320.0], [0.0, 525.0, 240.0], [0.0, 0.0, 1.0]])
+        outputs = ('labels', 'confidence', 'color', 'overlay', 'points')
+        engine.predict(rgb, depth, K, outputs=outputs)  # warm-up
         times = []
-        for _ in range(repeats):
+        for _ in range(frames):
             start = time.perf_counter()
-            for _ in range(20):
-                a @ a
+            engine.predict(rgb, depth, K, outputs=outputs)
             times.append((time.perf_counter() - start) * 1e3)
     finally:
         torch.set_num_threads(threads)

@@ -67,7 +67,11 @@ def test_cloud_columns_are_back_projection_and_palette_bits():
     assert torch.equal(buf[..., 3].view(torch.int32), packed[labels.long()])
     assert torch.equal(buf[..., 4].view(torch.int32), labels)
     keep = z > 1.0
+    assert not bool(keep.all())
     assert torch.equal(compact_rows(buf, keep), buf[keep])
+    everything = torch.ones_like(keep)
+    assert torch.equal(compact_rows(buf, everything), buf[everything])
+    assert compact_rows(buf, everything).data_ptr() == buf.data_ptr()  # no copy when all kept
 
 
 def test_ray_cache_follows_a_change_of_intrinsics_and_stride():

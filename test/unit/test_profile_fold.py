@@ -180,7 +180,7 @@ def test_target_table_shows_the_speed_probe_and_results_carry_no_local_paths(tmp
     run = {'output_rate_hz': 9.0, 'latency_ms': {}, 'load_average_around': (1.0, 1.2)}
     text, _rows = table({'default': [{**run, 'speed_probe_ms_around': (36.5, 41.25)}]})
     assert 'speed probe (ms, lower is faster) around the default runs: 36.5-41.2' in text
-    assert 0.0 < speed_probe(repeats=1) < 60_000.0
+    assert 0.0 < speed_probe(frames=1) < 60_000.0
     inside = Path.cwd() / 'models' / 'default.safetensors'
     assert _portable(str(inside)) == str(Path('models') / 'default.safetensors')
     assert _portable(str(tmp_path / 'elsewhere' / 'm.safetensors')) == 'm.safetensors'
