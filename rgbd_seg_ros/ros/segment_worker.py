@@ -29,6 +29,8 @@ from rgbd_seg_ros.modes import OversizePolicy
 from rgbd_seg_ros.ros import conversions, serialized
 from rgbd_seg_ros.ros.frame_input import deserialize_triple, frame_arrays
 from rgbd_seg_ros.ros.node_params import OUTPUTS
+from rgbd_seg_ros.ros.raw_publish import RawPublisher
+from rgbd_seg_ros.ros.serialized import SerializedParts
 from rgbd_seg_ros.ros.skips import InputReport
 
 if TYPE_CHECKING:
@@ -52,15 +54,17 @@ class OutputSink(Protocol):
         ...
 
     def publish(self, name: str, payload: Any) -> None:
-        """Publish a serialised message (bytes) or a message object on output ``name``."""
+        """Publish a serialised message (SerializedParts) or a message object on ``name``."""
         ...
 
 
 class PublisherSink:
-    """The node's output publishers as an OutputSink."""
+    """The node's output publishers as an OutputSink; serialised outputs are published with
+    the GIL released (ros/raw_publish.py), so the executor keeps taking inputs meanwhile."""
 
-    def __init__(self, publishers: Mapping[str, Any]) -> None:
+    def __init__(self, publishers: Mapping[str, Any], raw: RawPublisher | None = None) -> None:
         self._publishers = dict(publishers)
+        self._raw = raw or RawPublisher()
 
     def listened(self, names: Iterable[str]) -> set[str]:
         return {
@@ -70,7 +74,10 @@ class PublisherSink:
         }
 
     def publish(self, name: str, payload: Any) -> None:
-        self._publishers[name].publish(payload)
+        if isinstance(payload, SerializedParts):
+            self._raw.publish(self._publishers[name], payload)
+        else:
+            self._publishers[name].publish(payload)
 
 
 @dataclass(frozen=True)
@@ -228,12 +235,12 @@ class _OutputPublisher:
         if name not in self._wanted:
             return
         if name == 'points':
-            self._sink.publish(name, serialized.cloud_bytes(array, self._header))
+            self._sink.publish(name, serialized.cloud_parts(array, self._header))
             return
         # The engine gives uint8 labels while every label id fits, uint16 beyond.
         label_encoding = 'mono8' if array.dtype == np.uint8 else 'mono16'
         encoding = {'labels': label_encoding, 'confidence': '32FC1'}.get(name, 'rgb8')
-        self._sink.publish(name, serialized.image_bytes(array, encoding, self._header))
+        self._sink.publish(name, serialized.image_parts(array, encoding, self._header))
         if name == 'labels':
             self.labels_at = self._clock_ns()
             self._send_info(array.shape)
