@@ -62,6 +62,12 @@ RESOLUTION_POLICIES: tuple[ResolutionPolicy, ...] = get_args(ResolutionPolicy)
 OversizePolicy = Literal['downscale', 'refuse']
 OVERSIZE_POLICIES: tuple[OversizePolicy, ...] = get_args(OversizePolicy)
 
+# What runs a node's callbacks (the segmentation node's ``executor`` parameter): rclpy's
+# EventsExecutor (C++; ``rclpy.experimental`` in Jazzy's later releases), or the Python
+# SingleThreadedExecutor; 'auto' is the EventsExecutor where this rclpy has one.
+ExecutorKind = Literal['auto', 'events', 'single']
+EXECUTOR_KINDS: tuple[ExecutorKind, ...] = get_args(ExecutorKind)
+
 # How ``rgbd-seg bench`` executes a forward (``tools.runners``); onnxruntime runs the fp32 export.
 BenchMode = Literal['eager', 'compile', 'cudagraph', 'onnxruntime']
 BENCH_MODES: tuple[BenchMode, ...] = get_args(BenchMode)
@@ -77,12 +83,14 @@ def as_choice(value: object, choices: tuple[_Choice, ...], what: str) -> _Choice
 __all__ = [
     'BENCH_MODES',
     'DEPTH_ENCODINGS',
+    'EXECUTOR_KINDS',
     'PRECISIONS',
     'RESOLUTION_POLICIES',
     'RUNTIMES',
     'SPEC_RESOLUTIONS',
     'BenchMode',
     'DepthEncoding',
+    'ExecutorKind',
     'Precision',
     'ResolutionPolicy',
     'Runtime',

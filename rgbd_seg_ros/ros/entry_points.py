@@ -24,10 +24,19 @@ def segmentation_node() -> int:
         stop.install()
         from rgbd_seg_ros.core.large_blocks import return_large_blocks
         from rgbd_seg_ros.ros.runtime import run_node
-        from rgbd_seg_ros.ros.segmentation_node import EXECUTOR_THREADS, SegmentationNode
+        from rgbd_seg_ros.ros.segmentation_node import (
+            EXECUTOR_THREADS,
+            SegmentationNode,
+            executor_kind,
+        )
 
         return_large_blocks()  # a few oversize frames must not keep the process larger for good
-        code = run_node(SegmentationNode, num_threads=EXECUTOR_THREADS, stop=stop)
+        code = run_node(
+            SegmentationNode,
+            num_threads=EXECUTOR_THREADS,
+            stop=stop,
+            executor_kind=executor_kind,
+        )
     except StopRequested:
         code = 0
     stop.settle()

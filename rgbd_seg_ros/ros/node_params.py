@@ -16,6 +16,7 @@ from typing import Any
 from rgbd_seg_ros.core.image_header import MAX_PIXELS
 from rgbd_seg_ros.modes import (
     COLOUR_TRANSPORTS,
+    EXECUTOR_KINDS,
     OVERSIZE_POLICIES,
     PRECISIONS,
     RESOLUTION_POLICIES,
@@ -261,6 +262,15 @@ PARAMS: tuple[ParamSpec, ...] = (
         "How the colour image arrives: 'raw' (sensor_msgs/Image on the colour topic) or "
         "'compressed' (CompressedImage on <colour topic>/compressed, after remapping).",
         _one_of(*COLOUR_TRANSPORTS),
+        read_only=True,
+    ),
+    ParamSpec(
+        'executor',
+        'auto',
+        "What runs the node's callbacks (taking the inputs, pairing them, timers, services): "
+        "'events' (rclpy's EventsExecutor, C++, where this rclpy has one), 'single' (rclpy's "
+        "SingleThreadedExecutor), 'auto' (events where available). Outputs are the same.",
+        _one_of(*EXECUTOR_KINDS),
         read_only=True,
     ),
     ParamSpec(

@@ -28,6 +28,7 @@ from rgbd_seg_ros.core.node_metrics import NodeMetrics
 from rgbd_seg_ros.core.pairing import ApproxTimePairer, Triple
 from rgbd_seg_ros.core.stamps import NS_PER_S, stamp_problem
 from rgbd_seg_ros.inference.threads import configure_cpu_threads
+from rgbd_seg_ros.modes import EXECUTOR_KINDS, ExecutorKind, as_choice
 from rgbd_seg_ros.ros import conversions, param_bridge, qos
 from rgbd_seg_ros.ros.diagnostics import PipelineDiagnostics, health_limits
 from rgbd_seg_ros.ros.model_slot import MODEL_PARAMS, ModelSlot, classes_message
@@ -222,3 +223,9 @@ class SegmentationNode(Node):
 # One executor thread: the callbacks only read stamps, and a thread pool's hand-offs cost more
 # CPU and GIL time than they save (doc/design.md §2.2).
 EXECUTOR_THREADS = 1
+
+
+def executor_kind(node: Node) -> ExecutorKind:
+    """Which one-thread executor the node asked for (its read-only ``executor`` parameter)."""
+    params = getattr(node, 'params', {})
+    return as_choice(params.get('executor', 'auto'), EXECUTOR_KINDS, 'executor')

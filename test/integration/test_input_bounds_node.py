@@ -204,7 +204,11 @@ def test_frames_above_the_bound_are_scaled_down_with_their_intrinsics(start_node
     streamer.stream_until(big_one_published, 'outputs of a scaled-down frame', mutate=alternate)
     n = len(labels)
     streamer.stream_until(lambda: len(labels) >= n + 3, 'outputs after it')
-    assert int(streamer.latest_diag().get('downscaled_input', 0)) >= 1
+    # /diagnostics is periodic: wait for one published after the scaled frame was counted.
+    streamer.stream_until(
+        lambda: int(streamer.latest_diag().get('downscaled_input', 0)) >= 1,
+        'downscaled_input counted in /diagnostics',
+    )
     for msg in labels:
         assert (msg.height, msg.width) == (HEIGHT, WIDTH)
     scaled = [msg for msg in infos if _stamp(msg) in big]
