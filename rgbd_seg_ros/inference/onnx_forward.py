@@ -18,6 +18,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,10 @@ class OnnxForward:
     With ``fall_back`` (the runtime 'auto'), a size whose export or session fails is recorded
     in ``fallbacks`` with its reason and the call returns None for it from then on, so the
     engine runs torch there; without it the failure is raised (runtime 'onnxruntime').
+
+    A session's intra-op threads are torch's thread budget when it opens; when that budget
+    changes (the node's ``cpu_threads`` parameter), the next call reopens the session from the
+    file already exported, so the change takes effect without a new export.
     """
 
     def __init__(
@@ -50,7 +55,7 @@ class OnnxForward:
         self._depth_channels = depth_channels
         self._fall_back = fall_back
         self._workdir = tempfile.TemporaryDirectory(prefix='rgbd_seg_onnx_')
-        self._sessions: dict[tuple[int, int], tuple[InferenceSession, list[str]]] = {}
+        self._sessions: dict[tuple[int, int], _Session] = {}
         self.fallbacks: dict[tuple[int, int], str] = {}
 
     def prepare(self, height: int, width: int) -> None:
@@ -74,15 +79,26 @@ class OnnxForward:
             inputs[name] = np.ascontiguousarray(tensor.numpy(), dtype=np.float32)
         return torch.from_numpy(session.run(['logits'], inputs)[0])
 
+    def session_threads(self) -> dict[tuple[int, int], int]:
+        """Intra-op threads of each open session, by input size."""
+        return {size: entry.threads for size, entry in self._sessions.items()}
+
     def _session(self, height: int, width: int) -> tuple[InferenceSession, list[str]] | None:
         size = (height, width)
-        if size in self._sessions:
-            return self._sessions[size]
+        entry = self._sessions.get(size)
+        if entry is not None:
+            if entry.threads != torch.get_num_threads():
+                session, names = open_session(entry.path)
+                entry = self._sessions[size] = _Session(
+                    session, names, entry.path, torch.get_num_threads()
+                )
+            return entry.session, entry.names
         if size in self.fallbacks:
             return None
         path = Path(self._workdir.name) / f'model_{height}x{width}.onnx'
         try:
-            entry = export_session(self._model, path, height, width, self._depth_channels)
+            threads = torch.get_num_threads()
+            session, names = export_session(self._model, path, height, width, self._depth_channels)
         except Exception as err:  # whatever the exporter or ONNX Runtime raised
             if not self._fall_back:
                 raise
@@ -94,8 +110,18 @@ class OnnxForward:
                 stacklevel=2,
             )
             return None
-        self._sessions[size] = entry
-        return entry
+        self._sessions[size] = _Session(session, names, path, threads)
+        return session, names
+
+
+@dataclass(frozen=True)
+class _Session:
+    """An open session, the inputs its graph reads, its file and its intra-op threads."""
+
+    session: InferenceSession
+    names: list[str]
+    path: Path
+    threads: int
 
 
 def export_session(
@@ -112,11 +138,19 @@ def export_session(
     Sessions that run on the CPU get torch's thread budget (the node's cpu_threads), for the
     same reason torch does.
     """
-    import onnxruntime as ort
-
     from rgbd_seg_ros.backends.export import export_onnx
 
     export_onnx(model, path, height, width, depth_channels)
+    return open_session(path, providers)
+
+
+def open_session(
+    path: Path, providers: Sequence[str] = ('CPUExecutionProvider',)
+) -> tuple[InferenceSession, list[str]]:
+    """An ONNX Runtime session of the exported ``path`` and the input names it reads; on the
+    CPU with torch's current thread budget."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     if list(providers) == ['CPUExecutionProvider']:
         options.intra_op_num_threads = torch.get_num_threads()

@@ -131,3 +131,25 @@ def test_explicit_onnxruntime_refuses_a_model_that_does_not_export():
     with pytest.warns(RuntimeWarning, match='at 48x64'):
         engine = Engine(_Unexportable(), _meta(fixed), torch.device('cpu'), runtime='auto')
     assert engine.runtime.startswith('onnxruntime; torch for 48x64: ')  # while it loaded
+
+
+def test_a_new_thread_budget_reopens_the_session_without_a_new_export():
+    """The node's cpu_threads sets torch's budget at run time; ONNX Runtime must follow it."""
+    before = torch.get_num_threads()
+    other = 2 if before == 1 else 1
+    engine = Engine.from_checkpoint(DEFAULT, device='cpu', runtime='onnxruntime')
+    rgb, depth = frame(0)
+    try:
+        first = engine.predict(rgb, depth, K).labels
+        (size,) = engine._onnx.session_threads()
+        path = engine._onnx._sessions[size].path
+        exported_at = path.stat().st_mtime_ns
+        torch.set_num_threads(other)
+        again = engine.predict(rgb, depth, K).labels
+        assert engine._onnx.session_threads() == {size: other}
+        options = engine._onnx._sessions[size].session.get_session_options()
+        assert options.intra_op_num_threads == other  # what ONNX Runtime itself was given
+        assert path.stat().st_mtime_ns == exported_at  # reopened, not exported again
+        np.testing.assert_array_equal(first, again)
+    finally:
+        torch.set_num_threads(before)
