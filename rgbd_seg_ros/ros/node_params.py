@@ -68,13 +68,18 @@ class FloatRange:
 
 @dataclass(frozen=True)
 class IntAtLeast:
-    """A check for an integer >= low; its bound goes into the descriptor (IntegerRange)."""
+    """A check for an integer >= low (and <= high, when given); the bounds go into the
+    descriptor (IntegerRange), where ``ros2 param describe`` shows them."""
 
     low: int
+    high: int | None = None
 
     def __call__(self, value: Any) -> str | None:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= self.low
-        return None if ok else f'must be an integer >= {self.low}'
+        if self.high is None:
+            return None if ok else f'must be an integer >= {self.low}'
+        ok = ok and value <= self.high
+        return None if ok else f'must be an integer in [{self.low}, {self.high}]'
 
 
 def _in_range(low: float, high: float, low_open: bool = False) -> FloatRange:
@@ -93,12 +98,8 @@ def _int_at_least(low: int) -> IntAtLeast:
     return IntAtLeast(low)
 
 
-def _int_in(low: int, high: int) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-        return None if ok else f'must be an integer in [{low}, {high}]'
-
-    return check
+def _int_in(low: int, high: int) -> IntAtLeast:
+    return IntAtLeast(low, high)
 
 
 def _is_bool(value: Any) -> str | None:

@@ -40,7 +40,8 @@ def descriptor(spec: node_params.ParamSpec) -> ParameterDescriptor:
         if check.low_open:
             out.additional_constraints = f'greater than {check.low:g}'
     elif isinstance(check, node_params.IntAtLeast):
-        out.integer_range = [IntegerRange(from_value=check.low, to_value=INT64_MAX, step=1)]
+        high = INT64_MAX if check.high is None else check.high
+        out.integer_range = [IntegerRange(from_value=check.low, to_value=high, step=1)]
     return out
 
 

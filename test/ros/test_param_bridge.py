@@ -29,8 +29,17 @@ def test_every_descriptor_states_what_the_validator_checks(spec):
         assert bounds.from_value == check.low and bounds.step == 1
         assert node_params.validate(spec.name, check.low) is None
         assert node_params.validate(spec.name, check.low - 1) is not None
+        if check.high is not None:
+            assert bounds.to_value == check.high
+            assert node_params.validate(spec.name, check.high) is None
+            assert node_params.validate(spec.name, check.high + 1) is not None
     else:
         assert not descriptor.floating_point_range and not descriptor.integer_range
+
+
+def test_the_input_bound_is_described_with_its_range():
+    [bounds] = param_bridge.descriptor(node_params.BY_NAME['max_input_pixels']).integer_range
+    assert (bounds.from_value, bounds.to_value) == (0, node_params.MAX_PIXELS)
 
 
 def test_integers_are_reals_only_for_real_valued_parameters():
