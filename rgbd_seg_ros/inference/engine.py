@@ -240,11 +240,11 @@ class Engine:
         net_h, net_w = self.network_size(rgb.shape[0], rgb.shape[1])
         x_rgb, x_depth, K_net = self._preprocess(rgb_t, depth_m, K_t, net_h, net_w)
         t1 = self._sync_time()
-        logits = self._forward(x_rgb, x_depth, K_net)
+        logits, net_labels = self._forward(x_rgb, x_depth, K_net)
         t2 = self._sync_time()
         result = self._outputs(
             wanted,
-            logits,
+            ReducedLogits(logits, net_labels),
             rgb_t,
             depth_m,
             K_t,
@@ -332,7 +332,8 @@ class Engine:
 
     def _forward(
         self, x_rgb: torch.Tensor, x_depth: torch.Tensor, K_net: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits, labels)``; labels only where the runtime computes them itself."""
         # Only a backend that reads K gets it, batched as the forward contract says.
         K = (K_net.unsqueeze(0),) if self._needs_K else ()
         if self._onnx is not None:
@@ -344,10 +345,10 @@ class Engine:
             x_depth = x_depth.contiguous(memory_format=torch.channels_last)
         if self.precision == 'fp32':
             logits: torch.Tensor = self.model(x_rgb, x_depth, *K)
-            return logits.float()
+            return logits.float(), None
         with torch.autocast(self.device.type, dtype=TORCH_DTYPES[self.precision]):
             logits = self.model(x_rgb, x_depth, *K)
-            return logits.float()
+            return logits.float(), None
 
     def _to_camera(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Nearest-neighbour resize of a per-pixel map (labels stay valid ids, no blending)."""
@@ -360,7 +361,7 @@ class Engine:
     def _outputs(
         self,
         wanted: set[str],
-        logits: torch.Tensor,
+        reduced: ReducedLogits,
         rgb_t: torch.Tensor,
         depth_m: torch.Tensor,
         K_t: torch.Tensor,
@@ -369,7 +370,6 @@ class Engine:
         emit: Emit,
     ) -> Prediction:
         height, width = depth_m.shape
-        reduced = ReducedLogits(logits)
         outputs = self._to_camera(reduced.labels, height, width)
         labels = outputs if self._label_ids is None else self._label_ids[outputs.to(torch.int64)]
         label_dtype = torch.uint8 if self.max_label_id <= 255 else torch.int32

@@ -21,10 +21,17 @@ class ReducedLogits:
     channel equal to the maximum votes ``C - c`` and the largest vote wins. Confidence is
     ``1 / sum(exp(l - max))``, the softmax probability of that channel; it is computed from the
     shifted logits kept here, so a caller can publish the labels before paying for it.
+    ``labels`` given (``[H, W]`` int32, the ONNX graph's own ArgMax) are used as they are,
+    clamped to the classes, and the logits are then only read for the confidence.
     """
 
-    def __init__(self, logits: torch.Tensor) -> None:
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         num_classes = logits.shape[1]
+        self._logits = logits
+        self._shifted: torch.Tensor | None = None
+        if labels is not None:
+            self.labels = labels.to(torch.int32).clamp_(0, num_classes - 1)
+            return
         top = logits.amax(dim=1, keepdim=True)
         self._shifted = logits - top
         vote_dtype = torch.uint8 if num_classes <= 255 else torch.int32
@@ -36,7 +43,11 @@ class ReducedLogits:
 
     def confidence(self) -> torch.Tensor:
         """``[H, W]`` largest softmax probability (consumes the shifted logits: call once)."""
-        return self._shifted.exp_().sum(dim=1)[0].reciprocal_()
+        shifted = self._shifted
+        if shifted is None:
+            shifted = self._logits - self._logits.amax(dim=1, keepdim=True)
+        self._shifted = None
+        return shifted.exp_().sum(dim=1)[0].reciprocal_()
 
 
 def blend_overlay(rgb: torch.Tensor, colour: torch.Tensor, alpha: float) -> torch.Tensor:

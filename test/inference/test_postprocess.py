@@ -43,6 +43,57 @@ def test_nan_logits_stay_in_range():
     assert int(labels.min()) >= 0 and int(labels.max()) <= 3
 
 
+def test_labels_from_the_runtime_are_kept_clamped_and_confidence_still_comes_from_logits():
+    logits = torch.randn(1, 6, 5, 7, generator=torch.Generator().manual_seed(2))
+    given = logits.argmax(1)[0].to(torch.int32)
+    given[0, 0] = 9  # out of range: clamped to the last class
+    reduced = ReducedLogits(logits, given.clone())
+    assert reduced.labels[0, 0] == 5
+    assert torch.equal(reduced.labels[1:], given[1:])
+    torch.testing.assert_close(reduced.confidence(), torch.softmax(logits, 1).amax(1)[0])
+
+
+def _labels_graph(path, shape):
+    """A graph whose 'logits' output is its input, then add_labels_output's ArgMax."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from rgbd_seg_ros.inference.onnx_forward import add_labels_output
+
+    graph = helper.make_graph(
+        [helper.make_node('Identity', ['x'], ['logits'])],
+        'labels_head',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info('logits', TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    onnx.save(model, str(path))
+    add_labels_output(path)
+    return path
+
+
+@pytest.mark.parametrize('shape', [[1, 5, 4, 6], ['batch', 5, 'height', 'width']])
+def test_onnx_runtimes_argmax_head_equals_the_engines_labels(tmp_path, shape):
+    """The labels the ONNX graph computes (ties: first channel) are the ones torch's reduction
+    gives; NaN logits still give a class id."""
+    import onnxruntime as ort
+
+    path = _labels_graph(tmp_path / 'head.onnx', shape)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    logits = torch.randn(1, 5, 4, 6, generator=torch.Generator().manual_seed(3))
+    logits[0, 1, 0, 0] = logits[0, 3, 0, 0] = 50.0  # tie: channel 1
+    logits[0, :, 2, 2] = 7.0  # five-way tie: channel 0
+    logits[0, :, 3, 5] = float('nan')
+    _, labels = session.run(['logits', 'labels'], {'x': logits.numpy()})
+    assert labels.dtype == np.int32 and labels.shape == (1, 4, 6)
+    reference = ReducedLogits(logits).labels.numpy()
+    keep = np.ones((4, 6), bool)
+    keep[3, 5] = False
+    np.testing.assert_array_equal(labels[0][keep], reference[keep])
+    assert labels[0, 0, 0] == 1 and labels[0, 2, 2] == 0
+    assert 0 <= labels[0, 3, 5] < 5
+
+
 @pytest.mark.parametrize('alpha', [0.0, 0.25, 0.5, 0.7, 1.0])
 def test_integer_overlay_equals_the_numpy_reference(alpha):
     rng = np.random.default_rng(1)
