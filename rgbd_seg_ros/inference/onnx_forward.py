@@ -97,19 +97,15 @@ class OnnxForward:
         entry = self._sessions.get(size)
         if entry is not None:
             if entry.threads != torch.get_num_threads():
-                session, names = open_session(entry.path)
-                entry = self._sessions[size] = _Session(
-                    session, names, entry.path, torch.get_num_threads()
-                )
+                entry = self._sessions[size] = _Session.open(entry.path)
             return entry.session, entry.names
         if size in self.fallbacks:
             return None
         path = Path(self._workdir.name) / f'model_{height}x{width}.onnx'
         try:
-            threads = torch.get_num_threads()
             export_onnx(self._model, path, height, width, self._depth_channels)
             add_labels_output(path)
-            session, names = open_session(path)
+            entry = _Session.open(path)
         except Exception as err:  # whatever the exporter or ONNX Runtime raised
             if not self._fall_back:
                 raise
@@ -121,8 +117,8 @@ class OnnxForward:
                 stacklevel=2,
             )
             return None
-        self._sessions[size] = _Session(session, names, path, threads)
-        return session, names
+        self._sessions[size] = entry
+        return entry.session, entry.names
 
 
 LABELS_OUTPUT = 'labels'
@@ -163,6 +159,13 @@ class _Session:
     names: list[str]
     path: Path
     threads: int
+
+    @classmethod
+    def open(cls, path: Path) -> _Session:
+        """The CPU session of ``path`` with torch's current thread budget."""
+        threads = torch.get_num_threads()
+        session, names = open_session(path)
+        return cls(session, names, path, threads)
 
 
 def export_session(

@@ -67,8 +67,8 @@ class FloatRange:
 
 
 @dataclass(frozen=True)
-class IntAtLeast:
-    """A check for an integer >= low (and <= high, when given); the bounds go into the
+class IntRange:
+    """A check for an integer >= low and, when given, <= high; the bounds go into the
     descriptor (IntegerRange), where ``ros2 param describe`` shows them."""
 
     low: int
@@ -94,12 +94,12 @@ def _device(value: Any) -> str | None:
     )
 
 
-def _int_at_least(low: int) -> IntAtLeast:
-    return IntAtLeast(low)
+def _int_at_least(low: int) -> IntRange:
+    return IntRange(low)
 
 
-def _int_in(low: int, high: int) -> IntAtLeast:
-    return IntAtLeast(low, high)
+def _int_in(low: int, high: int) -> IntRange:
+    return IntRange(low, high)
 
 
 def _is_bool(value: Any) -> str | None:

@@ -39,7 +39,7 @@ def descriptor(spec: node_params.ParamSpec) -> ParameterDescriptor:
         ]
         if check.low_open:
             out.additional_constraints = f'greater than {check.low:g}'
-    elif isinstance(check, node_params.IntAtLeast):
+    elif isinstance(check, node_params.IntRange):
         high = INT64_MAX if check.high is None else check.high
         out.integer_range = [IntegerRange(from_value=check.low, to_value=high, step=1)]
     return out

@@ -121,12 +121,7 @@ class RawPublisher:
         if self._publish_c is None or not hasattr(handle, 'pointer'):
             publisher.publish(message.join())
             return
-        buffer = np.empty(message.nbytes, np.uint8)
-        offset = 0
-        for part in message.parts:
-            view = np.frombuffer(part, np.uint8)
-            buffer[offset : offset + view.size] = view
-            offset += view.size
+        buffer = np.concatenate([np.frombuffer(part, np.uint8) for part in message.parts])
         serialized = _SerializedMessage(buffer.ctypes.data, buffer.size, buffer.size)
         with handle:  # the publisher cannot be destroyed during the call
             ret = self._publish_c(handle.pointer, ctypes.byref(serialized), None)

@@ -34,7 +34,6 @@ class SerializedParts:
 
     def __init__(self, parts: tuple[bytes | memoryview, ...]) -> None:
         self.parts = parts
-        self.nbytes = sum(memoryview(part).nbytes for part in parts)
 
     def join(self) -> bytes:
         return b''.join(self.parts)
@@ -76,13 +75,3 @@ def cloud_parts(records: np.ndarray, header: Header) -> SerializedParts:
         msg.height, msg.width = 1, int(records.shape[0])
     msg.row_step = msg.point_step * msg.width
     return _splice(serialize_message(msg), 1, records)
-
-
-def image_bytes(array: np.ndarray, encoding: str, header: Header) -> bytes:
-    """``image_parts`` as the bytes rclpy's ``publish`` takes."""
-    return image_parts(array, encoding, header).join()
-
-
-def cloud_bytes(records: np.ndarray, header: Header) -> bytes:
-    """``cloud_parts`` as the bytes rclpy's ``publish`` takes."""
-    return cloud_parts(records, header).join()

@@ -23,7 +23,7 @@ def test_every_descriptor_states_what_the_validator_checks(spec):
         assert node_params.validate(spec.name, check.high) is None
         assert node_params.validate(spec.name, check.high + 1) is not None
         assert (node_params.validate(spec.name, check.low) is None) != check.low_open
-    elif isinstance(check, node_params.IntAtLeast):
+    elif isinstance(check, node_params.IntRange):
         assert descriptor.type == ParameterType.PARAMETER_INTEGER
         [bounds] = descriptor.integer_range
         assert bounds.from_value == check.low and bounds.step == 1

@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.ros import conversions
 from rgbd_seg_ros.ros.conversions import cdr_stamp_ns, restamp_cdr
-from rgbd_seg_ros.ros.serialized import cloud_bytes, image_bytes
+from rgbd_seg_ros.ros.serialized import cloud_parts, image_parts
 
 HEADER = Header(frame_id='camera_color_optical_frame')
 HEADER.stamp.sec, HEADER.stamp.nanosec = 1_700_000_123, 456_789
@@ -36,14 +36,14 @@ def test_image_bytes_equal_the_serialised_message(shape, dtype, encoding):
     rng = np.random.default_rng(0)
     array = (rng.random(shape) * 200).astype(dtype)
     expected = conversions.image_msg(array, encoding, HEADER)
-    data = image_bytes(array, encoding, HEADER)
+    data = image_parts(array, encoding, HEADER).join()
     msg = deserialize_message(data, Image)
     assert msg == expected
 
 
 def test_image_bytes_of_a_non_contiguous_view():
     array = np.arange(60, dtype=np.uint8).reshape(6, 10)[:, ::2]
-    msg = deserialize_message(image_bytes(array, 'mono8', HEADER), Image)
+    msg = deserialize_message(image_parts(array, 'mono8', HEADER).join(), Image)
     np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8).reshape(6, 5), array)
 
 
@@ -54,7 +54,7 @@ def test_cloud_bytes_equal_the_serialised_message(shape):
     records['label'] = 7
     records['confidence'] = 0.5
     expected = conversions.cloud_msg(records, HEADER)
-    data = cloud_bytes(records, HEADER)
+    data = cloud_parts(records, HEADER).join()
     msg = deserialize_message(data, PointCloud2)
     assert msg == expected
     assert msg.is_dense == (len(shape) == 1)
@@ -62,7 +62,7 @@ def test_cloud_bytes_equal_the_serialised_message(shape):
 
 def test_restamp_replaces_only_the_stamp():
     array = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    data = image_bytes(array, 'mono8', HEADER)
+    data = image_parts(array, 'mono8', HEADER).join()
     moved = restamp_cdr(data, 5_000_000_007)
     assert cdr_stamp_ns(moved) == 5_000_000_007
     msg = deserialize_message(moved, Image)
