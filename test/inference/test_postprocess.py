@@ -13,6 +13,7 @@ from rgbd_seg_ros.inference.postprocess import (
     blend_overlay,
     cloud_columns,
     compact_rows,
+    softmax_max,
 )
 
 
@@ -51,6 +52,31 @@ def test_labels_from_the_runtime_are_kept_clamped_and_confidence_still_comes_fro
     assert reduced.labels[0, 0] == 5
     assert torch.equal(reduced.labels[1:], given[1:])
     torch.testing.assert_close(reduced.confidence(), torch.softmax(logits, 1).amax(1)[0])
+
+
+@pytest.mark.parametrize(
+    'shape',
+    [
+        (12, 480, 640),  # the reference camera: 8 rows per block
+        (3, 37, 101),  # the last block is short
+        (2, 1, 1),
+        (300, 5, 2000),  # one row is beyond the block size: a row per block
+    ],
+)
+def test_softmax_max_in_row_blocks_equals_softmax_over_the_whole_image(shape):
+    logits = 6 * torch.randn(1, *shape, generator=torch.Generator().manual_seed(4))
+    expected = torch.softmax(logits.double(), 1).amax(1)[0].float()
+    conf = softmax_max(logits)
+    assert conf.shape == shape[1:] and conf.dtype == torch.float32
+    torch.testing.assert_close(conf, expected)
+
+
+def test_softmax_max_propagates_nan_per_pixel_only():
+    logits = torch.randn(1, 4, 40, 30)
+    logits[0, 2, 17, 3] = float('nan')
+    conf = softmax_max(logits)
+    assert torch.isnan(conf[17, 3])
+    assert int(torch.isnan(conf).sum()) == 1
 
 
 def _labels_graph(path, shape):
