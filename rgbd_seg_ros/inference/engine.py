@@ -45,6 +45,9 @@ from rgbd_seg_ros.modes import (
 )
 
 Emit = Callable[[str, np.ndarray], None]
+# Where the cloud's records go: given the cloud's shape, a writable CLOUD_DTYPE array of it (a
+# node hands out the point data of the message it will publish, so nothing is copied after).
+CloudBuffer = Callable[[tuple[int, ...]], np.ndarray]
 ALL_OUTPUTS = frozenset({'labels', 'confidence', 'color', 'overlay', 'points'})
 
 
@@ -226,12 +229,15 @@ class Engine:
         overlay_alpha: float = 0.5,
         cloud: CloudOptions | None = None,
         emit: Emit | None = None,
+        cloud_buffer: CloudBuffer | None = None,
     ) -> Prediction:
         """Segment one frame; ``depth`` must already have the colour image's size.
 
         ``emit(name, array)`` is called with each output as soon as it is on the host, in the
         order labels, confidence, points, color, overlay, so a node publishes the labels
         before anything else is computed and the cloud before the images meant for people.
+        ``cloud_buffer(shape)``, when given, provides the array the cloud is written into
+        (and emitted as); the engine allocates it otherwise.
         """
         _check_frame(rgb, depth)
         wanted = set(outputs) | {'labels'}
@@ -251,6 +257,7 @@ class Engine:
             overlay_alpha,
             cloud or CloudOptions(),
             emit or _ignore,
+            cloud_buffer or _own_cloud_buffer,
         )
         t3 = time.perf_counter()
         result.timings_ms.update(
@@ -368,6 +375,7 @@ class Engine:
         alpha: float,
         cloud: CloudOptions,
         emit: Emit,
+        cloud_buffer: CloudBuffer,
     ) -> Prediction:
         height, width = depth_m.shape
         outputs = self._to_camera(reduced.labels, height, width)
@@ -396,7 +404,7 @@ class Engine:
         if 'points' in wanted:
             assert index is not None and conf is not None
             start = time.perf_counter()
-            result.points = self._cloud(labels, index, conf, depth_m, K_t, cloud)
+            result.points = self._cloud(labels, index, conf, depth_m, K_t, cloud, cloud_buffer)
             result.timings_ms['cloud'] = (time.perf_counter() - start) * 1e3
             emit('points', result.points)
         if wanted & {'color', 'overlay'}:
@@ -425,24 +433,42 @@ class Engine:
         depth_m: torch.Tensor,
         K_t: torch.Tensor,
         opts: CloudOptions,
+        cloud_buffer: CloudBuffer,
     ) -> np.ndarray:
         s = opts.stride
         height, width = depth_m.shape
         ray_x, ray_y = self._rays.rays(K_t, height, width, s)
         z = depth_m[::s, ::s]
         cf = conf[::s, ::s]
-        buffer = cloud_columns(
-            z, ray_x, ray_y, labels[::s, ::s], index[::s, ::s], cf, self._palette_packed
-        )
         keep = (z > 0) & (z <= opts.max_range)
         if opts.min_confidence > 0:
             keep &= cf >= opts.min_confidence
-        if opts.organized:
-            buffer[..., :3].masked_fill_(~keep[..., None], float('nan'))
+        columns = (z, ray_x, ray_y, labels[::s, ::s], index[::s, ::s], cf, self._palette_packed)
+        every = opts.organized or bool(keep.all())
+        shape = tuple(z.shape) if opts.organized else (int(keep.sum()),)
+        host = cloud_buffer(shape)
+        if host.shape != shape or host.dtype != CLOUD_DTYPE:
+            raise ValueError(f'cloud buffer is {host.dtype} {host.shape}, expected {shape}')
+        # The records' bytes as float32 columns x y z rgb label confidence, one row a point.
+        rows = torch.from_numpy(host.reshape(-1).view(np.float32)).view(-1, 6)
+        on_cpu = self.device.type == 'cpu'
+        if every:  # on the CPU written straight into the buffer, on a GPU copied into it
+            target = rows.view(*z.shape, 6)
+            buffer = cloud_columns(*columns, out=target if on_cpu else None)
+            if opts.organized:
+                buffer[..., :3].masked_fill_(~keep[..., None], float('nan'))
+            if buffer is not target:
+                target.copy_(buffer)
+        elif on_cpu:
+            compact_rows(cloud_columns(*columns), keep, out=rows)
         else:
-            buffer = compact_rows(buffer, keep)
-        host = buffer.cpu().numpy()
-        return host.view(CLOUD_DTYPE).reshape(host.shape[:-1])
+            rows.copy_(compact_rows(cloud_columns(*columns), keep))
+        return host
+
+
+def _own_cloud_buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """The engine's own cloud array, where the caller gives none."""
+    return np.empty(shape, CLOUD_DTYPE)
 
 
 def _ignore(_name: str, _array: np.ndarray) -> None:

@@ -126,15 +126,17 @@ def cloud_columns(
     palette_index: torch.Tensor,
     confidence: torch.Tensor,
     palette_packed: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label confidence.
+    """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label confidence
+    (written into ``out`` when given, on ``z``'s device).
 
     ``rgb`` carries the ``0x00RRGGBB`` bits of ``palette_packed[palette_index]`` (the labels as
     int64 clamped to the palette, shared with the colour image) and ``label`` the int32 label
     bits (its low 16 bits are the uint16 field, the high half the padding, which is zero).
     """
     height, width = z.shape
-    buffer = torch.empty(height, width, 6, device=z.device, dtype=torch.float32)
+    buffer = out if out is not None else torch.empty(height, width, 6, device=z.device)
     torch.mul(ray_x, z, out=buffer[..., 0])
     torch.mul(ray_y, z, out=buffer[..., 1])
     buffer[..., 2] = z
@@ -144,10 +146,13 @@ def cloud_columns(
     return buffer
 
 
-def compact_rows(buffer: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Rows of ``[h, w, F]`` where ``keep`` is True, as ``[n, F]``: one gather, no mask copy,
-    and no gather at all when every row is kept (a 307,200-point cloud is 7.4 MB to copy)."""
+def compact_rows(
+    buffer: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rows of ``[h, w, F]`` where ``keep`` is True, as ``[n, F]`` (into ``out`` when given):
+    one gather, no mask copy."""
     flat = buffer.view(-1, buffer.shape[-1])
-    if bool(keep.all()):
-        return flat
-    return flat.index_select(0, keep.reshape(-1).nonzero().squeeze(1))
+    rows = keep.reshape(-1).nonzero().squeeze(1)
+    if out is None:
+        return flat.index_select(0, rows)
+    return torch.index_select(flat, 0, rows, out=out)

