@@ -101,6 +101,7 @@ def test_organised_strided_cloud_and_confidence_filter(engine):
     [
         CloudOptions(stride=1, max_range=5.0),  # some pixels dropped: a gather into the buffer
         CloudOptions(stride=1, max_range=100.0),  # every valid pixel kept
+        CloudOptions(stride=1, max_range=0.1),  # nothing kept: an empty cloud
         CloudOptions(stride=2, max_range=10.0, min_confidence=0.9, organized=True),
     ],
 )
