@@ -444,8 +444,9 @@ class Engine:
         if opts.min_confidence > 0:
             keep &= cf >= opts.min_confidence
         columns = (z, ray_x, ray_y, labels[::s, ::s], index[::s, ::s], cf, self._palette_packed)
-        every = opts.organized or bool(keep.all())
-        shape = tuple(z.shape) if opts.organized else (int(keep.sum()),)
+        kept = int(keep.sum())
+        every = opts.organized or kept == keep.numel()
+        shape = tuple(z.shape) if opts.organized else (kept,)
         host = cloud_buffer(shape)
         if host.shape != shape or host.dtype != CLOUD_DTYPE:
             raise ValueError(f'cloud buffer is {host.dtype} {host.shape}, expected {shape}')

@@ -45,8 +45,14 @@ class ReducedLogits:
         """``[H, W]`` largest softmax probability (consumes the shifted logits: call once)."""
         shifted, self._shifted = self._shifted, None
         if shifted is not None:
-            return shifted.exp_().sum(dim=1)[0].reciprocal_()
+            return _max_probability(shifted)
         return softmax_max(self._logits)
+
+
+def _max_probability(shifted: torch.Tensor) -> torch.Tensor:
+    """``[H, W]`` ``1 / sum(exp(shifted))`` of ``[1, C, H, W]`` logits minus their maximum
+    (consumes ``shifted``)."""
+    return shifted.exp_().sum(dim=1)[0].reciprocal_()
 
 
 # Bytes of logits per block of rows in softmax_max on the CPU: small enough that the block's
@@ -66,7 +72,7 @@ def softmax_max(logits: torch.Tensor) -> torch.Tensor:
     """
     _, channels, height, width = logits.shape
     if logits.device.type != 'cpu':
-        return (logits - logits.amax(dim=1, keepdim=True)).exp_().sum(dim=1)[0].reciprocal_()
+        return _max_probability(logits - logits.amax(dim=1, keepdim=True))
     row_bytes = max(1, channels * width * logits.element_size())
     step = max(1, _CPU_BLOCK_BYTES // row_bytes)
     out = torch.empty(1, height, width, dtype=logits.dtype)

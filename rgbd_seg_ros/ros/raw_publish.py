@@ -22,8 +22,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rgbd_seg_ros.ros.serialized import SerializedParts
 
 _RCL_RET_OK = 0
@@ -121,7 +119,7 @@ class RawPublisher:
         if self._publish_c is None or not hasattr(handle, 'pointer'):
             publisher.publish(message.join())
             return
-        buffer = _one_buffer(message.parts)
+        buffer = message.contiguous()
         serialized = _SerializedMessage(buffer.ctypes.data, buffer.size, buffer.size)
         with handle:  # the publisher cannot be destroyed during the call
             ret = self._publish_c(handle.pointer, ctypes.byref(serialized), None)
@@ -134,13 +132,3 @@ class RawPublisher:
         text: str = self._error().str.decode(errors='replace')
         self._reset()
         return text
-
-
-def _one_buffer(parts: tuple[bytes | memoryview | np.ndarray, ...]) -> np.ndarray:
-    """The parts as one contiguous uint8 buffer: a message built whole (serialized.CloudMessage)
-    is used as it is, parts are joined in one copy."""
-    if len(parts) == 1 and isinstance(parts[0], np.ndarray):
-        only = parts[0]
-        if only.dtype == np.uint8 and only.ndim == 1 and only.flags.c_contiguous:
-            return only
-    return np.concatenate([np.frombuffer(part, np.uint8) for part in parts])

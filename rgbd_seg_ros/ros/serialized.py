@@ -39,22 +39,31 @@ class SerializedParts:
     def join(self) -> bytes:
         return b''.join(part.data if isinstance(part, np.ndarray) else part for part in self.parts)
 
+    def contiguous(self) -> np.ndarray:
+        """The message as one uint8 buffer: a message built whole (CloudMessage) as it is,
+        parts joined in one copy."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], np.ndarray):
+            only = self.parts[0]
+            if only.dtype == np.uint8 and only.ndim == 1 and only.flags.c_contiguous:
+                return only
+        return np.concatenate([np.frombuffer(part, np.uint8) for part in self.parts])
 
-def _splice(template: bytes, tail: int, payload: np.ndarray) -> SerializedParts:
-    """``template`` serialised with an empty data sequence, ``tail`` bytes after its length."""
+
+def _data_sequence(template: bytes, tail: int, nbytes: int) -> tuple[int, bytes]:
+    """Where the empty data sequence of ``template`` (``tail`` bytes after it) starts, and its
+    length field for ``nbytes`` of data in the template's byte order."""
     head = len(template) - tail - 4
     if template[head : head + 4] != _EMPTY_LENGTH:  # pragma: no cover - layout changed upstream
         raise RuntimeError('unexpected CDR layout: the empty data sequence is not where expected')
     order = '<' if template[1] == 1 else '>'
+    return head, struct.pack(order + 'I', nbytes)
+
+
+def _splice(template: bytes, payload: np.ndarray) -> SerializedParts:
+    """``template`` serialised with an empty data sequence at its end, ``payload`` spliced in."""
     data = np.ascontiguousarray(payload).reshape(-1).view(np.uint8).data
-    return SerializedParts(
-        (
-            template[:head],
-            struct.pack(order + 'I', data.nbytes),
-            data,
-            template[len(template) - tail :],
-        )
-    )
+    head, length = _data_sequence(template, 0, data.nbytes)
+    return SerializedParts((template[:head], length, data))
 
 
 def image_parts(array: np.ndarray, encoding: str, header: Header) -> SerializedParts:
@@ -62,7 +71,7 @@ def image_parts(array: np.ndarray, encoding: str, header: Header) -> SerializedP
     array = np.ascontiguousarray(array)
     msg = conversions.image_msg(array[:0], encoding, header)  # every field but the pixels
     msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
-    return _splice(serialize_message(msg), 0, array)
+    return _splice(serialize_message(msg), array)
 
 
 def cloud_parts(records: np.ndarray, header: Header) -> SerializedParts:
@@ -92,15 +101,12 @@ class CloudMessage:
             msg.height, msg.width = 1, int(shape[0])
         msg.row_step = msg.point_step * msg.width
         template = serialize_message(msg)
-        head = len(template) - 1 - 4  # the data sequence's length, then is_dense (1 byte)
-        if template[head : head + 4] != _EMPTY_LENGTH:  # pragma: no cover - layout changed
-            raise RuntimeError('unexpected CDR layout: the empty data sequence is not at the end')
         nbytes = int(np.prod(shape, dtype=np.int64)) * POINT_STEP
-        order = '<' if template[1] == 1 else '>'
+        head, length = _data_sequence(template, 1, nbytes)  # is_dense (1 byte) after the data
         start = head + 4  # 4-aligned: CDR aligns the length before it
         self.buffer = np.empty(start + nbytes + 1, np.uint8)
         self.buffer[:head] = np.frombuffer(template, np.uint8, head)
-        self.buffer[head:start] = np.frombuffer(struct.pack(order + 'I', nbytes), np.uint8)
+        self.buffer[head:start] = np.frombuffer(length, np.uint8)
         self.buffer[-1] = template[-1]
         #: Where the points go: CLOUD_DTYPE records of ``shape`` inside the message buffer.
         self.records = self.buffer[start : start + nbytes].view(CLOUD_DTYPE).reshape(shape)
