@@ -129,6 +129,7 @@ def test_all_invalid_batch_item() -> None:
         assert not out[1].any()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_cuda_matches_numpy_without_host_syncs() -> None:
     scenes = [noisy_room(5, 480, 640), noisy_room(6, 480, 640, pitch=30.0)]

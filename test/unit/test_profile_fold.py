@@ -146,7 +146,21 @@ def test_gpu_check_stops_at_once_without_cuda(tmp_path):
     )
     assert done.returncode == 2
     assert 'CUDA is not available' in done.stderr
-    assert list((tmp_path / 'out').iterdir()) == []
+    # Nothing ran: only the log of the check itself (the environment's start) is there.
+    assert [p.name for p in (tmp_path / 'out').iterdir()] == ['setup.log']
+
+
+def test_gpu_check_refuses_an_unknown_step_before_anything_runs(tmp_path):
+    done = subprocess.run(
+        ['bash', str(ROOT / 'bench' / 'gpu_check.sh'), str(tmp_path / 'out'), 'no_such_step'],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 64
+    assert "unknown step 'no_such_step'" in done.stderr
+    assert not (tmp_path / 'out').exists()
 
 
 def test_target_table_gives_median_spread_and_whether_each_target_is_met():
