@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,12 +351,35 @@ class Engine:
         if self.device.type == 'cuda':
             x_rgb = x_rgb.contiguous(memory_format=torch.channels_last)
             x_depth = x_depth.contiguous(memory_format=torch.channels_last)
-        if self.precision == 'fp32':
-            logits: torch.Tensor = self.model(x_rgb, x_depth, *K)
-            return logits.float(), None
-        with torch.autocast(self.device.type, dtype=TORCH_DTYPES[self.precision]):
+        logits = self._logits(x_rgb, x_depth, K, self.precision)
+        if self.precision == 'fp16' and not bool(torch.isfinite(logits).all()):
+            # fp16 ends at 65504. Deep residual stacks can pass it (seen on a GPU: the ANN
+            # backend's ResNet-101 with untrained weights, all logits NaN), and argmax would
+            # publish NaN logits as labels. bf16 has fp32's range at the same speed on GPUs
+            # that have it (Ampere and later): this frame and every later one run in bf16.
+            self.precision = 'bf16'
+            warnings.warn(
+                'fp16 overflowed in this model (non-finite logits); running in bf16 from now on',
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            logits = self._logits(x_rgb, x_depth, K, self.precision)
+        return logits, None
+
+    def _logits(
+        self,
+        x_rgb: torch.Tensor,
+        x_depth: torch.Tensor,
+        K: tuple[torch.Tensor, ...],
+        precision: Precision,
+    ) -> torch.Tensor:
+        logits: torch.Tensor
+        if precision == 'fp32':
             logits = self.model(x_rgb, x_depth, *K)
-            return logits.float(), None
+        else:
+            with torch.autocast(self.device.type, dtype=TORCH_DTYPES[precision]):
+                logits = self.model(x_rgb, x_depth, *K)
+        return logits.float()
 
     def _to_camera(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Nearest-neighbour resize of a per-pixel map (labels stay valid ids, no blending)."""

@@ -84,6 +84,8 @@ def check_backend(
             agreement = float(np.mean(result.labels == reference.labels))
             row['precisions'][precision] = {
                 'agreement': agreement,
+                # fp16 that overflows switches the engine to bf16 (Engine._forward)
+                'ran_as': engine.precision,
                 'ok': agreement >= MIN_AGREEMENT[precision],
                 'predict_ms': elapsed_ms,
                 'forward_ms': result.timings_ms['forward'],
@@ -108,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         row = check_backend(name, (size[0], size[1]), args.device, args.precisions)
         rows.append(row)
         cells = ', '.join(
-            f'{p} ' + (f'{r["agreement"]:.4f}' if 'agreement' in r else r['error'])
+            f'{p} '
+            + (f'{r["agreement"]:.4f}' if 'agreement' in r else r['error'])
+            + (f' (ran as {r["ran_as"]})' if r.get('ran_as', p) != p else '')
             for p, r in row['precisions'].items()
         )
         print(f'{name:14s} labels agree with CPU fp32: {cells}', flush=True)

@@ -153,3 +153,19 @@ def test_cuda_graph_replay_equals_the_eager_forward(precision):
     graph = cudagraph_runner(model, rgb, depth, precision).output()
     tol = {'fp32': 1e-3, 'bf16': 5e-2}[precision] * float(eager.abs().max())
     torch.testing.assert_close(graph, eager, atol=tol, rtol=0)
+
+
+def test_an_fp16_overflow_on_cuda_runs_in_bf16(checkpoint):
+    rgb, depth_m = scene()
+    cpu = Engine.from_checkpoint(checkpoint, device='cpu')
+    gpu = Engine.from_checkpoint(checkpoint, device='cuda', precision='fp16')
+    for engine in (cpu, gpu):
+        with torch.no_grad():  # the same argmax, logits up to 1.2e5: past fp16's 65504
+            engine.model.head.weight.mul_(1e4)
+            engine.model.head.bias.mul_(1e4)
+    with pytest.warns(RuntimeWarning, match='fp16 overflowed'):
+        got = gpu.predict(rgb, depth_m, K)
+    assert gpu.precision == 'bf16'
+    settled = ~_near_a_boundary(depth_m, 0.15)
+    want = cpu.predict(rgb, depth_m, K)
+    np.testing.assert_array_equal(got.labels[settled], want.labels[settled])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from tiny_backend import expected_labels, register, write_checkpoint
 
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
@@ -214,3 +215,26 @@ def test_backends_without_intrinsics_are_called_without_k(engine):
     rgb, depth_m = scene()
     engine.predict(rgb, depth_m, K)
     assert seen == [2]
+
+
+def test_an_fp16_overflow_runs_the_frame_in_bf16_instead_of_publishing_nan_labels(engine):
+    """Seen on a GPU: an untrained ResNet-101 (the ANN backend) passes fp16's 65504 and every
+    logit is NaN. The CPU runs fp16 autocast too, so the guard is tested here by setting the
+    precision the constructor keeps at fp32 on CPUs."""
+    rgb, depth_m = scene()
+    with torch.no_grad():  # the same argmax, logits up to 1.2e5
+        engine.model.head.weight.mul_(1e4)
+        engine.model.head.bias.mul_(1e4)
+    reference = engine.predict(rgb, depth_m, K).labels
+    x = torch.from_numpy(np.nan_to_num(depth_m, nan=0, posinf=0) / 10.0)[None, None]
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
+        assert not torch.isfinite(engine.model(x, x).float()).all()  # fp16 does overflow here
+
+    engine.precision = 'fp16'
+    with pytest.warns(RuntimeWarning, match='fp16 overflowed'):
+        pred = engine.predict(rgb, depth_m, K)
+    assert engine.precision == 'bf16'
+    d = np.nan_to_num(depth_m, nan=0.0, posinf=0.0)
+    settled = (np.abs(d - 1.0) > 0.15) & (np.abs(d - 3.0) > 0.15)
+    np.testing.assert_array_equal(pred.labels[settled], reference[settled])
+    assert np.isfinite(pred.labels).all() and pred.labels.max() <= 2
