@@ -69,8 +69,10 @@ ExecutorKind = Literal['auto', 'events', 'single']
 EXECUTOR_KINDS: tuple[ExecutorKind, ...] = get_args(ExecutorKind)
 
 # How ``rgbd-seg bench`` executes a forward (``tools.runners``); onnxruntime runs the fp32 export.
-BenchMode = Literal['eager', 'compile', 'cudagraph', 'onnxruntime']
+BenchMode = Literal['eager', 'compile', 'cudagraph', 'compile_cudagraph', 'onnxruntime']
 BENCH_MODES: tuple[BenchMode, ...] = get_args(BenchMode)
+# The modes that replay CUDA graphs, and so run on CUDA devices only.
+CUDA_GRAPH_MODES: tuple[BenchMode, ...] = ('cudagraph', 'compile_cudagraph')
 
 
 def as_choice(value: object, choices: tuple[_Choice, ...], what: str) -> _Choice:
@@ -82,6 +84,7 @@ def as_choice(value: object, choices: tuple[_Choice, ...], what: str) -> _Choice
 
 __all__ = [
     'BENCH_MODES',
+    'CUDA_GRAPH_MODES',
     'DEPTH_ENCODINGS',
     'EXECUTOR_KINDS',
     'PRECISIONS',

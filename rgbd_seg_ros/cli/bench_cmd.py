@@ -113,6 +113,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--no-forward', action='store_true', help='skip the forward sweep')
     parser.add_argument('--no-hha', action='store_true', help='skip the HHA timing')
     parser.add_argument(
+        '--cudnn-benchmark',
+        action='store_true',
+        help="let cuDNN time its algorithms for each shape first (torch's "
+        'backends.cudnn.benchmark; off by default, as in the node)',
+    )
+    parser.add_argument(
         '--node', action='store_true', help='also run the node replay (node_bench)'
     )
     parser.add_argument(
@@ -228,6 +234,7 @@ def _header(machine: dict[str, Any], peaks: list[dict[str, Any]]) -> str:
         f'threads)'
         + (f', {machine["gpu"]}' if machine['gpu'] else ', no GPU')
         + f'; torch {machine["torch"]}, onnxruntime {machine["onnxruntime"]}; {machine["date"]}'
+        + ('; cuDNN benchmark on' if machine.get('cudnn_benchmark') else '')
     ]
     for entry in peaks:
         value = entry.get('tflops')
@@ -243,6 +250,8 @@ def _header(machine: dict[str, Any], peaks: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print/write the figures."""
+    import torch
+
     from rgbd_seg_ros.tools.bench_sweep import (
         FLOPS_NOTE,
         MEMORY_NOTE,
@@ -251,8 +260,10 @@ def run(args: argparse.Namespace) -> int:
         sweep_forward,
     )
 
+    torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
     config = None if args.no_forward else sweep_config(args)
     machine = machine_info()
+    machine['cudnn_benchmark'] = torch.backends.cudnn.benchmark
     peaks = measure_peaks(config) if config else []
     print(_header(machine, peaks), flush=True)
     rows = sweep_forward(config, peaks) if config else []

@@ -237,7 +237,7 @@ def format_row(row: dict[str, Any]) -> str:
     """One table line."""
     head = (
         f'{row["backend"]:12s} {row["encoder"]:16s} {row["device"]:5s} '
-        f'{row.get("precision", "-"):5s} {row.get("mode", "-"):11s} {row["size"]:>9s}'
+        f'{row.get("precision", "-"):5s} {row.get("mode", "-"):17s} {row["size"]:>9s}'
     )
     if row.get('status') != 'ok':
         return f'{head}  {row.get("status", "?")}: {row.get("reason", "")}'
@@ -256,7 +256,7 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 TABLE_HEADER = (
-    f'{"backend":12s} {"encoder":16s} {"dev":5s} {"prec":5s} {"mode":11s} {"size":>9s}'
+    f'{"backend":12s} {"encoder":16s} {"dev":5s} {"prec":5s} {"mode":17s} {"size":>9s}'
     f' {"p50 ms":>9s} {"p95 ms":>9s} {"fps":>8s} {"GFLOP":>8s} {"TFLOP/s":>7s} {"%peak":>6s}'
     f' {"mem MB":>7s} {"x base":>6s}'
 )

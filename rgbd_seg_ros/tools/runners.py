@@ -8,6 +8,8 @@ fixed input size (what a camera node sees), batch 1:
   with the system compiler);
 - ``cudagraph``: CUDA only; the forward is captured once with ``torch.cuda.CUDAGraph`` after a
   warm-up on a side stream, and each call replays it (no Python, no launch overhead);
+- ``compile_cudagraph``: CUDA only; ``torch.compile`` in mode 'reduce-overhead' (its graph
+  replayed as CUDA graphs) with inductor's freezing (weights folded as constants);
 - ``onnxruntime``: the model exported with :func:`rgbd_seg_ros.backends.export.export_onnx`
   and run by an ``InferenceSession`` (CUDA execution provider on a CUDA device with inputs and
   output bound in device memory, otherwise the CPU provider with torch's thread count); fp32.
@@ -31,7 +33,7 @@ from torch import nn
 
 from rgbd_seg_ros.errors import ConfigError, RgbdSegError
 from rgbd_seg_ros.inference.precision import autocast_dtype
-from rgbd_seg_ros.modes import BENCH_MODES, BenchMode
+from rgbd_seg_ros.modes import BENCH_MODES, CUDA_GRAPH_MODES, BenchMode
 
 
 class ModeUnavailableError(RgbdSegError):
@@ -137,6 +139,31 @@ def cudagraph_runner(
     return _ready(step)
 
 
+def compile_cudagraph_runner(
+    model: nn.Module, rgb: torch.Tensor, depth: torch.Tensor, precision: str = 'fp32'
+) -> Runner:
+    """``torch.compile`` as a deployment would run it on a GPU: mode 'reduce-overhead' (the
+    compiled graph replayed as CUDA graphs) with inductor's freezing (weights are constants, so
+    autocast's weight casts and other weight-only work are folded at compile time).
+
+    Compiled and recorded by the first calls made here, not in the timed loop.
+    """
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    device = rgb.device
+    if device.type != 'cuda':
+        raise ModeUnavailableError('CUDA graphs need a CUDA device')
+    _autocast(device, precision)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, mode='reduce-overhead')
+    step = _torch_step(compiled, rgb, depth, lambda: _autocast(device, precision))
+    with inductor_config.patch(freezing=True):
+        runner = _ready(step)
+        runner()  # CUDA-graph trees record on a later call than the one that compiles
+    return runner
+
+
 def onnxruntime_providers(device: torch.device) -> list[str]:
     """The execution providers the ``onnxruntime`` mode uses on ``device``.
 
@@ -203,7 +230,7 @@ def onnxruntime_runner(
 
 
 def _mode_runs(mode: BenchMode, device: torch.device) -> bool:
-    if mode == 'cudagraph':
+    if mode in CUDA_GRAPH_MODES:
         return device.type == 'cuda'
     if mode == 'onnxruntime':
         try:
@@ -235,6 +262,8 @@ def make_runner(
         return compile_runner(model, rgb, depth, precision)
     if mode == 'cudagraph':
         return cudagraph_runner(model, rgb, depth, precision)
+    if mode == 'compile_cudagraph':
+        return compile_cudagraph_runner(model, rgb, depth, precision)
     if mode == 'onnxruntime':
         if workdir is None:
             raise ConfigError('the onnxruntime mode needs a scratch folder (workdir)')
@@ -246,6 +275,7 @@ __all__ = [
     'ModeUnavailableError',
     'Runner',
     'available_modes',
+    'compile_cudagraph_runner',
     'compile_runner',
     'cudagraph_runner',
     'eager_runner',

@@ -125,9 +125,11 @@ def test_unavailable_and_failing_modes_are_rows(monkeypatch: pytest.MonkeyPatch)
             {**base, 'mode': mode, 'precision': precision}, model, rgb, depth, config, 1.0
         )
 
-    graph = row('cudagraph')
-    assert graph['status'] == 'skipped' and 'CUDA' in graph['reason']
-    assert graph['p50_ms'] is None
+    assert 'compile_cudagraph' not in available_modes('cpu')
+    for mode in ('cudagraph', 'compile_cudagraph'):
+        graph = row(mode)
+        assert graph['status'] == 'skipped' and 'CUDA' in graph['reason']
+        assert graph['p50_ms'] is None
     half = row('eager', 'fp16')
     assert half['status'] == 'skipped' and 'fp32' in half['reason']
 

@@ -143,7 +143,7 @@ def test_aliases_and_tuples_agree():
     assert DEPTH_ENCODINGS == ('metric', 'jet', 'hha', 'none')
     assert SPEC_RESOLUTIONS == ('native', 'fixed')
     assert ('checkpoint', *SPEC_RESOLUTIONS) == RESOLUTION_POLICIES
-    assert BENCH_MODES == ('eager', 'compile', 'cudagraph', 'onnxruntime')
+    assert BENCH_MODES == ('eager', 'compile', 'cudagraph', 'compile_cudagraph', 'onnxruntime')
 
 
 def test_as_choice_returns_the_value_or_names_the_valid_ones():
