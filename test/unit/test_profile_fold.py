@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -128,39 +126,6 @@ def test_fold_rows_are_ms_per_output_frame_by_state():
     assert row['stage'] == 'forward' and row['thread'] == 'segment_worker'
     assert row['running_ms_per_frame'] == pytest.approx(150.0)  # 30 samples x 10 ms / 2 frames
     assert row['gil_wait_ms_per_frame'] == pytest.approx(50.0)
-
-
-def test_gpu_check_stops_at_once_without_cuda(tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip('this machine has CUDA: the script would run the whole check')
-    env = {**os.environ, 'GPU_CHECK_RUN': str(ROOT / 'run')}
-    done = subprocess.run(
-        ['bash', str(ROOT / 'bench' / 'gpu_check.sh'), str(tmp_path / 'out')],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 2
-    assert 'CUDA is not available' in done.stderr
-    # Nothing ran: only the log of the check itself (the environment's start) is there.
-    assert [p.name for p in (tmp_path / 'out').iterdir()] == ['setup.log']
-
-
-def test_gpu_check_refuses_an_unknown_step_before_anything_runs(tmp_path):
-    done = subprocess.run(
-        ['bash', str(ROOT / 'bench' / 'gpu_check.sh'), str(tmp_path / 'out'), 'no_such_step'],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 64
-    assert "unknown step 'no_such_step'" in done.stderr
-    assert not (tmp_path / 'out').exists()
 
 
 def test_target_table_gives_median_spread_and_whether_each_target_is_met():
