@@ -253,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rgbd_seg_ros.tools.bench_sweep import (
+        DIFF_NOTE,
         FLOPS_NOTE,
         MEMORY_NOTE,
         machine_info,
@@ -283,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
             },
             'matmul_peak': peaks,
             'flops_note': FLOPS_NOTE,
+            'diff_note': DIFF_NOTE,
             'memory_note': MEMORY_NOTE,
             'forward': rows,
             'hha': hha,

@@ -43,6 +43,11 @@ FLOPS_NOTE = (
     'pooling and resizing not counted); achieved_tflops = gflops / p50_ms; fraction_of_peak = '
     'achieved / matmul_peak of the same device and precision'
 )
+DIFF_NOTE = (
+    'diff_to_fp32_eager: max |logits - fp32 eager logits| / max |fp32 eager logits| of one more '
+    'forward of the row, same inputs and weights (0 for eager fp32 on the CPU; CUDA fp32 eager '
+    'may use TF32, so its own rows are not 0 there)'
+)
 MEMORY_NOTE = (
     "peak_mem_mb with peak_mem_kind 'cuda_allocated': torch.cuda.max_memory_allocated over the "
     'timed passes (weights included; None for onnxruntime on CUDA, whose memory torch does not '
@@ -200,6 +205,23 @@ def _time_row(
             row['fraction_of_peak'] = row['achieved_tflops'] / peak_tflops
 
 
+def reference_logits(model: torch.nn.Module, rgb: torch.Tensor, depth: torch.Tensor) -> Any:
+    """The model's fp32 eager logits on these inputs (CPU float32), or None if it cannot run."""
+    try:
+        with torch.inference_mode():
+            return torch.as_tensor(model(rgb, depth)).detach().float().cpu().clone()
+    except Exception:  # the rows say why the model cannot run
+        return None
+
+
+def relative_difference(output: torch.Tensor, reference: torch.Tensor) -> float | None:
+    """``max |output - reference| / max |reference|``; None for outputs of another shape."""
+    if output.shape != reference.shape:
+        return None
+    scale = float(reference.abs().max()) or 1.0
+    return float((output - reference).abs().max()) / scale
+
+
 def run_one(
     row: dict[str, Any],
     model: torch.nn.Module,
@@ -207,9 +229,17 @@ def run_one(
     depth: torch.Tensor,
     config: SweepConfig,
     peak_tflops: float | None,
+    reference: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Build the row's runner and time it; fills ``status`` (ok/skipped/failed) and figures."""
+    """Build the row's runner and time it; fills ``status`` (ok/skipped/failed) and figures.
+
+    With ``reference`` (the fp32 eager logits), ``diff_to_fp32_eager`` is how far this mode's
+    logits are from them, relative to their largest magnitude: a mode that is fast because it
+    computes something else shows here (compiled and captured forms, ONNX export, half
+    precision).
+    """
     row.update({'status': None, 'reason': None, 'p50_ms': None, 'p95_ms': None, 'fps': None})
+    row['diff_to_fp32_eager'] = None
     row['achieved_tflops'] = None
     row.update({'fraction_of_peak': None, 'peak_mem_mb': None, 'peak_mem_kind': None})
     device = torch.device(row['device'])
@@ -221,6 +251,8 @@ def run_one(
         with tempfile.TemporaryDirectory(prefix='rgbd_bench_') as workdir:
             runner = make_runner(row['mode'], model, rgb, depth, row['precision'], workdir=workdir)
             _time_row(row, runner, config, peak_tflops)
+            if reference is not None:
+                row['diff_to_fp32_eager'] = relative_difference(runner.output(), reference)
     except ModeUnavailableError as err:
         row.update(status='skipped', reason=str(err))
     except Exception as err:  # a failing mode is a row, never the end of the benchmark
@@ -331,13 +363,14 @@ def sweep_forward(config: SweepConfig, peaks: list[dict[str, Any]]) -> list[dict
                         except Exception:  # counting is informative only
                             flops[key] = None
                     count = flops[key]
+                    reference = reference_logits(model, rgb, depth)
                     for precision in planned_precisions(config, device):
                         peak = _peak_of(peaks, device, precision)
                         for mode in modes:
                             row = _base_row(backend, encoder, device, size)
                             row.update(precision=precision, mode=mode, params=params)
                             row['gflops'] = None if count is None else count / 1e9
-                            emit(run_one(row, model, rgb, depth, config, peak))
+                            emit(run_one(row, model, rgb, depth, config, peak, reference))
                 del model
                 if torch.device(device).type == 'cuda':
                     torch.cuda.empty_cache()
@@ -346,6 +379,7 @@ def sweep_forward(config: SweepConfig, peaks: list[dict[str, Any]]) -> list[dict
 
 
 __all__ = [
+    'DIFF_NOTE',
     'FLOPS_NOTE',
     'MEMORY_NOTE',
     'SweepConfig',
@@ -355,6 +389,8 @@ __all__ = [
     'format_row',
     'machine_info',
     'measure_peaks',
+    'reference_logits',
+    'relative_difference',
     'run_one',
     'sweep_forward',
 ]

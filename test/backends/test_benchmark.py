@@ -220,6 +220,9 @@ def test_bench_command_writes_json(tmp_path: Path, capsys) -> None:
         assert r['peak_mem_kind'] == 'rss_growth' and r['peak_mem_mb'] >= 0
         base = next(b for b in rows if b['backend'] == 'esanet_add' and b['mode'] == r['mode'])
         assert r['ratio_to_baseline'] == pytest.approx(r['p50_ms'] / base['p50_ms'])
+        # the same logits as the fp32 eager forward: exactly for eager, to float noise for ORT
+        limit = 0.0 if r['mode'] == 'eager' else 1e-4
+        assert r['diff_to_fp32_eager'] is not None and r['diff_to_fp32_eager'] <= limit
     assert doc['node'] is None
     out_text = capsys.readouterr().out
     assert 'matmul peak cpu fp32' in out_text and 'x base' in out_text
