@@ -13,7 +13,8 @@ device and precision with square GEMMs and printed in the header), the peak memo
 timed passes (CUDA: torch's max allocated; CPU: growth of the resident set), and
 ``ratio_to_baseline``: p50 over the p50 of the baseline backend (``--baseline``, default
 ``esanet_add``, a plain two-stream network with addition fusion in ESANet's shape) at the same
-encoder, size, device, precision and mode. A mode that cannot run is a ``skipped`` row and a
+encoder, size, device, precision and mode. Each row's logits are compared with the fp32 eager
+forward (``diff_to_fp32_eager`` in the JSON). A mode that cannot run is a ``skipped`` row and a
 mode that raises a ``failed`` row, with the reason; the sweep goes on.
 
 ``--node`` also replays frames through the running segmentation node
