@@ -33,6 +33,7 @@ from rgbd_seg_ros.tools.measure import (
 )
 from rgbd_seg_ros.tools.runners import (
     ModeUnavailableError,
+    Runner,
     available_modes,
     make_runner,
 )
@@ -209,7 +210,7 @@ def reference_logits(model: torch.nn.Module, rgb: torch.Tensor, depth: torch.Ten
     """The model's fp32 eager logits on these inputs (CPU float32), or None if it cannot run."""
     try:
         with torch.inference_mode():
-            return torch.as_tensor(model(rgb, depth)).detach().float().cpu().clone()
+            return Runner(lambda: model(rgb, depth)).output()
     except Exception:  # the rows say why the model cannot run
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_backend import register, write_checkpoint
+from tiny_backend import near_a_boundary, register, write_checkpoint
 
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.inference.engine import CloudOptions, Engine
@@ -50,13 +50,6 @@ def scene(seed: int = 3):
     return rgb, depth_m
 
 
-def _near_a_boundary(depth_m: np.ndarray, margin_m: float) -> np.ndarray:
-    """Pixels whose depth is within ``margin_m`` of a label boundary (1 m, 3 m): half precision
-    may legitimately round their near-tied logits either way."""
-    d = np.nan_to_num(depth_m, nan=0.0, posinf=0.0)
-    return (np.abs(d - 1.0) < margin_m) | (np.abs(d - 3.0) < margin_m)
-
-
 @pytest.fixture
 def no_tf32(monkeypatch):
     """fp32 on CUDA may run convolutions in TF32 (torch's default for cuDNN), which rounds the
@@ -79,7 +72,7 @@ def test_every_output_on_cuda_equals_the_cpu_output(checkpoint, no_tf32, precisi
     got = gpu.predict(rgb, depth_m, K, outputs=ALL, cloud=opts)
 
     margin = {'fp32': 0.0, 'fp16': 0.05, 'bf16': 0.15}[precision]
-    settled = ~_near_a_boundary(depth_m, margin) if margin else np.ones((H, W), bool)
+    settled = ~near_a_boundary(depth_m, margin) if margin else np.ones((H, W), bool)
     assert got.labels.dtype == want.labels.dtype and got.labels.shape == (H, W)
     np.testing.assert_array_equal(got.labels[settled], want.labels[settled])
     atol = {'fp32': 1e-5, 'fp16': 5e-3, 'bf16': 4e-2}[precision]
@@ -166,6 +159,6 @@ def test_an_fp16_overflow_on_cuda_runs_in_bf16(checkpoint):
     with pytest.warns(RuntimeWarning, match='fp16 overflowed'):
         got = gpu.predict(rgb, depth_m, K)
     assert gpu.precision == 'bf16'
-    settled = ~_near_a_boundary(depth_m, 0.15)
+    settled = ~near_a_boundary(depth_m, 0.15)
     want = cpu.predict(rgb, depth_m, K)
     np.testing.assert_array_equal(got.labels[settled], want.labels[settled])

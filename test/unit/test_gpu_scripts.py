@@ -13,20 +13,27 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_script(
+    name: str, *args: str, env=None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """``bash bench/NAME ARGS...``, its output captured as text."""
+    return subprocess.run(
+        ['bash', str(ROOT / 'bench' / name), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
 def test_gpu_check_stops_at_once_without_cuda(tmp_path):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA: the script would run the whole check')
     env = {**os.environ, 'GPU_CHECK_RUN': str(ROOT / 'run')}
-    done = subprocess.run(
-        ['bash', str(ROOT / 'bench' / 'gpu_check.sh'), str(tmp_path / 'out')],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    done = run_script('gpu_check.sh', str(tmp_path / 'out'), env=env, timeout=300)
     assert done.returncode == 2
     assert 'CUDA is not available' in done.stderr
     # Nothing ran: only the log of the check itself (the environment's start) is there.
@@ -34,13 +41,7 @@ def test_gpu_check_stops_at_once_without_cuda(tmp_path):
 
 
 def test_gpu_check_refuses_an_unknown_step_before_anything_runs(tmp_path):
-    done = subprocess.run(
-        ['bash', str(ROOT / 'bench' / 'gpu_check.sh'), str(tmp_path / 'out'), 'no_such_step'],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_script('gpu_check.sh', str(tmp_path / 'out'), 'no_such_step')
     assert done.returncode == 64
     assert "unknown step 'no_such_step'" in done.stderr
     assert not (tmp_path / 'out').exists()
@@ -62,14 +63,7 @@ def test_the_image_python_wrapper_sees_the_images_packages_and_this_checkout(tmp
         'print(sys.prefix); print(torch.__file__); print(rgbd_seg_ros.__file__)'
     )
     for _ in range(2):  # made on the first call, reused on the second
-        done = subprocess.run(
-            ['bash', str(ROOT / 'bench' / 'with_image_python.sh'), 'python', '-c', probe],
-            check=False,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
+        done = run_script('with_image_python.sh', 'python', '-c', probe, env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         prefix, torch_file, package_file = done.stdout.split()
         assert Path(prefix) == tmp_path / 'env'
