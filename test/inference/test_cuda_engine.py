@@ -75,7 +75,9 @@ def test_every_output_on_cuda_equals_the_cpu_output(checkpoint, no_tf32, precisi
     settled = ~near_a_boundary(depth_m, margin) if margin else np.ones((H, W), bool)
     assert got.labels.dtype == want.labels.dtype and got.labels.shape == (H, W)
     np.testing.assert_array_equal(got.labels[settled], want.labels[settled])
-    atol = {'fp32': 1e-5, 'fp16': 5e-3, 'bf16': 4e-2}[precision]
+    # fp32: 1e-4, since the CPU reference's first exp in a process may be 1e-4 off at one
+    # element (torch's, with two or more threads; test_engine.py says more).
+    atol = {'fp32': 1e-4, 'fp16': 5e-3, 'bf16': 4e-2}[precision]
     np.testing.assert_allclose(got.confidence[settled], want.confidence[settled], atol=atol)
     np.testing.assert_array_equal(got.color[settled], want.color[settled])
     assert np.abs(got.overlay[settled].astype(int) - want.overlay[settled]).max() <= 1
@@ -86,7 +88,7 @@ def test_every_output_on_cuda_equals_the_cpu_output(checkpoint, no_tf32, precisi
     if precision == 'fp32':
         np.testing.assert_array_equal(got.points['label'], want.points['label'])
         np.testing.assert_array_equal(got.points['rgb'], want.points['rgb'])
-        np.testing.assert_allclose(got.points['confidence'], want.points['confidence'], atol=1e-5)
+        np.testing.assert_allclose(got.points['confidence'], want.points['confidence'], atol=1e-4)
     else:  # near-boundary pixels may flip; the cloud has no pixel index to exclude them by
         assert np.mean(got.points['label'] == want.points['label']) > 0.95
 
