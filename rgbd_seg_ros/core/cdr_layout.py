@@ -75,21 +75,50 @@ def check_lengths(type_name: str, data: bytes | memoryview) -> None:
 
     Types without a layout here are left to the deserialiser.
     """
+    _walk(type_name, data)
+
+
+def split_payload(type_name: str, data: bytes) -> tuple[bytes, memoryview] | None:
+    """``data`` as (the message with an empty pixel sequence, a view of the pixel bytes).
+
+    Image and CompressedImage end in their ``data`` sequence, so the bytes before its length
+    plus a zero length are the same message without pixels: the real deserialiser reads the
+    header, sizes and encoding from those few bytes, and the pixels (most of the message)
+    are read in place instead of copied into the message and again out of it. None for a type
+    that does not end in a byte sequence. Lengths are checked as by ``check_lengths``.
+    """
+    end = _walk(type_name, data)
+    layout = LAYOUTS.get(type_name)
+    if end is None or layout is None or layout[-1] != 'seq1':
+        return None
+    length_at, start, stop = end
+    empty = struct.pack('<I' if data[1] == 1 else '>I', 0)
+    return bytes(data[:length_at]) + empty, memoryview(data)[start:stop]
+
+
+def _walk(type_name: str, data: bytes | memoryview) -> tuple[int, int, int] | None:
+    """Check every length; return where the last field's length and its elements are."""
     layout = LAYOUTS.get(type_name)
     if layout is None:
-        return
+        return None
     if len(data) < _ORIGIN or data[0] != 0 or data[1] not in (0, 1):
         raise FrameError(f'malformed {type_name}: not plain CDR ({len(data)} bytes)')
     cursor = _Cursor(data, type_name)
+    length_at = start = stop = 0
     for index, kind in enumerate(layout):
         what = f'field {index}'
+        length_at = cursor.pos
         if kind == 'string':
             cursor.take(cursor.count(what), 1, f'string {what}')
         elif kind.startswith('seq'):
             size = int(kind[3:])
-            cursor.take(cursor.count(what) * size, size, f'sequence {what}')
+            count = cursor.count(what)
+            length_at = cursor.pos - 4
+            start = cursor.take(count * size, size, f'sequence {what}')
+            stop = cursor.pos
         elif kind.startswith('arr'):
             size, length = (int(part) for part in kind[3:].split('x'))
             cursor.take(size * length, size, f'array {what}')
         else:
             cursor.take(int(kind), int(kind), what)
+    return length_at, start, stop

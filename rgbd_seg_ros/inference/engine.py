@@ -292,10 +292,7 @@ class Engine:
         cuda = self.device.type == 'cuda'
 
         def to_device(array: np.ndarray) -> torch.Tensor:
-            # Zero-copy views of message buffers are read-only; torch wants writable memory.
-            if not array.flags.writeable or not array.flags.c_contiguous:
-                array = np.array(array, order='C')
-            tensor = torch.from_numpy(array)
+            tensor = _input_tensor(np.ascontiguousarray(array))
             if cuda:
                 tensor = tensor.pin_memory()
             return tensor.to(self.device, non_blocking=cuda)
@@ -489,6 +486,21 @@ class Engine:
         else:
             rows.copy_(compact_rows(cloud_columns(*columns), keep))
         return host
+
+
+def _input_tensor(array: np.ndarray) -> torch.Tensor:
+    """``array``'s memory as a tensor, read-only memory included.
+
+    The node's colour and depth arrive as read-only views of the bytes the messages came in
+    (ros/frame_input.py); copying them here would undo that. The engine only reads its
+    inputs (every step writes a new tensor; test_engine checks the input bytes afterwards),
+    so torch's warning that it cannot keep such a tensor read-only does not apply.
+    """
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', 'The given NumPy array is not writable')
+        return torch.from_numpy(array)
 
 
 def _own_cloud_buffer(shape: tuple[int, ...]) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -64,6 +66,27 @@ def test_uint16_millimetres_equal_float_metres(engine):
     a = engine.predict(rgb, depth_m, K).labels
     b = engine.predict(rgb, depth_mm, K).labels
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('depth_dtype', [np.float32, np.uint16])
+def test_read_only_inputs_are_read_in_place_and_left_as_they_were(engine, depth_dtype):
+    """The node hands the engine read-only views of the bytes its messages arrived in."""
+    rgb, depth_m = scene()
+    if depth_dtype == np.uint16:
+        depth_m = np.nan_to_num(depth_m * 1000, nan=0, posinf=0)
+    depth = depth_m.astype(depth_dtype)
+    rgb_bytes, depth_bytes = rgb.tobytes(), depth.tobytes()
+    rgb_ro = np.frombuffer(rgb_bytes, np.uint8).reshape(rgb.shape)
+    depth_ro = np.frombuffer(depth_bytes, depth_dtype).reshape(depth.shape)
+    outputs = ('labels', 'confidence', 'color', 'overlay', 'points')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # torch's not-writable warning included
+        from_views = engine.predict(rgb_ro, depth_ro, K, outputs=outputs)
+    from_copies = engine.predict(rgb.copy(), depth.copy(), K, outputs=outputs)
+    assert (rgb_ro.tobytes(), depth_ro.tobytes()) == (rgb_bytes, depth_bytes)
+    for name in ('labels', 'confidence', 'color', 'overlay'):
+        np.testing.assert_array_equal(getattr(from_views, name), getattr(from_copies, name))
+    assert from_views.points.tobytes() == from_copies.points.tobytes()
 
 
 def test_dense_cloud_is_the_back_projection(engine):
