@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
@@ -39,6 +41,34 @@ def test_image_bytes_equal_the_serialised_message(shape, dtype, encoding):
     data = image_parts(array, encoding, HEADER).join()
     msg = deserialize_message(data, Image)
     assert msg == expected
+
+
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    sec=st.integers(-(2**31), 2**31 - 1),
+    nanosec=st.integers(0, 2**32 - 1),
+    frame_id=st.text(st.characters(codec='utf-8', exclude_characters='\x00'), max_size=30),
+    encoding=st.text(st.characters(codec='utf-8', exclude_characters='\x00'), max_size=12),
+    shape=st.tuples(st.integers(0, 5), st.integers(0, 7), st.sampled_from([(), (1,), (3,), (4,)])),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.int8]),
+)
+def test_image_prefix_deserialises_as_rclpys_message(
+    sec, nanosec, frame_id, encoding, shape, dtype
+):
+    """The hand-written Image layout against rclpy's deserialiser, every field and length."""
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = sec, nanosec
+    array = (
+        np.arange(int(np.prod(shape[:2] + shape[2]))).astype(dtype).reshape(shape[:2] + shape[2])
+    )
+    expected = conversions.image_msg(array, encoding, header)
+    assert deserialize_message(image_parts(array, encoding, header).join(), Image) == expected
 
 
 def test_image_bytes_of_a_non_contiguous_view():
