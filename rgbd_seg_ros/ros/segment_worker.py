@@ -128,6 +128,7 @@ class SegmentWorker:
         self._settings = settings
         self._skip = skip
         self._clock_ns = clock_ns
+        self._camera_info = serialized.Restamped()
         self._thread = threading.Thread(target=self._loop, name='segment_worker', daemon=True)
 
     def configure(self, settings: WorkerSettings) -> None:
@@ -184,7 +185,13 @@ class SegmentWorker:
             wanted.discard('points')  # the model runs on colour alone; a cloud needs depth
             self._metrics.count('frames_without_depth')
         self._models.frame_seen(*arrays.rgb.shape[:2])
-        publisher = _OutputPublisher(self._sink, self._clock_ns, wanted, colour.header, info)
+        publisher = _OutputPublisher(
+            self._sink,
+            self._clock_ns,
+            wanted,
+            colour.header,
+            _CameraInfoSource(info, triple.info.payload[1], self._camera_info),
+        )
         decoded = self._clock_ns()
         prediction = engine.predict(
             arrays.rgb,
@@ -222,7 +229,7 @@ class _OutputPublisher:
         clock_ns: Callable[[], int],
         wanted: set[str],
         header: Any,
-        info: Any,
+        info: _CameraInfoSource,
     ) -> None:
         self._sink = sink
         self._clock_ns = clock_ns
@@ -264,12 +271,27 @@ class _OutputPublisher:
     def _send_info(self, shape: tuple[int, ...]) -> None:
         if self._info_sent or 'camera_info' not in self._wanted:
             return
-        height, width = shape[:2]
-        self._sink.publish(
-            'camera_info',
-            conversions.camera_info_msg(self._info, width, height, self._header),
-        )
+        self._sink.publish('camera_info', self._info.parts(shape[1], shape[0], self._header))
         self._info_sent = True
+
+
+@dataclass(frozen=True)
+class _CameraInfoSource:
+    """The input camera_info (message and bytes) and the worker's serialised output copy."""
+
+    message: Any
+    data: bytes
+    cache: serialized.Restamped
+
+    def parts(self, width: int, height: int, header: Any) -> SerializedParts:
+        """The camera_info output for a ``width`` x ``height`` output in ``header``."""
+        # Everything but the input's stamp decides the output (bytes 4-11 are the stamp).
+        key = (bytes(self.data[12:]), width, height, str(header.frame_id))
+        return self.cache.parts(
+            key,
+            Time.from_msg(header.stamp).nanoseconds,
+            lambda: conversions.camera_info_msg(self.message, width, height, header),
+        )
 
 
 def _has_valid_depth(depth: np.ndarray) -> bool:

@@ -16,6 +16,7 @@ ros/raw_publish.py publishes from.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Hashable
 
 import numpy as np
 from rclpy.serialization import serialize_message
@@ -134,3 +135,25 @@ class CloudMessage:
 
     def parts(self) -> SerializedParts:
         return SerializedParts((self.buffer,))
+
+
+class Restamped:
+    """One serialised message kept and republished frame after frame with a new stamp.
+
+    The node's camera_info output is the input's, scaled to the output size, in the colour
+    image's header: the same bytes every frame but for the stamp while the camera, the output
+    size and the frame name stay the same (``key``). Serialising it once and replacing the
+    stamp (``conversions.restamp_cdr``) spares a message object and rclpy's serialiser per
+    frame, and lets it be published with the GIL released like the other outputs.
+    """
+
+    def __init__(self) -> None:
+        self._key: Hashable = None
+        self._data = b''
+
+    def parts(self, key: Hashable, stamp_ns: int, build: Callable[[], object]) -> SerializedParts:
+        """The message ``build()`` makes (serialised once per ``key``) stamped ``stamp_ns``."""
+        if self._key is None or key != self._key:
+            self._data = serialize_message(build())
+            self._key = key
+        return SerializedParts((conversions.restamp_cdr(self._data, stamp_ns),))

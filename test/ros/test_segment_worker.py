@@ -19,6 +19,7 @@ from rgbd_seg_ros.core.cloud import unpack_cloud
 from rgbd_seg_ros.core.handover import FrameHandover
 from rgbd_seg_ros.core.node_metrics import WINDOWS, NodeMetrics
 from rgbd_seg_ros.core.pairing import Stamped, Triple
+from rgbd_seg_ros.ros import conversions
 from rgbd_seg_ros.ros.conversions import image_msg
 from rgbd_seg_ros.ros.model_slot import ModelSlot
 from rgbd_seg_ros.ros.node_params import OUTPUTS
@@ -117,6 +118,24 @@ def test_one_frame_is_published_on_every_output_and_recorded(ros_peer, model_par
     assert all(rig.metrics.samples(name) == 1 for name in WINDOWS)
     assert rig.metrics.counts() == {}
     assert rig.slot.last_size == (HEIGHT, WIDTH)
+
+
+def test_camera_info_follows_each_frames_stamp_and_a_changed_camera(ros_peer, model_params):
+    """The output camera_info is serialised once per camera and restamped per frame: every
+    frame's must still equal the message built from that frame's input."""
+    rig = Rig(ros_peer, model_params, listen=('camera_info',))
+    frames = [frame_triple(5_000_000_000 + i * 33_000_000, WIDTH, HEIGHT) for i in range(4)]
+    for index in (2, 3):  # a recalibrated camera from the third frame on
+        info = frames[index][2]
+        info.k = [v * 1.1 if v not in (0.0, 1.0) else v for v in info.k]
+        info.p = [v * 1.1 if v not in (0.0, 1.0) else v for v in info.p]
+    frames[3][0].header.frame_id = frames[3][1].header.frame_id = 'renamed_optical_frame'
+    for count, (rgb, depth, info) in enumerate(frames, start=1):
+        rig.worker.process(as_triple(rgb, depth, info))
+        rig.wait_outputs(('camera_info',), count)
+        got = rig.received['camera_info'][-1]
+        assert got == conversions.camera_info_msg(info, WIDTH, HEIGHT, rgb.header)
+    assert list(rig.received['camera_info'][1].k) != list(rig.received['camera_info'][2].k)
 
 
 class RecordingRaw(RawPublisher):
