@@ -98,26 +98,36 @@ def _labels_graph(path, shape):
     return path
 
 
-@pytest.mark.parametrize('shape', [[1, 5, 4, 6], ['batch', 5, 'height', 'width']])
-def test_onnx_runtimes_argmax_head_equals_the_engines_labels(tmp_path, shape):
+@pytest.mark.parametrize(
+    ('shape', 'dtype'),
+    [
+        ([1, 5, 4, 6], np.uint8),
+        (['batch', 5, 'height', 'width'], np.uint8),
+        ([1, 300, 4, 6], np.int32),  # ids above 255 need more than a byte
+        ([1, 'classes', 4, 6], np.int32),  # a class count the graph does not state
+    ],
+)
+def test_onnx_runtimes_argmax_head_equals_the_engines_labels(tmp_path, shape, dtype):
     """The labels the ONNX graph computes (ties: first channel) are the ones torch's reduction
-    gives; NaN logits still give a class id."""
+    gives; NaN logits still give a class id; 8-bit where every id fits a byte."""
     import onnxruntime as ort
 
+    classes = 300 if 300 in shape else 5
     path = _labels_graph(tmp_path / 'head.onnx', shape)
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    logits = torch.randn(1, 5, 4, 6, generator=torch.Generator().manual_seed(3))
+    logits = torch.randn(1, classes, 4, 6, generator=torch.Generator().manual_seed(3))
     logits[0, 1, 0, 0] = logits[0, 3, 0, 0] = 50.0  # tie: channel 1
-    logits[0, :, 2, 2] = 7.0  # five-way tie: channel 0
+    logits[0, :, 2, 2] = 7.0  # all-way tie: channel 0
     logits[0, :, 3, 5] = float('nan')
+    logits[0, classes - 1, 1, 1] = 60.0  # the last class: 299 does not fit a byte
     _, labels = session.run(['logits', 'labels'], {'x': logits.numpy()})
-    assert labels.dtype == np.int32 and labels.shape == (1, 4, 6)
+    assert labels.dtype == dtype and labels.shape == (1, 4, 6)
     reference = ReducedLogits(logits).labels.numpy()
     keep = np.ones((4, 6), bool)
     keep[3, 5] = False
     np.testing.assert_array_equal(labels[0][keep], reference[keep])
-    assert labels[0, 0, 0] == 1 and labels[0, 2, 2] == 0
-    assert 0 <= labels[0, 3, 5] < 5
+    assert labels[0, 0, 0] == 1 and labels[0, 2, 2] == 0 and labels[0, 1, 1] == classes - 1
+    assert 0 <= labels[0, 3, 5] < classes
 
 
 @pytest.mark.parametrize('alpha', [0.0, 0.25, 0.5, 0.7, 1.0])
