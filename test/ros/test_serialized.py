@@ -71,6 +71,40 @@ def test_image_prefix_deserialises_as_rclpys_message(
     assert deserialize_message(image_parts(array, encoding, header).join(), Image) == expected
 
 
+@pytest.mark.parametrize('frame_id', ['', 'c', 'camera_color_optical_frame', 'ünïcode', 'x' * 37])
+@pytest.mark.parametrize(
+    ('shape', 'dtype', 'encoding'),
+    [((3, 5), np.uint8, 'mono8'), ((4, 2, 3), np.uint8, 'rgb8'), ((2, 3), np.float32, '32FC1')],
+)
+def test_images_agree_with_rosbags_cdr_codec_both_ways(frame_id, shape, dtype, encoding):
+    """A second, independent CDR implementation (rosbags, pure Python) reads what
+    image_prefix writes, and what it writes splits (cdr_layout.split_payload) as rclpy's does."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from rgbd_seg_ros.core.cdr_layout import split_payload
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = 1_700_000_321, 999_999_999
+    array = np.arange(int(np.prod(shape))).astype(dtype).reshape(shape)
+    theirs = store.deserialize_cdr(
+        image_parts(array, encoding, header).join(), 'sensor_msgs/msg/Image'
+    )
+    assert (theirs.header.frame_id, theirs.header.stamp.nanosec) == (frame_id, 999_999_999)
+    assert (theirs.height, theirs.width, theirs.encoding, theirs.step) == (
+        shape[0],
+        shape[1],
+        encoding,
+        array.strides[0],
+    )
+    assert theirs.data.tobytes() == array.tobytes()
+    split = split_payload('Image', bytes(store.serialize_cdr(theirs, 'sensor_msgs/msg/Image')))
+    assert split is not None and bytes(split[1]) == array.tobytes()
+    without_pixels = conversions.image_msg(array, encoding, header)
+    without_pixels.data = b''
+    assert deserialize_message(split[0], Image) == without_pixels
+
+
 def test_image_bytes_of_a_non_contiguous_view():
     array = np.arange(60, dtype=np.uint8).reshape(6, 10)[:, ::2]
     msg = deserialize_message(image_parts(array, 'mono8', HEADER).join(), Image)
