@@ -12,7 +12,9 @@
 #   3. the whole node replaying 640x480 at 30 Hz on the GPU (target: overhead p50 <= 3 ms).
 # Steps run in the order cuda_tests engine_check node_gpu bench_r50 bench_r50_compile (most
 # telling first, so a cut-short run still says the most); each has its own time limit, and
-# their limits add up to under 10 minutes.
+# their limits add up to under 10 minutes. Run only when named: node_gpu_threads, the node on
+# the GPU with cpu_threads 1 and 2 (the default is cores - 1: 15 intra-op threads spun on an
+# H200's 16-core host with nothing for them to do), to compare with node_gpu's overhead.
 # Usage: bench/gpu_check.sh OUT_DIR [STEP...]   (default every step; JSON and logs go to
 #        OUT_DIR; exit 0 only if every step run passed)
 # Environment: GPU_CHECK_RUN, the command wrapper (default ./run, which sets up the pinned
@@ -24,12 +26,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:?usage: bench/gpu_check.sh OUT_DIR [STEP...]}"
 shift
 ALL_STEPS=(cuda_tests engine_check node_gpu bench_r50 bench_r50_compile)
+NAMED_ONLY=(node_gpu_threads)
 STEPS=("$@")
 [ "${#STEPS[@]}" -gt 0 ] || STEPS=("${ALL_STEPS[@]}")
 for s in "${STEPS[@]}"; do
-  case " ${ALL_STEPS[*]} " in
+  case " ${ALL_STEPS[*]} ${NAMED_ONLY[*]} " in
     *" $s "*) ;;
-    *) echo "gpu_check: unknown step '$s' (steps: ${ALL_STEPS[*]})" >&2; exit 64 ;;
+    *) echo "gpu_check: unknown step '$s' (steps: ${ALL_STEPS[*]}; named only:" \
+      "${NAMED_ONLY[*]})" >&2; exit 64 ;;
   esac
 done
 RUN="${GPU_CHECK_RUN:-$ROOT/run}"  # the project's environment wrapper
@@ -82,6 +86,9 @@ step engine_check 100 "$RUN" python -m rgbd_seg_ros.tools.engine_check \
   --size 480x640 --json "$OUT/engine_check.json"
 step node_gpu 80 "$RUN" python -m rgbd_seg_ros.tools.node_bench --device cuda \
   --seconds 20 --json "$OUT/node_gpu.json"
+step node_gpu_threads 160 bash -c 'for threads in 1 2; do
+  "$0" python -m rgbd_seg_ros.tools.node_bench --device cuda --cpu-threads "$threads" \
+    --seconds 20 --json "$1/node_gpu_threads_$threads.json" || exit; done' "$RUN" "$OUT"
 step bench_r50 150 "$RUN" rgbd-seg bench --backends ssma --encoders preact_resnet50 \
   --sizes 480x640 720x1280 --devices cuda --precisions fp32 fp16 bf16 \
   --modes eager cudagraph onnxruntime --iters 30 --warmup 5 --no-hha \

@@ -47,6 +47,23 @@ def test_gpu_check_refuses_an_unknown_step_before_anything_runs(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+def test_a_named_only_step_runs_when_named_and_not_by_default(tmp_path):
+    """Step selection, with a wrapper that says CUDA is there and prints what it would run
+    (the real steps need a GPU): node_gpu_threads only when named, each of its two runs."""
+    wrapper = tmp_path / 'wrapper.sh'
+    wrapper.write_text('#!/bin/bash\necho "would run: $*"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, 'GPU_CHECK_RUN': str(wrapper)}
+    named = run_script('gpu_check.sh', str(tmp_path / 'named'), 'node_gpu_threads', env=env)
+    assert named.returncode == 0, named.stderr
+    for threads in (1, 2):
+        assert f'--cpu-threads {threads} --seconds 20' in named.stdout
+    assert '== node_gpu (' not in named.stdout and 'engine_check' not in named.stdout
+    default = run_script('gpu_check.sh', str(tmp_path / 'default'), env=env)
+    assert default.returncode == 0, default.stderr
+    assert '== node_gpu (' in default.stdout and '--cpu-threads' not in default.stdout
+
+
 @pytest.mark.slow
 def test_the_image_python_wrapper_sees_the_images_packages_and_this_checkout(tmp_path):
     """This test's python stands in for the image's: a venv holding torch, which a venv made
