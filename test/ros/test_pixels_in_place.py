@@ -30,13 +30,15 @@ PROPERTY = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# stamp.sec is an int32 (rclpy's setter here accepts larger ints; a camera cannot send them).
+stamps = st.integers(0, (2**31 - 1) * 1_000_000_000 + 999_999_999)
 text = st.text(st.characters(codec='utf-8', exclude_characters='\x00'), max_size=40)
 
 
 @st.composite
 def images(draw: st.DrawFn) -> Image:
     msg = Image()
-    msg.header = header(draw(st.integers(0, 2**62)), draw(text))
+    msg.header = header(draw(stamps), draw(text))
     msg.height = draw(st.integers(0, 2**32 - 1))
     msg.width = draw(st.integers(0, 2**32 - 1))
     msg.encoding = draw(text)
@@ -49,7 +51,7 @@ def images(draw: st.DrawFn) -> Image:
 @st.composite
 def compressed_images(draw: st.DrawFn) -> CompressedImage:
     return CompressedImage(
-        header=header(draw(st.integers(0, 2**62)), draw(text)),
+        header=header(draw(stamps), draw(text)),
         format=draw(text),
         data=draw(st.binary(max_size=300)),
     )
