@@ -88,8 +88,7 @@ def split_payload(type_name: str, data: bytes) -> tuple[bytes, memoryview] | Non
     that does not end in a byte sequence. Lengths are checked as by ``check_lengths``.
     """
     end = _walk(type_name, data)
-    layout = LAYOUTS.get(type_name)
-    if end is None or layout is None or layout[-1] != 'seq1':
+    if end is None or LAYOUTS[type_name][-1] != 'seq1':
         return None
     length_at, start, stop = end
     empty = struct.pack('<I' if data[1] == 1 else '>I', 0)

@@ -286,10 +286,10 @@ class _CameraInfoSource:
     def parts(self, width: int, height: int, header: Any) -> SerializedParts:
         """The camera_info output for a ``width`` x ``height`` output in ``header``."""
         # Everything but the input's stamp decides the output (bytes 4-11 are the stamp).
-        key = (bytes(self.data[12:]), width, height, str(header.frame_id))
+        key = (self.data[12:], width, height, str(header.frame_id))
         return self.cache.parts(
             key,
-            Time.from_msg(header.stamp).nanoseconds,
+            conversions.stamp_ns(header),
             lambda: conversions.camera_info_msg(self.message, width, height, header),
         )
 

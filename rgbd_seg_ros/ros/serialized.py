@@ -148,12 +148,12 @@ class Restamped:
     """
 
     def __init__(self) -> None:
-        self._key: Hashable = None
+        self._key: Hashable | None = None
         self._data = b''
 
     def parts(self, key: Hashable, stamp_ns: int, build: Callable[[], object]) -> SerializedParts:
         """The message ``build()`` makes (serialised once per ``key``) stamped ``stamp_ns``."""
-        if self._key is None or key != self._key:
+        if key != self._key:
             self._data = serialize_message(build())
             self._key = key
         return SerializedParts((conversions.restamp_cdr(self._data, stamp_ns),))
