@@ -21,25 +21,34 @@ class ReducedLogits:
     channel equal to the maximum votes ``C - c`` and the largest vote wins. Confidence is
     ``1 / sum(exp(l - max))``, the softmax probability of that channel; it is computed from the
     shifted logits kept here, so a caller can publish the labels before paying for it.
-    ``labels`` given (``[H, W]`` int32, the ONNX graph's own ArgMax) are used as they are,
-    clamped to the classes, and the logits are then only read for the confidence.
+    ``labels`` given (``[H, W]``, the ONNX graph's own ArgMax) are used as they are, clamped to
+    the classes, and the logits are then only read for the confidence.
+
+    The labels are ``[H, W]`` uint8 while every class id fits a byte (C <= 256), int32 beyond:
+    the engine publishes 8-bit labels for such models, and after a forward of a second or more
+    every image-sized buffer the labels' path writes is memory gone cold; an int32 copy of
+    480x640 labels was 1.2 MB written and read again only to be narrowed (README, Performance).
     """
 
     def __init__(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         num_classes = logits.shape[1]
         self._logits = logits
         self._shifted: torch.Tensor | None = None
+        label_dtype = torch.uint8 if num_classes <= 256 else torch.int32
         if labels is not None:
-            self.labels = labels.to(torch.int32).clamp_(0, num_classes - 1)
+            # In place where the runtime already gave the type (its output array is ours).
+            self.labels = labels.to(label_dtype).clamp_(0, num_classes - 1)
             return
         top = logits.amax(dim=1, keepdim=True)
         self._shifted = logits - top
         vote_dtype = torch.uint8 if num_classes <= 255 else torch.int32
         votes = torch.arange(num_classes, 0, -1, device=logits.device, dtype=vote_dtype)
         votes = (self._shifted == 0) * votes.view(1, -1, 1, 1)
-        winner = votes.amax(dim=1)[0].to(torch.int32)
-        # NaN logits (a broken model) vote for nothing; clamping keeps the id a valid class.
-        self.labels = (num_classes - winner).clamp_(0, num_classes - 1)
+        winner = votes.amax(dim=1)[0]
+        # NaN logits (a broken model) vote for nothing (winner 0, label C); clamping keeps the
+        # id a valid class. C - winner is in [0, C]: within the votes' type, so no copy is made
+        # unless the labels' type differs (C = 256 only).
+        self.labels = (num_classes - winner).clamp_(0, num_classes - 1).to(label_dtype)
 
     def confidence(self) -> torch.Tensor:
         """``[H, W]`` largest softmax probability (consumes the shifted logits: call once)."""

@@ -24,6 +24,22 @@ def test_labels_and_confidence_match_argmax_and_softmax(num_classes):
     labels, conf = reduced.labels, reduced.confidence()
     assert torch.equal(labels.long(), logits.argmax(1)[0])
     torch.testing.assert_close(conf, torch.softmax(logits, 1).amax(1)[0])
+    assert labels.dtype == (torch.uint8 if num_classes <= 256 else torch.int32)
+
+
+@pytest.mark.parametrize('num_classes', [255, 256, 257])
+def test_label_type_boundary_and_nan_pixels_give_a_valid_class(num_classes):
+    logits = torch.randn(1, num_classes, 3, 4, generator=torch.Generator().manual_seed(5))
+    logits[0, num_classes - 1, 0, 1] = 100.0  # the last class wins here
+    logits[0, 0, 2, 3] = 100.0  # the first class wins here
+    logits[0, :, 1, 2] = float('nan')
+    labels = ReducedLogits(logits).labels
+    assert labels.dtype == (torch.uint8 if num_classes <= 256 else torch.int32)
+    assert int(labels[0, 1]) == num_classes - 1 and int(labels[2, 3]) == 0
+    assert 0 <= int(labels[1, 2]) < num_classes
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[1, 2] = False
+    assert torch.equal(labels.long()[keep], logits.argmax(1)[0][keep])
 
 
 def test_ties_resolve_to_the_first_channel_like_argmax():
@@ -50,8 +66,18 @@ def test_labels_from_the_runtime_are_kept_clamped_and_confidence_still_comes_fro
     given[0, 0] = 9  # out of range: clamped to the last class
     reduced = ReducedLogits(logits, given.clone())
     assert reduced.labels[0, 0] == 5
-    assert torch.equal(reduced.labels[1:], given[1:])
+    assert torch.equal(reduced.labels.long()[1:], given.long()[1:])
     torch.testing.assert_close(reduced.confidence(), torch.softmax(logits, 1).amax(1)[0])
+
+
+def test_byte_labels_from_the_runtime_are_used_in_place():
+    """ONNX Runtime's uint8 ArgMax output becomes the labels without a copy (nothing
+    image-sized is written between the forward and the labels publish)."""
+    logits = torch.randn(1, 12, 6, 8, generator=torch.Generator().manual_seed(4))
+    given = logits.argmax(1)[0].to(torch.uint8)
+    reduced = ReducedLogits(logits, given)
+    assert reduced.labels.data_ptr() == given.data_ptr()
+    assert torch.equal(reduced.labels.long(), logits.argmax(1)[0])
 
 
 @pytest.mark.parametrize(
