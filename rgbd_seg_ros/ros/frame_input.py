@@ -93,6 +93,10 @@ class PixelsInPlace:
         self.data = data
 
     def __getattr__(self, name: str) -> Any:
+        # Only reached for names not set here. An instance made without __init__ (copy.copy,
+        # pickle) has no _message yet: asking for it must fail, not recurse.
+        if name == '_message':
+            raise AttributeError(name)
         return getattr(self._message, name)
 
 

@@ -159,3 +159,21 @@ def test_rgb8_and_16uc1_pixels_are_not_copied():
     for array, stamped in ((arrays.rgb, triple.rgb), (arrays.depth, triple.depth)):
         assert np.shares_memory(array, np.frombuffer(stamped.payload[1], np.uint8))
         assert not array.flags.writeable
+
+
+def test_a_message_read_in_place_can_be_copied():
+    """copy.copy makes the instance without __init__; its fields must still read through."""
+    import copy
+
+    triple = _serialised_triple(*frame_triple(6))
+    colour, _, _ = frame_input.deserialize_triple(triple)
+    assert isinstance(colour, frame_input.PixelsInPlace)
+    duplicate = copy.copy(colour)
+    assert (duplicate.height, duplicate.width, duplicate.encoding) == (
+        colour.height,
+        colour.width,
+        colour.encoding,
+    )
+    assert duplicate.data is colour.data
+    bare = frame_input.PixelsInPlace.__new__(frame_input.PixelsInPlace)
+    assert not hasattr(bare, 'height')  # AttributeError, not a RecursionError
