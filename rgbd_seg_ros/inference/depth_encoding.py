@@ -247,18 +247,22 @@ def encode_depth_torch(
     K: torch.Tensor | None,
     encoding: DepthEncoding,
     params: Mapping[str, Any] | None = None,
+    sanitised: bool = False,
 ) -> torch.Tensor:
     """Encode a batch of depth images (metres; 0/NaN/inf invalid) on their device.
 
     ``depth_m``: [B,1,H,W] (or [B,H,W], [H,W]); ``K``: [B,3,3] or [3,3] (needed by 'hha').
+    ``sanitised``: ``depth_m`` is already float32 with every invalid pixel 0, as the engine's
+    upload makes it; the four image-sized passes of :func:`sanitise_depth` are then skipped
+    (they sit between a frame's arrival and its forward). ``depth_m`` is never modified.
     Returns float32 [B, depth_channels(encoding), H, W].
     """
     p = resolve_depth_params(encoding, params)
-    depth = sanitise_depth(_as_batch(depth_m))
+    depth = _as_batch(depth_m) if sanitised else sanitise_depth(_as_batch(depth_m))
     bsz = depth.shape[0]
     if encoding == 'metric':
         scale: float = 1.0 / p['max_depth_m']
-        return depth.clamp(max=p['max_depth_m']) * scale
+        return depth.clamp(max=p['max_depth_m']).mul_(scale)
     if encoding == 'jet':
         valid = depth > 0
         lo = torch.full((bsz, 1, 1, 1), p['min_depth_m'], device=depth.device)

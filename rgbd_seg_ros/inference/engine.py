@@ -300,7 +300,7 @@ class Engine:
         rgb_t = to_device(rgb)
         raw = to_device(depth)
         if raw.dtype in (torch.uint16, torch.int32):
-            depth_m = raw.to(torch.float32) * 0.001
+            depth_m = raw.to(torch.float32).mul_(0.001)  # in place: the copy is new anyway
         else:
             depth_m = raw.to(torch.float32)
             depth_m = torch.where(
@@ -331,7 +331,7 @@ class Engine:
         x_rgb = x_rgb.mul_(self._rgb_scale).add_(self._rgb_bias)
         spec = self.meta.input_spec
         x_depth = encode_depth_torch(
-            x_depth, K_net.unsqueeze(0), spec.depth_encoding, spec.depth_params
+            x_depth, K_net.unsqueeze(0), spec.depth_encoding, spec.depth_params, sanitised=True
         )
         return x_rgb, x_depth, K_net
 

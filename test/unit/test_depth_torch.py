@@ -161,3 +161,19 @@ def test_cuda_matches_numpy_without_host_syncs() -> None:
             outs['hha_pct'][i].cpu().numpy(),
             encode_depth_numpy(depths[i], Ks[i], 'hha', {'floor_percentile': 1.0}),
         )
+
+
+@pytest.mark.parametrize('encoding', ['metric', 'jet', 'hha', 'none'])
+def test_already_sanitised_depth_encodes_the_same_and_is_left_as_it_was(encoding):
+    """The engine hands its uploaded depth (float32, invalid pixels 0) with sanitised=True; the
+    result must equal the full path's, and the tensor, which the cloud reads afterwards, must
+    not be written (at the camera's size the network input is a view of it)."""
+    depth, K = noisy_room(7)
+    raw = torch.from_numpy(depth)[None, None]
+    clean = sanitise_depth(raw)
+    before = clean.clone()
+    K_t = torch.from_numpy(K)[None]
+    expected = encode_depth_torch(raw, K_t, encoding)
+    got = encode_depth_torch(clean, K_t, encoding, sanitised=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert torch.equal(clean, before)
