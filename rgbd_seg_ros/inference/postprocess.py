@@ -36,8 +36,10 @@ class ReducedLogits:
         self._shifted: torch.Tensor | None = None
         label_dtype = torch.uint8 if num_classes <= 256 else torch.int32
         if labels is not None:
-            # In place where the runtime already gave the type (its output array is ours).
-            self.labels = labels.to(label_dtype).clamp_(0, num_classes - 1)
+            if labels.dtype == label_dtype:  # in place: the runtime's output array is ours
+                self.labels = labels.clamp_(0, num_classes - 1)
+            else:  # clamped before narrowing, so an id past 255 cannot wrap into range
+                self.labels = labels.clamp(0, num_classes - 1).to(label_dtype)
             return
         top = logits.amax(dim=1, keepdim=True)
         self._shifted = logits - top

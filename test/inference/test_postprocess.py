@@ -64,9 +64,11 @@ def test_labels_from_the_runtime_are_kept_clamped_and_confidence_still_comes_fro
     logits = torch.randn(1, 6, 5, 7, generator=torch.Generator().manual_seed(2))
     given = logits.argmax(1)[0].to(torch.int32)
     given[0, 0] = 9  # out of range: clamped to the last class
+    given[0, 1] = 258  # would wrap to class 2 if narrowed to a byte before clamping
     reduced = ReducedLogits(logits, given.clone())
-    assert reduced.labels[0, 0] == 5
+    assert reduced.labels[0, 0] == 5 and reduced.labels[0, 1] == 5
     assert torch.equal(reduced.labels.long()[1:], given.long()[1:])
+    assert reduced.labels.dtype == torch.uint8
     torch.testing.assert_close(reduced.confidence(), torch.softmax(logits, 1).amax(1)[0])
 
 
