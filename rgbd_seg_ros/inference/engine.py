@@ -26,7 +26,7 @@ from rgbd_seg_ros.backends.checkpoint_limits import check_input_size
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.core.label_space import is_identity
 from rgbd_seg_ros.errors import ConfigError, FrameError
-from rgbd_seg_ros.inference.depth_encoding import encode_depth_torch
+from rgbd_seg_ros.inference.depth_encoding import encode_depth_torch, sanitise_depth
 from rgbd_seg_ros.inference.postprocess import (
     RayCache,
     ReducedLogits,
@@ -299,15 +299,11 @@ class Engine:
 
         rgb_t = to_device(rgb)
         raw = to_device(depth)
+        # Sanitised here, once: the depth encoding is told so (sanitised=True) and skips it.
         if raw.dtype in (torch.uint16, torch.int32):
             depth_m = raw.to(torch.float32).mul_(0.001)  # in place: the copy is new anyway
         else:
-            depth_m = raw.to(torch.float32)
-            depth_m = torch.where(
-                torch.isfinite(depth_m) & (depth_m > 0),
-                depth_m,
-                torch.zeros((), device=self.device),
-            )
+            depth_m = sanitise_depth(raw)
         K_t = torch.as_tensor(K, dtype=torch.float32).reshape(3, 3).to(self.device)
         return rgb_t, depth_m, K_t
 
