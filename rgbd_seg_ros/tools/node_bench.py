@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import threading
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rgbd_seg_ros.core.large_blocks import return_large_blocks
 from rgbd_seg_ros.inference.threads import available_cores
 from rgbd_seg_ros.modes import PRECISIONS, RESOLUTION_POLICIES, RUNTIMES
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
@@ -152,6 +154,11 @@ def measure(
     (``node_profile``) attaches there.
     """
     domain = apply_loopback_environment(workdir / 'ros_log')
+    # This process takes every output, 12 MB a 640x480 frame. With glibc's default trimming
+    # each received cloud was copied twice into pages faulted in afresh (the copy rcl takes,
+    # then Python's bytes): 20 ms from publish to arrival for a 7.4 MB message, 8 ms with the
+    # node's own malloc settings, and CPU taken from the node it measures (README).
+    return_large_blocks()
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -229,6 +236,7 @@ def measure(
         wrapper = around_replay(node.proc.pid) if around_replay else contextlib.nullcontext()
         with wrapper:
             cpu_before = _cpu_seconds(node.proc.pid)
+            own_before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.monotonic()
             thread.start()
             while thread.is_alive():
@@ -238,6 +246,7 @@ def measure(
                 executor.spin_once(timeout_sec=0.05)
             elapsed = time.monotonic() - started
             node_cpu_s = _cpu_seconds(node.proc.pid) - cpu_before
+            own = _usage_since(own_before, elapsed)
     finally:
         executor.shutdown()
         peer.destroy_node()
@@ -255,6 +264,9 @@ def measure(
         # CPU the node used (all its threads) over the replay, in % of one core: less
         # sensitive to other load on the machine than the latencies.
         'node_cpu_percent': 100.0 * node_cpu_s / elapsed,
+        # What this process (replayer and measuring subscriber) cost on the same cores.
+        'bench_cpu_percent': own['cpu_percent'],
+        'bench_page_faults_per_s': own['page_faults_per_s'],
         'load_average': os.getloadavg(),
         'latency_ms': {name: percentiles(values) for name, values in arrivals.items()},
         'node': {
@@ -288,6 +300,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
+def _usage_since(before: resource.struct_rusage, elapsed: float) -> dict[str, float]:
+    """This process's CPU (% of one core) and page faults per second since ``before``."""
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime
+    faults = now.ru_minflt + now.ru_majflt - before.ru_minflt - before.ru_majflt
+    return {'cpu_percent': 100.0 * cpu / elapsed, 'page_faults_per_s': faults / elapsed}
+
+
 def _warm_up(player, frames, executor, arrivals, node) -> None:
     """A few frames first: allocator and kernel set-up is not what we measure."""
     for frame in frames[:3]:
@@ -314,6 +334,9 @@ def report(result: dict[str, Any]) -> str:
         f'  frames in/out {result["frames_in"]}/{result["frames_out"]} '
         f'({result["output_rate_hz"]:.1f} Hz out); node CPU {result["node_cpu_percent"]:.0f} % '
         f'of a core; load average {result["load_average"][0]:.2f}',
+        f'  this process (replay + measuring subscriber): CPU '
+        f'{result.get("bench_cpu_percent", float("nan")):.0f} % of a core, '
+        f'{result.get("bench_page_faults_per_s", float("nan")):.0f} page faults/s',
     ]
     for name, p in result['latency_ms'].items():
         if p['p50'] is not None:

@@ -286,3 +286,41 @@ def test_bench_node_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert doc['node'] == {'size': '320x240', 'node_exit_code': 0}
     assert doc['forward'] == [] and doc['matmul_peak'] == []
     assert 'NODE REPORT' in capsys.readouterr().out
+
+
+def test_node_bench_counts_its_own_cpu_and_page_faults() -> None:
+    """What the replayer and the measuring subscriber cost is measured, not assumed."""
+    import mmap
+    import resource
+
+    from rgbd_seg_ros.tools import node_bench
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    pages = 4096
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as block:  # fresh pages: each write faults one in
+        for page in range(pages):
+            block[page * mmap.PAGESIZE] = 1
+    busy_until = time.process_time() + 0.2
+    while time.process_time() < busy_until:
+        pass
+    usage = node_bench._usage_since(before, elapsed=2.0)
+    assert usage['page_faults_per_s'] >= pages / 2.0
+    assert 10.0 <= usage['cpu_percent'] < 100.0  # >= 0.2 s of CPU over the 2 s given
+    result = {
+        'size': '640x480',
+        'rate_hz': 30.0,
+        'machine': 'test',
+        'frames_in': 1,
+        'frames_out': 1,
+        'output_rate_hz': 1.0,
+        'node_cpu_percent': 50.0,
+        'load_average': (0.0, 0.0, 0.0),
+        'bench_cpu_percent': usage['cpu_percent'],
+        'bench_page_faults_per_s': usage['page_faults_per_s'],
+        'latency_ms': {},
+        'node': {},
+        'drops': {},
+    }
+    line = node_bench.report(result).splitlines()[2]
+    assert line.startswith('  this process (replay + measuring subscriber): CPU ')
+    assert f'{usage["page_faults_per_s"]:.0f} page faults/s' in line
