@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rgbd_seg_ros.core.large_blocks import return_large_blocks
 from rgbd_seg_ros.data.synth import write_recording
 from rgbd_seg_ros.data.synth.writers import COLOR_TOPIC as SYNTH_COLOUR
 from rgbd_seg_ros.data.synth.writers import DEPTH_TOPIC as SYNTH_DEPTH
@@ -368,6 +369,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     args = parse_args(argv)
+    # This process records every output (12 MB a frame): the node's malloc settings spare it
+    # faulting in fresh pages for each message it takes (tools/node_bench.py).
+    return_large_blocks()
     try:
         summary = run(args)
     except RgbdSegError as err:
