@@ -123,6 +123,14 @@ class GatedFusionUnit(nn.Module):
             self.com_rgb = _zero_bn_projection(c_rd, rgb_com_channels or c)
             self.com_depth = _zero_bn_projection(c_rd, depth_com_channels or c)
 
+    def unit_complement_gains(self) -> None:
+        """Start the complementary projections' BN scales at one instead of zero (the
+        ``rfb_zero_init=False`` ablation): the RFB then feeds back from the first step."""
+        for projection in (self.com_rgb, self.com_depth):
+            norm = projection[1]
+            assert isinstance(norm, nn.BatchNorm2d)  # _zero_bn_projection: conv, then BN
+            nn.init.ones_(norm.weight)
+
     def forward(
         self, x_r: Tensor, x_rd: Tensor | None, x_d: Tensor
     ) -> tuple[Tensor | None, Tensor, Tensor | None]:

@@ -42,7 +42,7 @@ Departures from the paper (which gives no code, sizes or formulas beyond eqs. 1-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -160,16 +160,54 @@ class RFBNetConfig:
         return 'erfnet' if self.encoder == 'erfnet' else 'adapnetpp'
 
 
-def _stages(encoder: nn.Module) -> tuple[Callable[[Tensor], Tensor], list[tuple[list, Callable]]]:
+# A stage of a package ResNet as RFBNet walks it: its residual units and what follows them.
+_Stage = tuple[list[nn.Module], Callable[[Tensor], Tensor]]
+
+
+@dataclass(frozen=True)
+class EncodedStreams:
+    """What :meth:`RFBNet.encode` gives: the final RGB, depth and interaction features and, for
+    the AdapNet++ base, every stage's RGB and depth features in the encoder API's order (the
+    decoder's skips read them; empty for the ERFNet base)."""
+
+    rgb: Tensor
+    depth: Tensor
+    interaction: Tensor
+    feats_rgb: list[Tensor] = field(default_factory=list)
+    feats_depth: list[Tensor] = field(default_factory=list)
+
+
+def _units(stage: Tensor | nn.Module) -> list[nn.Module]:
+    """The residual units of a stage reached through module attributes (typed loosely)."""
+    if not isinstance(stage, nn.Sequential):
+        raise ConfigError(f'RFBNet expects a stage as nn.Sequential, got {type(stage).__name__}')
+    return list(stage)
+
+
+def _relu_after(norm: Tensor | nn.Module) -> Callable[[Tensor], Tensor]:
+    """A pre-activation stage's exit: its closing BN, then ReLU."""
+    if not isinstance(norm, nn.Module):
+        raise ConfigError(f'RFBNet expects a stage norm module, got {type(norm).__name__}')
+
+    def exit_stage(y: Tensor) -> Tensor:
+        return F.relu(norm(y))
+
+    return exit_stage
+
+
+def _identity(y: Tensor) -> Tensor:
+    return y
+
+
+def _stages(encoder: nn.Module) -> tuple[Callable[[Tensor], Tensor], list[_Stage]]:
     """(stem function, [(units, exit function)]) of a package ResNet / pre-activation ResNet."""
     if isinstance(encoder, PreActResNet):
 
         def stem_pre(x: Tensor) -> Tensor:
             return encoder.stem(x)
 
-        stages = [
-            (list(stage.blocks), (lambda y, n=stage.norm: F.relu(n(y))))
-            for stage in encoder.stages
+        stages: list[_Stage] = [
+            (_units(stage.blocks), _relu_after(stage.norm)) for stage in encoder.stages
         ]
         return stem_pre, stages
     if isinstance(encoder, ResNet):
@@ -177,7 +215,7 @@ def _stages(encoder: nn.Module) -> tuple[Callable[[Tensor], Tensor], list[tuple[
         def stem_v1(x: Tensor) -> Tensor:
             return encoder.relu(encoder.bn1(encoder.conv1(x)))
 
-        stages = [(list(getattr(encoder, f'layer{i}')), (lambda y: y)) for i in range(1, 5)]
+        stages = [(_units(getattr(encoder, f'layer{i}')), _identity) for i in range(1, 5)]
         return stem_v1, stages
     raise ConfigError(f'RFBNet cannot place RFBs in a {type(encoder).__name__}')
 
@@ -229,11 +267,11 @@ class RFBNet(SegBackend):
             for s, ((units_r, _), (units_d, _)) in enumerate(zip(stages_r, stages_d, strict=True)):
                 if s > last_stage:
                     break
-                for b, (ur, ud) in enumerate(zip(units_r, units_d, strict=True)):
+                for b, (unit_r, unit_d) in enumerate(zip(units_r, units_d, strict=True)):
                     in_stride = info[s + 1].stride if b > 0 else (info[s].stride if s else 4)
                     if in_stride < 8:
                         continue
-                    block = ResidualFusionBlock(ur, ud, c_rd, gates, point)
+                    block = ResidualFusionBlock(unit_r, unit_d, c_rd, gates, point)
                     c_rd = block.interaction_channels
                     self.rfbs.append(block)
                     self.rfb_index.append((s, b))
@@ -255,15 +293,15 @@ class RFBNet(SegBackend):
             self.aux_weights = tuple(config.aux_weights) if config.aux_loss else ()
             self.pad_multiple = max(f.stride for f in info) * shrink
         # Interaction-stream layers are new; the RFB modules init their own zero-gamma BNs.
-        for block in self.rfbs:
-            for m in block.modules():
+        for rfb in self.rfbs:
+            for m in rfb.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
             if not config.rfb_zero_init and config.rfb_point != 'none':
-                nn.init.ones_(block.gfu.com_rgb[1].weight)
-                nn.init.ones_(block.gfu.com_depth[1].weight)
+                assert isinstance(rfb, ResidualFusionBlock)  # all self.rfbs are
+                rfb.gfu.unit_complement_gains()
         set_bn_momentum(self, config.bn_momentum)
 
     # ------------------------------------------------------------------------------------------
@@ -276,20 +314,20 @@ class RFBNet(SegBackend):
     def _shrink(self, depth: Tensor) -> Tensor:
         return F.avg_pool2d(depth, 2, 2) if self.config.depth_shrink else depth
 
-    def encode(self, rgb: Tensor, depth: Tensor) -> dict[str, Tensor]:
-        """Run both encoders with their RFBs. Returns the final RGB, depth and interaction
-        features (``'rgb'``, ``'depth'``, ``'interaction'``) and, for the AdapNet++ base,
-        ``'feats_rgb'`` / ``'feats_depth'`` lists in the encoder API's order."""
+    def encode(self, rgb: Tensor, depth: Tensor) -> EncodedStreams:
+        """Run both encoders with their RFBs (the interaction stream starts at the first)."""
         depth = self._shrink(depth)
+        x_rd: Tensor | None = None
         if self.config.base == 'erfnet':
             fr = self.encoder_rgb.forward_to_os8(rgb)
             fd = self.encoder_depth.forward_to_os8(depth)
-            x_r, x_d, x_rd = fr[-1], fd[-1], None
+            x_r, x_d = fr[-1], fd[-1]
             for block, ur, ud in zip(
                 self.rfbs, self.encoder_rgb.os8_units, self.encoder_depth.os8_units, strict=True
             ):
                 x_r, x_d, x_rd = block(ur, ud, x_r, x_d, x_rd)
-            return {'rgb': x_r, 'depth': x_d, 'interaction': x_rd}
+            assert x_rd is not None  # ERFNet has units at 1/8, so at least one RFB ran
+            return EncodedStreams(x_r, x_d, x_rd)
         er, ed = self.expert_rgb, self.expert_depth
         stem_r, stages_r = _stages(er.encoder)
         stem_d, stages_d = _stages(ed.encoder)
@@ -298,27 +336,21 @@ class RFBNet(SegBackend):
         feats_r, feats_d = [x_r], [x_d]
         x_r = F.max_pool2d(x_r, 3, 2, 1)
         x_d = F.max_pool2d(x_d, 3, 2, 1)
-        x_rd = None
         lookup = {idx: block for idx, block in zip(self.rfb_index, self.rfbs, strict=True)}
         for s, ((units_r, exit_r), (units_d, exit_d)) in enumerate(
             zip(stages_r, stages_d, strict=True)
         ):
-            for b, (ur, ud) in enumerate(zip(units_r, units_d, strict=True)):
+            for b, (unit_r, unit_d) in enumerate(zip(units_r, units_d, strict=True)):
                 rfb = lookup.get((s, b))
                 if rfb is None:
-                    x_r, x_d = ur(x_r), ud(x_d)
+                    x_r, x_d = unit_r(x_r), unit_d(x_d)
                 else:
-                    x_r, x_d, x_rd = rfb(ur, ud, x_r, x_d, x_rd)
+                    x_r, x_d, x_rd = rfb(unit_r, unit_d, x_r, x_d, x_rd)
             x_r, x_d = exit_r(x_r), exit_d(x_d)
             feats_r.append(x_r)
             feats_d.append(x_d)
-        return {
-            'rgb': x_r,
-            'depth': x_d,
-            'interaction': x_rd,
-            'feats_rgb': feats_r,
-            'feats_depth': feats_d,
-        }
+        assert x_rd is not None  # the constructor refuses an encoder without RFB places
+        return EncodedStreams(x_r, x_d, x_rd, feats_r, feats_d)
 
     def forward_padded(
         self, rgb: Tensor | None, depth: Tensor | None
@@ -332,18 +364,18 @@ class RFBNet(SegBackend):
             return F.interpolate(x, size=like.shape[-2:], mode='bilinear', align_corners=False)
 
         if self.config.base == 'erfnet':
-            x_r = enc['rgb']
-            fused = self.merge(x_r, up(enc['depth'], x_r), up(enc['interaction'], x_r))
+            x_r = enc.rgb
+            fused = self.merge(x_r, up(enc.depth, x_r), up(enc.interaction, x_r))
             logits = F.interpolate(
                 self.classifier(fused), size=rgb.shape[-2:], mode='bilinear', align_corners=False
             )
             return logits, ()
         er, ed = self.expert_rgb, self.expert_depth
-        fr, fd = enc['feats_rgb'], enc['feats_depth']
+        fr, fd = enc.feats_rgb, enc.feats_depth
         lat_r, lat_d = er.easpp(fr[-1]), ed.easpp(fd[-1])
         s8_r, s8_d = er.skip_os8(fr[2]), ed.skip_os8(fd[2])
         s4_r, s4_d = er.skip_os4(fr[1]), ed.skip_os4(fd[1])
-        latent = self.ssma_latent(lat_r, up(lat_d, lat_r), up(enc['interaction'], lat_r))
+        latent = self.ssma_latent(lat_r, up(lat_d, lat_r), up(enc.interaction, lat_r))
         return self.decoder(
             latent, self.ssma_skip8(s8_r, up(s8_d, s8_r)), self.ssma_skip4(s4_r, up(s4_d, s4_r))
         )

@@ -131,12 +131,12 @@ def test_zero_init_equals_unimodal_encoders(encoder: str, point: str, gates: boo
     with torch.no_grad():
         enc = model.encode(rgb, depth)
         ref_r, ref_d = _unimodal_features(model, rgb, depth)
-        assert torch.equal(enc['rgb'], ref_r)
-        assert torch.equal(enc['depth'], ref_d)
-        assert enc['depth'].shape[-1] * 2 == enc['rgb'].shape[-1]  # depth at half resolution
+        assert torch.equal(enc.rgb, ref_r)
+        assert torch.equal(enc.depth, ref_d)
+        assert enc.depth.shape[-1] * 2 == enc.rgb.shape[-1]  # depth at half resolution
         _perturb_zero_gammas(model)
         enc = model.encode(rgb, depth)
-    assert not torch.allclose(enc['rgb'], ref_r)
+    assert not torch.allclose(enc.rgb, ref_r)
 
 
 def test_aggregation_only_leaves_the_encoders_unimodal() -> None:
@@ -147,8 +147,8 @@ def test_aggregation_only_leaves_the_encoders_unimodal() -> None:
     with torch.no_grad():
         enc = model.encode(rgb, depth)
         ref_r, ref_d = _unimodal_features(model, rgb, depth)
-    assert torch.equal(enc['rgb'], ref_r) and torch.equal(enc['depth'], ref_d)
-    assert enc['interaction'].shape == (1, 64, 3, 4)
+    assert torch.equal(enc.rgb, ref_r) and torch.equal(enc.depth, ref_d)
+    assert enc.interaction.shape == (1, 64, 3, 4)
     assert not hasattr(model.rfbs[0].gfu, 'com_rgb')
 
 
@@ -220,8 +220,8 @@ def test_init_from_unimodal_erfnet(tmp_path: Path) -> None:
     rgb, depth = make_inputs(1, 48, 80, 1)
     with torch.no_grad():
         enc = model.encode(rgb, depth)
-        assert torch.equal(enc['rgb'], rgb_model.encoder(rgb)[-1])
-        assert torch.equal(enc['depth'], depth_model.encoder(F.avg_pool2d(depth, 2))[-1])
+        assert torch.equal(enc.rgb, rgb_model.encoder(rgb)[-1])
+        assert torch.equal(enc.depth, depth_model.encoder(F.avg_pool2d(depth, 2))[-1])
     fusion = {id(p) for p in model.fusion_parameters()}
     assert all(id(p) not in fusion for p in model.encoder_rgb.parameters())
     with pytest.raises(CheckpointError):
@@ -247,3 +247,30 @@ def test_config_validation() -> None:
         RFBNetConfig(rfb_point='X')
     with pytest.raises(ConfigError):
         RFBNetConfig(rfb_stages='res9')
+
+
+@pytest.mark.parametrize('encoder', ['erfnet', 'resnet18'])
+@pytest.mark.parametrize('zero_init', [True, False])
+def test_complement_gains_follow_rfb_zero_init(encoder: str, zero_init: bool) -> None:
+    """rfb_zero_init=False starts every complementary projection's BN scale at one."""
+    extra = {} if encoder == 'erfnet' else SMALL_ADAPNET
+    model = RFBNet(4, RFBNetConfig(encoder=encoder, rfb_zero_init=zero_init, **extra))
+    expected = 0.0 if zero_init else 1.0
+    for rfb in model.rfbs:
+        for projection in (rfb.gfu.com_rgb, rfb.gfu.com_depth):
+            assert torch.all(projection[1].weight == expected)
+
+
+@pytest.mark.parametrize('encoder', ['erfnet', 'resnet18'])
+def test_encode_gives_the_streams_and_the_stage_features(encoder: str) -> None:
+    extra = {} if encoder == 'erfnet' else SMALL_ADAPNET
+    model = RFBNet(4, RFBNetConfig(encoder=encoder, **extra)).eval()
+    rgb, depth = make_inputs(1, 64, 96, 1)
+    with torch.no_grad():
+        enc = model.encode(rgb, depth)
+    assert enc.interaction.shape[-2:] == enc.depth.shape[-2:]
+    if encoder == 'erfnet':
+        assert enc.feats_rgb == [] and enc.feats_depth == []
+    else:  # stem, then one entry per stage; the last is the final feature
+        assert len(enc.feats_rgb) == len(enc.feats_depth) == 5
+        assert enc.feats_rgb[-1] is enc.rgb and enc.feats_depth[-1] is enc.depth
