@@ -154,10 +154,20 @@ def load_mapping(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     count = int(lut.max())
     if names is None:
         names = list(NYU40_NAMES[:count]) + [f'class_{i}' for i in range(len(NYU40_NAMES), count)]
-    names = [str(n) for n in names]
-    if len(names) < count:
-        raise DatasetError(f'{path}: {len(names)} names for {count} classes')
-    return lut, names[:count]
+    listed = _class_names(names, path)
+    if len(listed) < count:
+        raise DatasetError(f'{path}: {len(listed)} names for {count} classes')
+    return lut, listed[:count]
+
+
+def _class_names(names: object, path: Path) -> list[str]:
+    """The mapping's class names as strings. A file whose names are one string or a number
+    is refused: iterating a string would name the classes after its letters."""
+    if isinstance(names, np.ndarray):
+        names = names.ravel().tolist()
+    if not isinstance(names, list | tuple):
+        raise DatasetError(f'{path}: class names must be a list, got {type(names).__name__}')
+    return [str(n) for n in names]
 
 
 def _colour(row: np.ndarray) -> tuple[int, int, int]:

@@ -128,6 +128,11 @@ def test_bad_inputs(tmp_path, nyu):
     (tmp_path / 'bad_map.yaml').write_text('map: [1, 2, 3]\n')
     with pytest.raises(DatasetError, match='894'):
         load_mapping(tmp_path / 'bad_map.yaml')
+    mapping = ', '.join(str(v) for v in _mapping())
+    for names, kind in (('5', 'int'), ('wall', 'str'), ('{a: 1}', 'dict')):
+        (tmp_path / 'bad_names.yaml').write_text(f'map: [{mapping}]\nnames: {names}\n')
+        with pytest.raises(DatasetError, match=f'class names must be a list, got {kind}'):
+            load_mapping(tmp_path / 'bad_names.yaml')
     (tmp_path / 'bad_split.yaml').write_text('train: [0, 1]\n')
     with pytest.raises(DatasetError, match='1-based'):
         load_splits(tmp_path / 'bad_split.yaml')
