@@ -40,10 +40,10 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -287,10 +287,18 @@ class FrameRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, str]) -> FrameRecord:
+        """The record of a CSV row, each text converted by its field's declared type."""
         try:
-            return cls(**{f.name: row[f.name] for f in fields(cls)})
+            values: dict[str, Any] = {
+                f.name: _ROW_TYPES[str(f.type)](row[f.name]) for f in fields(cls)
+            }
+            return cls(**values)
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(f'bad index row {row!r}: {err}') from err
+
+
+# FrameRecord's field types as written in its annotations (strings: postponed evaluation).
+_ROW_TYPES: dict[str, Callable[[str], Any]] = {'str': str, 'int': int, 'float': float}
 
 
 class Sample(NamedTuple):

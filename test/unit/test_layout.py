@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -231,3 +232,17 @@ def test_one_writer_at_a_time(tmp_path):
         L.DatasetWriter(tmp_path, _meta())
     writer.close()
     L.DatasetWriter(tmp_path, _meta()).close()  # free again
+
+
+def test_index_rows_convert_by_field_type():
+    record = _record(3)
+    row = record.to_row()
+    back = L.FrameRecord.from_row(row)
+    assert back == record
+    assert isinstance(back.stamp_ns, int) and isinstance(back.fx, float)
+    assert {str(f.type) for f in dataclasses.fields(L.FrameRecord)} <= set(L._ROW_TYPES)
+    for key, text in (('width', 'wide'), ('fx', ''), ('stamp_ns', '1.5')):
+        with pytest.raises(DatasetError, match='bad index row'):
+            L.FrameRecord.from_row({**row, key: text})
+    with pytest.raises(DatasetError, match='bad index row'):
+        L.FrameRecord.from_row({k: v for k, v in row.items() if k != 'cy'})
