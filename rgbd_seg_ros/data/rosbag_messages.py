@@ -20,6 +20,7 @@ take a typestore (or a :class:`Stores` value) and fill in the header stamp in na
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -71,9 +72,17 @@ def make_header(store: Stores | Typestore, stamp_ns: int, frame_id: str = '', se
         sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
     )
     header_cls = ts.types['std_msgs/msg/Header']
-    if 'seq' in header_cls.__dataclass_fields__:
+    if 'seq' in _field_names(header_cls):
         return header_cls(seq=seq, stamp=time, frame_id=frame_id)
     return header_cls(stamp=time, frame_id=frame_id)
+
+
+def _field_names(message_class: object) -> set[str]:
+    """The fields of a rosbags message class (its classes are dataclasses; rosbags' typing
+    says less), which is how ROS 1 and ROS 2 spellings are told apart."""
+    if not (isinstance(message_class, type) and dataclasses.is_dataclass(message_class)):
+        raise DatasetError(f'{message_class!r} is not a rosbags message class')
+    return {f.name for f in dataclasses.fields(message_class)}
 
 
 def _bytes_array(data: bytes) -> np.ndarray:
@@ -160,7 +169,7 @@ def make_camera_info(
     roi = ts.types['sensor_msgs/msg/RegionOfInterest'](
         x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
     )
-    upper = 'K' in cls.__dataclass_fields__  # ROS 1 spells the matrices in capitals
+    upper = 'K' in _field_names(cls)  # ROS 1 spells the matrices in capitals
     matrices = {'d': d, 'k': K.ravel(), 'r': np.eye(3).ravel(), 'p': P.ravel()}
     return cls(
         header=make_header(ts, stamp_ns, frame_id),
