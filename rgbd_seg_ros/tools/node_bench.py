@@ -334,9 +334,8 @@ def report(result: dict[str, Any]) -> str:
         f'  frames in/out {result["frames_in"]}/{result["frames_out"]} '
         f'({result["output_rate_hz"]:.1f} Hz out); node CPU {result["node_cpu_percent"]:.0f} % '
         f'of a core; load average {result["load_average"][0]:.2f}',
-        f'  this process (replay + measuring subscriber): CPU '
-        f'{result.get("bench_cpu_percent", float("nan")):.0f} % of a core, '
-        f'{result.get("bench_page_faults_per_s", float("nan")):.0f} page faults/s',
+        f'  this process (replay + measuring subscriber): CPU {result["bench_cpu_percent"]:.0f} '
+        f'% of a core, {result["bench_page_faults_per_s"]:.0f} page faults/s',
     ]
     for name, p in result['latency_ms'].items():
         if p['p50'] is not None:
