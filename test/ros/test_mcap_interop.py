@@ -51,7 +51,9 @@ def test_node_outputs_as_the_demo_records_them(tmp_path: Path) -> None:
     confidence = rng.random((6, 8), dtype=np.float32)
     cloud = CloudMessage((6, 8), HEADER)
     cloud.records['x'] = rng.random((6, 8), dtype=np.float32)
+    cloud.records['y'] = -0.25  # every field set: the message's buffer starts uninitialised
     cloud.records['z'] = 1.5
+    cloud.records['rgb'] = rng.integers(0, 1 << 24, (6, 8), dtype=np.uint32).view(np.float32)
     cloud.records['label'] = labels
     cloud.records['confidence'] = confidence
     payloads = {
