@@ -26,15 +26,17 @@ from rgbd_seg_ros.backends.checkpoint_limits import check_input_size
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
 from rgbd_seg_ros.core.label_space import is_identity
 from rgbd_seg_ros.errors import ConfigError, FrameError
+from rgbd_seg_ros.inference.cloud_job import CloudBuffer, CloudJob, CloudOptions
 from rgbd_seg_ros.inference.depth_encoding import encode_depth_torch, sanitise_depth
 from rgbd_seg_ros.inference.postprocess import (
     RayCache,
     ReducedLogits,
     blend_overlay,
-    cloud_columns,
-    compact_rows,
+    softmax_block_rows,
 )
 from rgbd_seg_ros.inference.precision import TORCH_DTYPES
+from rgbd_seg_ros.inference.side_thread import SideTasks
+from rgbd_seg_ros.inference.threads import available_cores
 from rgbd_seg_ros.modes import (
     PRECISIONS,
     RESOLUTION_POLICIES,
@@ -46,20 +48,8 @@ from rgbd_seg_ros.modes import (
 )
 
 Emit = Callable[[str, np.ndarray], None]
-# Where the cloud's records go: given the cloud's shape, a writable CLOUD_DTYPE array of it (a
-# node hands out the point data of the message it will publish, so nothing is copied after).
-CloudBuffer = Callable[[tuple[int, ...]], np.ndarray]
 ALL_OUTPUTS = frozenset({'labels', 'confidence', 'color', 'overlay', 'points'})
-
-
-@dataclass(frozen=True)
-class CloudOptions:
-    """Which pixels become points."""
-
-    stride: int = 1
-    max_range: float = 10.0
-    min_confidence: float = 0.0
-    organized: bool = False
+__all__ = ['CloudBuffer', 'CloudOptions', 'Emit', 'Engine', 'Prediction']
 
 
 @dataclass
@@ -107,11 +97,14 @@ class Engine:
         fixed_size: tuple[int, int] | None = None,
         source: str = '',
         runtime: Runtime = 'torch',
+        side_thread: bool | None = None,
     ) -> None:
         """``runtime`` 'auto' (the node's default) resolves to ONNX Runtime on a CPU where
         onnxruntime is installed, torch otherwise; an input size whose export fails then runs
         on torch (``runtime`` says which). A library Engine defaults to torch, which needs no
-        export per input size."""
+        export per input size. ``side_thread`` (None: on a CPU with more than one usable core)
+        makes the outputs that do not need the confidence on a second thread
+        (inference/side_thread.py); on CUDA the device already runs them apart from the host."""
         precision = as_choice(precision, PRECISIONS, 'precision')
         runtime = requested = as_choice(runtime, RUNTIMES, 'runtime')
         resolution_policy = as_choice(resolution_policy, RESOLUTION_POLICIES, 'resolution_policy')
@@ -174,6 +167,14 @@ class Engine:
             if self.fixed_network_size is not None:  # export now, not on the first frame
                 self._onnx.prepare(*self.fixed_network_size)
         self._runtime: Runtime = runtime
+        if side_thread is None:
+            side_thread = device.type == 'cpu' and available_cores() > 1
+        self._side = SideTasks(threaded=side_thread)
+
+    def __del__(self) -> None:
+        side = getattr(self, '_side', None)  # absent when __init__ raised before it
+        if side is not None:
+            side.close()
 
     @classmethod
     def from_checkpoint(
@@ -184,11 +185,22 @@ class Engine:
         resolution_policy: ResolutionPolicy = 'checkpoint',
         fixed_size: tuple[int, int] | None = None,
         runtime: Runtime = 'torch',
+        side_thread: bool | None = None,
     ) -> Engine:
         """Load a checkpoint (no code execution) and place it on ``device``."""
         dev = resolve_device(device)
         model, meta = build_from_checkpoint(path, device=str(dev))
-        return cls(model, meta, dev, precision, resolution_policy, fixed_size, str(path), runtime)
+        return cls(
+            model,
+            meta,
+            dev,
+            precision,
+            resolution_policy,
+            fixed_size,
+            str(path),
+            runtime,
+            side_thread,
+        )
 
     @property
     def runtime(self) -> str:
@@ -394,6 +406,8 @@ class Engine:
         emit: Emit,
         cloud_buffer: CloudBuffer,
     ) -> Prediction:
+        """Labels first, then confidence, cloud, colour, overlay; with the side thread on, the
+        colour images may come at any time after the labels (they are made there)."""
         height, width = depth_m.shape
         outputs = self._to_camera(reduced.labels, height, width)
         labels = outputs if self._label_ids is None else self._label_ids[outputs.to(torch.int64)]
@@ -403,37 +417,77 @@ class Engine:
             host_labels = host_labels.astype(np.uint16)
         result = Prediction(labels=host_labels)
         emit('labels', host_labels)
-        conf = None
-        if wanted & {'confidence', 'points'}:
-            conf = self._to_camera(reduced.confidence(), height, width)
-        if 'confidence' in wanted:
-            assert conf is not None
-            result.confidence = conf.cpu().numpy()
-            emit('confidence', result.confidence)
         # Palette row of each pixel, shared by the cloud's rgb field and the colour image.
         index = (
             outputs.to(torch.int64).clamp_(0, len(self._palette) - 1)
             if wanted & {'color', 'overlay', 'points'}
             else None
         )
-        # The cloud before the colour images: mapping consumes labels, confidence and the
-        # cloud, while the colour and overlay images are for people looking at RViz.
+        job = None
         if 'points' in wanted:
-            assert index is not None and conf is not None
-            start = time.perf_counter()
-            result.points = self._cloud(labels, index, conf, depth_m, K_t, cloud, cloud_buffer)
-            result.timings_ms['cloud'] = (time.perf_counter() - start) * 1e3
-            emit('points', result.points)
+            assert index is not None
+            job = CloudJob(
+                labels, index, depth_m, K_t, cloud, self._rays, self._palette_packed, cloud_buffer
+            )
+        # With the side thread on, it takes the lower half of the confidence and of the cloud's
+        # geometry, then the colour images: mapping consumes labels, confidence and the cloud,
+        # while the colour and overlay images are for people looking at RViz.
+        side = self._side
+        conf = conf_rest = geometry_rest = display = None
+        conf_rows = geometry_rows = slice(None)
+        if wanted & {'confidence', 'points'}:
+            conf = torch.empty(reduced.logits.shape[2:], device=reduced.logits.device)
+            if side.threaded:
+                conf_rows, rest = _halves(conf.shape[0], softmax_block_rows(reduced.logits))
+                conf_rest = side.submit(reduced.confidence, conf, rest)
+        if job is not None and side.threaded:
+            geometry_rows, rest = _halves(job.rows)
+            geometry_rest = side.submit(job.write_geometry, rest)
         if wanted & {'color', 'overlay'}:
             assert index is not None
-            colour = self._palette.index_select(0, index.view(-1)).view(*labels.shape, 3)
-            if 'color' in wanted:
-                result.color = colour.cpu().numpy()
-                emit('color', result.color)
-            if 'overlay' in wanted:
-                result.overlay = self._overlay(rgb_t, colour, alpha)
-                emit('overlay', result.overlay)
+            display = side.submit(self._display, wanted, index, rgb_t, alpha, emit, result)
+        tasks = [task for task in (conf_rest, geometry_rest, display) if task is not None]
+        try:
+            if conf is not None:
+                reduced.confidence(conf, conf_rows)
+                if conf_rest is not None:
+                    conf_rest.result()
+                conf = self._to_camera(conf, height, width)
+                if 'confidence' in wanted:
+                    result.confidence = conf.cpu().numpy()
+                    emit('confidence', result.confidence)
+            if job is not None:
+                assert conf is not None
+                job.write_geometry(geometry_rows)
+                if geometry_rest is not None:
+                    geometry_rest.result()
+                result.points = job.finish(conf)
+                result.timings_ms['cloud'] = job.seconds * 1e3
+                emit('points', result.points)
+            if display is not None:
+                display.result()
+        finally:
+            for task in tasks:
+                task.settle()  # never leave the side thread writing into a freed frame
         return result
+
+    def _display(
+        self,
+        wanted: set[str],
+        index: torch.Tensor,
+        rgb_t: torch.Tensor,
+        alpha: float,
+        emit: Emit,
+        result: Prediction,
+    ) -> None:
+        """The colour image and the overlay, each emitted when made."""
+        colour = self._palette.index_select(0, index.view(-1)).view(*index.shape, 3)
+        if 'color' in wanted:
+            result.color = colour.cpu().numpy()
+            emit('color', result.color)
+        if 'overlay' in wanted:
+            result.overlay = self._overlay(rgb_t, colour, alpha)
+            emit('overlay', result.overlay)
 
     def _overlay(self, rgb_t: torch.Tensor, colour: torch.Tensor, alpha: float) -> np.ndarray:
         if self.device.type == 'cpu':
@@ -442,46 +496,11 @@ class Engine:
             return cv2.addWeighted(rgb_t.numpy(), 1.0 - alpha, colour.numpy(), alpha, 0.0)
         return blend_overlay(rgb_t, colour, alpha).cpu().numpy()
 
-    def _cloud(
-        self,
-        labels: torch.Tensor,
-        index: torch.Tensor,
-        conf: torch.Tensor,
-        depth_m: torch.Tensor,
-        K_t: torch.Tensor,
-        opts: CloudOptions,
-        cloud_buffer: CloudBuffer,
-    ) -> np.ndarray:
-        s = opts.stride
-        height, width = depth_m.shape
-        ray_x, ray_y = self._rays.rays(K_t, height, width, s)
-        z = depth_m[::s, ::s]
-        cf = conf[::s, ::s]
-        keep = (z > 0) & (z <= opts.max_range)
-        if opts.min_confidence > 0:
-            keep &= cf >= opts.min_confidence
-        columns = (z, ray_x, ray_y, labels[::s, ::s], index[::s, ::s], cf, self._palette_packed)
-        kept = int(keep.sum())
-        every = opts.organized or kept == keep.numel()
-        shape = tuple(z.shape) if opts.organized else (kept,)
-        host = cloud_buffer(shape)
-        if host.shape != shape or host.dtype != CLOUD_DTYPE:
-            raise ValueError(f'cloud buffer is {host.dtype} {host.shape}, expected {shape}')
-        # The records' bytes as float32 columns x y z rgb label confidence, one row a point.
-        rows = torch.from_numpy(host.reshape(-1).view(np.float32)).view(-1, 6)
-        on_cpu = self.device.type == 'cpu'
-        if every:  # on the CPU written straight into the buffer, on a GPU copied into it
-            target = rows.view(*z.shape, 6)
-            buffer = cloud_columns(*columns, out=target if on_cpu else None)
-            if opts.organized:
-                buffer[..., :3].masked_fill_(~keep[..., None], float('nan'))
-            if buffer is not target:
-                target.copy_(buffer)
-        elif on_cpu:
-            compact_rows(cloud_columns(*columns), keep, out=rows)
-        else:
-            rows.copy_(compact_rows(cloud_columns(*columns), keep))
-        return host
+
+def _halves(rows: int, multiple: int = 1) -> tuple[slice, slice]:
+    """The upper and lower halves of ``rows`` rows, split at a multiple of ``multiple``."""
+    middle = min(rows, round(rows / 2 / multiple) * multiple)
+    return slice(0, middle), slice(middle, rows)
 
 
 def _input_tensor(array: np.ndarray) -> torch.Tensor:

@@ -18,22 +18,24 @@ class ReducedLogits:
     """Labels of ``[1, C, H, W]`` logits now, their softmax confidence only if asked for.
 
     Labels are the first channel reaching the per-pixel maximum (``argmax`` semantics): every
-    channel equal to the maximum votes ``C - c`` and the largest vote wins. Confidence is
-    ``1 / sum(exp(l - max))``, the softmax probability of that channel; it is computed from the
-    shifted logits kept here, so a caller can publish the labels before paying for it.
-    ``labels`` given (``[H, W]``, the ONNX graph's own ArgMax) are used as they are, clamped to
-    the classes, and the logits are then only read for the confidence.
+    channel equal to the maximum votes ``C - c`` and the largest vote wins. The confidence,
+    ``1 / sum(exp(l - max))``, the softmax probability of that channel, is computed from the
+    logits when asked for (``softmax_max``), so a caller publishes the labels before paying
+    for it, and may compute it in parts (``rows``) on two threads. ``labels`` given
+    (``[H, W]``, the ONNX graph's own ArgMax) are used as they are, clamped to the classes.
 
     The labels are ``[H, W]`` uint8 while every class id fits a byte (C <= 256), int32 beyond:
     the engine publishes 8-bit labels for such models, and after a forward of a second or more
     every image-sized buffer the labels' path writes is memory gone cold; an int32 copy of
     480x640 labels was 1.2 MB written and read again only to be narrowed (README, Performance).
+    For the same reason the votes compare the logits with their maximum directly rather than
+    through the shifted logits ``l - max``, a copy as large as the logits (14.7 MB at
+    480x640x12); ``softmax_max`` makes those block by block, in the cache.
     """
 
     def __init__(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         num_classes = logits.shape[1]
-        self._logits = logits
-        self._shifted: torch.Tensor | None = None
+        self.logits = logits
         label_dtype = torch.uint8 if num_classes <= 256 else torch.int32
         if labels is not None:
             if labels.dtype == label_dtype:  # in place: the runtime's output array is ours
@@ -42,56 +44,78 @@ class ReducedLogits:
                 self.labels = labels.clamp(0, num_classes - 1).to(label_dtype)
             return
         top = logits.amax(dim=1, keepdim=True)
-        self._shifted = logits - top
         vote_dtype = torch.uint8 if num_classes <= 255 else torch.int32
         votes = torch.arange(num_classes, 0, -1, device=logits.device, dtype=vote_dtype)
-        votes = (self._shifted == 0) * votes.view(1, -1, 1, 1)
+        votes = (logits == top) * votes.view(1, -1, 1, 1)
         winner = votes.amax(dim=1)[0]
-        # NaN logits (a broken model) vote for nothing (winner 0, label C); clamping keeps the
-        # id a valid class. C - winner is in [0, C]: within the votes' type, so no copy is made
-        # unless the labels' type differs (C = 256 only).
+        # A pixel with a NaN logit has a NaN maximum and votes for nothing (winner 0, label C);
+        # clamping keeps the id a valid class. C - winner is in [0, C]: within the votes' type,
+        # so no copy is made unless the labels' type differs (C = 256 only).
         self.labels = (num_classes - winner).clamp_(0, num_classes - 1).to(label_dtype)
 
-    def confidence(self) -> torch.Tensor:
-        """``[H, W]`` largest softmax probability (consumes the shifted logits: call once)."""
-        shifted, self._shifted = self._shifted, None
-        if shifted is not None:
-            return _max_probability(shifted)
-        return softmax_max(self._logits)
-
-
-def _max_probability(shifted: torch.Tensor) -> torch.Tensor:
-    """``[H, W]`` ``1 / sum(exp(shifted))`` of ``[1, C, H, W]`` logits minus their maximum
-    (consumes ``shifted``)."""
-    return shifted.exp_().sum(dim=1)[0].reciprocal_()
+    def confidence(
+        self, out: torch.Tensor | None = None, rows: slice | None = None
+    ) -> torch.Tensor:
+        """``[H, W]`` largest softmax probability (``softmax_max``)."""
+        return softmax_max(self.logits, out, rows)
 
 
 # Bytes of logits per block of rows in softmax_max on the CPU: small enough that the block's
-# shifted copy stays in the core's cache between its writing and its summing.
-_CPU_BLOCK_BYTES = 1 << 18
+# shifted copy stays in the core's 2-4 MB cache between its writing and its summing, large
+# enough that the engine's two threads, each doing half the rows, seldom wait for the GIL
+# between ops. At 480x640x12, right after a cache flush, on the 2-core test machine: whole
+# image 4.9 ms at 256 KB and at 1 MB (6.6 at 4 MB); halves on two threads 4.8 at 256 KB (the
+# hand-overs of the GIL between some 300 small ops ate the second core), 3.4 at 1 MB.
+_CPU_BLOCK_BYTES = 1 << 20
+# exp() of a float32 below about -87.3 is subnormal or zero, and torch's CPU exp (2.13, AVX512)
+# takes a path 80-200x slower for such inputs: 77-91 ns an element against 0.4 on the test
+# machine. Logits 88 or more below the maximum occur with confident trained models; they add
+# at most exp(-80) = 1.8e-35 each to a sum that is at least 1, so raising them to -80 changes
+# no float32 result and keeps every element on the fast path.
+_EXP_FLOOR = -80.0
 
 
-def softmax_max(logits: torch.Tensor) -> torch.Tensor:
-    """``[H, W]`` largest softmax probability of ``[1, C, H, W]`` logits.
+def softmax_block_rows(logits: torch.Tensor) -> int:
+    """Rows per block of ``softmax_max`` on the CPU. A caller splitting the rows between
+    threads splits at a multiple of it: torch's sum vectorises across a block's pixels, so
+    where the width is not a multiple of the vector length, blocks of other shapes round some
+    pixels differently (1 ulp), and the split would change the result."""
+    _, channels, _, width = logits.shape
+    return max(1, _CPU_BLOCK_BYTES // max(1, channels * width * logits.element_size()))
 
-    On the CPU the rows are done in blocks of about 256 KB of logits. The whole-image form
+
+def softmax_max(
+    logits: torch.Tensor, out: torch.Tensor | None = None, rows: slice | None = None
+) -> torch.Tensor:
+    """``[H, W]`` largest softmax probability of ``[1, C, H, W]`` logits (written into
+    ``out``, ``[H, W]``, when given; only its ``rows``, when given, for a caller that splits
+    the image between threads at a multiple of ``softmax_block_rows``).
+
+    On the CPU the rows are done in blocks of about 1 MB of logits. The whole-image form
     writes a shifted copy as large as the logits (14.7 MB for 12 classes at 480x640) and reads
     it twice more; a block's copy is summed while still in the cache, so the logits are read
     once from memory and nothing image-sized is written but the result. On the 2-core test
     machine, right after a forward, that was 28-30 ms against 56-60 ms (README, Performance).
-    A GPU gets the whole image in one pass (every block would be its own kernel launches).
+    A GPU gets the whole range in one pass (every block would be its own kernel launches).
     """
-    _, channels, height, width = logits.shape
+    height, width = logits.shape[2:]
+    if out is None:
+        out = torch.empty(height, width, dtype=logits.dtype, device=logits.device)
+    first, stop, _ = (rows or slice(None)).indices(height)
     if logits.device.type != 'cpu':
-        return _max_probability(logits - logits.amax(dim=1, keepdim=True))
-    row_bytes = max(1, channels * width * logits.element_size())
-    step = max(1, _CPU_BLOCK_BYTES // row_bytes)
-    out = torch.empty(1, height, width, dtype=logits.dtype)
-    for row in range(0, height, step):
-        block = logits[:, :, row : row + step]
-        shifted = block - block.amax(dim=1, keepdim=True)
-        torch.sum(shifted.exp_(), dim=1, out=out[:, row : row + step])
-    return out[0].reciprocal_()
+        block = logits[:, :, first:stop]
+        shifted = (block - block.amax(dim=1, keepdim=True)).clamp_min_(_EXP_FLOOR)
+        torch.sum(shifted.exp_(), dim=1, out=out[None, first:stop])
+        out[first:stop].reciprocal_()
+        return out
+    step = softmax_block_rows(logits)
+    for row in range(first, stop, step):
+        end = min(row + step, stop)
+        block = logits[:, :, row:end]
+        shifted = (block - block.amax(dim=1, keepdim=True)).clamp_min_(_EXP_FLOOR)
+        torch.sum(shifted.exp_(), dim=1, out=out[None, row:end])
+    out[first:stop].reciprocal_()
+    return out
 
 
 def blend_overlay(rgb: torch.Tensor, colour: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -141,12 +165,13 @@ def cloud_columns(
     ray_y: torch.Tensor,
     labels: torch.Tensor,
     palette_index: torch.Tensor,
-    confidence: torch.Tensor,
     palette_packed: torch.Tensor,
+    confidence: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label confidence
-    (written into ``out`` when given, on ``z``'s device).
+    (written into ``out`` when given, on ``z``'s device; the confidence column is left as it
+    is when ``confidence`` is None, for a caller that writes it later).
 
     ``rgb`` carries the ``0x00RRGGBB`` bits of ``palette_packed[palette_index]`` (the labels as
     int64 clamped to the palette, shared with the colour image) and ``label`` the int32 label
@@ -159,7 +184,8 @@ def cloud_columns(
     buffer[..., 2] = z
     buffer[..., 3] = palette_packed.take(palette_index).view(torch.float32)
     buffer[..., 4] = labels.to(torch.int32).view(torch.float32)
-    buffer[..., 5] = confidence
+    if confidence is not None:
+        buffer[..., 5] = confidence
     return buffer
 
 

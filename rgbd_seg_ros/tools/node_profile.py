@@ -195,11 +195,15 @@ def cpu_rows(profiler: Profiler, names: dict[int, str], frames_out: int) -> list
 
 
 def engine_output_lines() -> dict[int, str]:
-    """The output each line of ``Engine._outputs`` works on (see profile_fold.output_lines)."""
+    """The output each line of ``Engine._outputs`` and ``Engine._display`` works on (see
+    profile_fold.output_lines; the two are in one file, so their line numbers differ)."""
     from rgbd_seg_ros.inference.engine import Engine
 
-    source, first = inspect.getsourcelines(Engine._outputs)
-    return profile_fold.output_lines(source, first)
+    lines: dict[int, str] = {}
+    for method in (Engine._outputs, Engine._display):
+        source, first = inspect.getsourcelines(method)
+        lines.update(profile_fold.output_lines(source, first))
+    return lines
 
 
 def report(result: dict[str, Any]) -> str:

@@ -7,10 +7,12 @@ native ones as ``func (library)`` or a bare address. Every sample of every threa
 
 Each sample is given one stage by the innermost frame that names one (``STAGE_FRAMES``), so the
 forward inside ``process`` is ``forward``, not ``worker other``. Work on one output is split by
-where the engine was: post-processing is the engine's ``_outputs`` code before that output's
-``emit`` call (``output_lines`` maps its lines), serialisation and publish is everything inside
-the worker's ``publish``. A sample whose innermost native frame, right below the last Python
-frame, is ``pthread_cond_timedwait`` is waiting for the GIL (CPython's ``take_gil``: py-spy
+where the engine was: post-processing is the code of the engine's ``_outputs`` and ``_display``
+before that output's ``emit`` call (``output_lines`` maps their lines), the confidence's
+``softmax_max`` and the cloud's ``CloudJob`` wherever they run (the worker or the engine's side
+thread), and serialisation and publish is everything inside the worker's ``publish``. A sample
+whose innermost native frame, right below the last Python frame, is ``pthread_cond_timedwait``
+is waiting for the GIL (CPython's ``take_gil``: py-spy
 merges the interpreter's own frames away, so the GIL wait shows as that libc call directly
 under Python code); rclpy's wait set, Python locks, sleeps and condition variables are
 ``blocked`` (``state_of``).
@@ -33,6 +35,9 @@ STAGE_FRAMES: tuple[tuple[str, str, str], ...] = (
     ('_preprocess', 'inference/engine.py', 'pre-processing (upload, normalise, resize)'),
     ('deserialize_triple', 'ros/frame_input.py', 'deserialise + decode (worker)'),
     ('frame_arrays', 'ros/frame_input.py', 'deserialise + decode (worker)'),
+    ('softmax_max', 'inference/postprocess.py', 'post-process: confidence'),
+    ('write_geometry', 'inference/cloud_job.py', 'post-process: points'),
+    ('finish', 'inference/cloud_job.py', 'post-process: points'),
     ('take', 'core/handover.py', 'hand-over: waiting for a frame'),
     ('_on_input', 'ros/segmentation_node.py', 'input callbacks (stamp, pairing)'),
     ('publish', 'ros/segmentation_node.py', 'diagnostics'),
@@ -45,6 +50,9 @@ STAGE_FRAMES: tuple[tuple[str, str, str], ...] = (
     ('_spin_once_impl', 'rclpy/executors.py', 'executor: dispatch'),
     ('_worker', 'concurrent/futures/thread.py', 'executor pool: idle'),
 )
+# The engine's methods that emit outputs, whose lines ``output_lines`` maps: ``_outputs`` on
+# the worker, ``_display`` (colour, overlay) on the engine's side thread or the worker.
+_EMITTING = ('_outputs', '_display')
 # Native frames below the last Python frame that mean the thread is blocked, not running:
 # rclpy's wait set, Python locks and queues, sleeps, C++ condition variables, polling.
 _BLOCKING = frozenset(
@@ -151,9 +159,7 @@ def stage_of(frames: list[Frame], outputs_by_line: Mapping[int, str]) -> str:
     for frame in reversed(frames):
         if frame.func == '_send_info' and frame.path.endswith('ros/segment_worker.py'):
             return 'serialise + publish: camera_info'
-        if frame.func == '_cloud' and frame.path.endswith('inference/engine.py'):
-            return 'post-process: points'
-        if frame.func == '_outputs' and frame.path.endswith('inference/engine.py'):
+        if frame.func in _EMITTING and frame.path.endswith('inference/engine.py'):
             output = outputs_by_line.get(frame.line, 'other')
             return f'{"serialise + publish" if publishing else "post-process"}: {output}'
         for func, suffix, stage in STAGE_FRAMES:

@@ -262,3 +262,120 @@ def test_an_fp16_overflow_runs_the_frame_in_bf16_instead_of_publishing_nan_label
     settled = ~near_a_boundary(depth_m, 0.15)
     np.testing.assert_array_equal(pred.labels[settled], reference[settled])
     assert np.isfinite(pred.labels).all() and pred.labels.max() <= 2
+
+
+CLOUD_CASES = [
+    CloudOptions(stride=1, max_range=5.0),  # dense, some pixels dropped
+    CloudOptions(stride=1, max_range=100.0),  # dense, every pixel kept: written in place
+    CloudOptions(stride=1, max_range=0.1),  # nothing kept
+    CloudOptions(stride=1, max_range=5.0, min_confidence=0.9),  # sized by the confidence
+    CloudOptions(stride=1, max_range=100.0, min_confidence=1e-9),  # sized so, all kept
+    CloudOptions(stride=3, max_range=4.0, organized=True),
+    CloudOptions(stride=2, max_range=10.0, min_confidence=0.9, organized=True),
+]
+
+
+def reference_cloud(pred, depth_m, opts, palette):
+    """The cloud from the published labels and confidence, in numpy, with the
+    engine's rules: the pixels of every ``stride``, depth in (0, max_range], confidence at
+    least min_confidence; dropped points NaN in an organised cloud."""
+    s = opts.stride
+    z = depth_m[::s, ::s]
+    v, u = np.mgrid[0:H:s, 0:W:s]
+    conf = pred.confidence[::s, ::s]
+    labels = pred.labels[::s, ::s].astype(np.uint32)
+    with np.errstate(invalid='ignore'):
+        keep = np.isfinite(z) & (z > 0) & (z <= opts.max_range) & (conf >= opts.min_confidence)
+    packed = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    out = np.zeros(z.shape, CLOUD_DTYPE)
+    out['x'] = ((u - K[0, 2]) / K[0, 0]).astype(np.float32) * z
+    out['y'] = ((v - K[1, 2]) / K[1, 1]).astype(np.float32) * z
+    out['z'] = z
+    out['rgb'] = packed[labels].view(np.float32)
+    out['label'] = labels
+    out['confidence'] = conf
+    if opts.organized:
+        for axis in 'xyz':
+            out[axis][~keep] = np.nan
+        return out
+    return out[keep]
+
+
+@pytest.mark.parametrize('side_thread', [True, False], ids=['side-thread', 'one-thread'])
+@pytest.mark.parametrize('opts', CLOUD_CASES)
+def test_the_cloud_follows_its_options_with_and_without_the_side_thread(
+    tmp_path, side_thread, opts
+):
+    write_checkpoint(tmp_path / 'm.safetensors')
+    engine = Engine.from_checkpoint(tmp_path / 'm.safetensors', side_thread=side_thread)
+    rgb, depth_m = scene()
+    pred = engine.predict(rgb, depth_m, K, outputs=('points', 'confidence'), cloud=opts)
+    palette = np.asarray(engine.meta.palette, np.uint32)
+    expected = reference_cloud(pred, depth_m, opts, palette)
+    assert pred.points.shape == expected.shape
+    for name in ('x', 'y', 'z'):
+        np.testing.assert_allclose(pred.points[name], expected[name], rtol=1e-6, atol=1e-6)
+    for name in ('rgb', 'label', 'confidence'):
+        assert pred.points[name].tobytes() == expected[name].tobytes(), name
+
+
+@pytest.mark.parametrize('size', [(H, W), (237, 331)])  # 331: not a multiple of a vector
+def test_the_side_thread_gives_the_one_threads_bytes(tmp_path, size, monkeypatch):
+    from rgbd_seg_ros.inference import postprocess
+
+    # Small blocks, so the confidence at 237 rows is split between the threads in blocks.
+    monkeypatch.setattr(postprocess, '_CPU_BLOCK_BYTES', 8 * size[1] * 4 * 10)
+    write_checkpoint(tmp_path / 'm.safetensors', num_classes=8)
+    path = tmp_path / 'm.safetensors'
+    threaded = Engine.from_checkpoint(path, side_thread=True)
+    single = Engine.from_checkpoint(path, side_thread=False)
+    for engine in (threaded, single):  # eight classes that all count in the softmax
+        with torch.no_grad():
+            engine.model.head.weight[3:, 0, 0, 0] = torch.linspace(-2.0, 3.0, 5)
+            engine.model.head.bias[3:] = torch.linspace(1.0, -1.5, 5)
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    depth_m = rng.uniform(0.2, 12.0, size).astype(np.float32)
+    depth_m[rng.random(size) < 0.1] = 0.0
+    outputs = ('labels', 'confidence', 'color', 'overlay', 'points')
+    for opts in CLOUD_CASES:
+        a = threaded.predict(rgb, depth_m, K, outputs=outputs, cloud=opts)
+        b = single.predict(rgb, depth_m, K, outputs=outputs, cloud=opts)
+        for name in outputs:
+            assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), (opts, name)
+
+
+def test_emit_order_labels_first_and_the_cloud_after_its_confidence(tmp_path):
+    """One thread: labels, confidence, points, color, overlay. With the side thread the colour
+    images may come at any time after the labels, but the cloud still follows the confidence
+    (it carries it) and the colour image the overlay's predecessor."""
+    write_checkpoint(tmp_path / 'm.safetensors')
+    path = tmp_path / 'm.safetensors'
+    rgb, depth_m = scene()
+    outputs = ('labels', 'confidence', 'color', 'overlay', 'points')
+    for side_thread in (False, True):
+        engine = Engine.from_checkpoint(path, side_thread=side_thread)
+        order: list[str] = []
+        engine.predict(rgb, depth_m, K, outputs=outputs, emit=lambda n, a, o=order: o.append(n))
+        assert sorted(order) == sorted(outputs)
+        if not side_thread:
+            assert order == ['labels', 'confidence', 'points', 'color', 'overlay']
+        assert order[0] == 'labels'
+        assert order.index('confidence') < order.index('points')
+        assert order.index('color') < order.index('overlay')
+
+
+def test_a_failing_emit_on_the_side_thread_reaches_the_caller(tmp_path):
+    write_checkpoint(tmp_path / 'm.safetensors')
+    engine = Engine.from_checkpoint(tmp_path / 'm.safetensors', side_thread=True)
+    rgb, depth_m = scene()
+
+    def emit(name, _array):
+        if name == 'overlay':
+            raise RuntimeError('publisher gone')
+
+    with pytest.raises(RuntimeError, match='publisher gone'):
+        engine.predict(rgb, depth_m, K, outputs=('labels', 'overlay', 'points'), emit=emit)
+    # and the engine goes on with the next frame
+    pred = engine.predict(rgb, depth_m, K, outputs=('labels', 'overlay'))
+    assert pred.overlay is not None

@@ -85,7 +85,7 @@ def test_byte_labels_from_the_runtime_are_used_in_place():
 @pytest.mark.parametrize(
     'shape',
     [
-        (12, 480, 640),  # the reference camera: 8 rows per block
+        (12, 480, 640),  # the reference camera: 34 rows per block
         (3, 37, 101),  # the last block is short
         (2, 1, 1),
         (300, 5, 2000),  # one row is beyond the block size: a row per block
@@ -97,6 +97,60 @@ def test_softmax_max_in_row_blocks_equals_softmax_over_the_whole_image(shape):
     conf = softmax_max(logits)
     assert conf.shape == shape[1:] and conf.dtype == torch.float32
     torch.testing.assert_close(conf, expected)
+
+
+@pytest.mark.parametrize('spread', [100.0, 1000.0, 1e30])
+def test_logits_far_below_the_maximum_give_the_exact_confidence(spread, monkeypatch):
+    """exp() of a logit more than ~87 below the maximum underflows (the slow path of torch's
+    CPU exp); the confidence raises such logits to -80 first, which changes no float32 result.
+    """
+    from rgbd_seg_ros.inference import postprocess
+
+    generator = torch.Generator().manual_seed(6)
+    logits = torch.randn(1, 12, 40, 50, generator=generator) * spread
+    logits[0, :, 0, 0] = torch.tensor([0.0, -85.0, -86.0, -87.5, -88.0, -150.0] + [-1e4] * 6)
+    logits[0, :, 0, 1] = torch.tensor([1.0, 0.0] + [-100.0] * 10)  # two near, ten far
+    logits[0, :, 0, 2] = float('-inf')
+    logits[0, 0, 0, 2] = 0.0
+    conf = softmax_max(logits)
+    torch.testing.assert_close(conf, torch.softmax(logits.double(), 1).amax(1)[0].float())
+    monkeypatch.setattr(postprocess, '_EXP_FLOOR', float('-inf'))  # no floor: the slow path
+    assert torch.equal(conf, softmax_max(logits))
+    assert conf[0, 2] == 1.0
+    assert conf[0, 1] == pytest.approx(1 / (1 + np.exp(-1.0)), abs=1e-7)
+
+
+@pytest.mark.parametrize('width', [33, 640])  # 33: a width the sum's vectors do not divide
+def test_softmax_max_writes_only_the_rows_it_is_given(width, monkeypatch):
+    from rgbd_seg_ros.inference import postprocess
+
+    monkeypatch.setattr(postprocess, '_CPU_BLOCK_BYTES', 7 * width * 4 * 9)  # 9 rows a block
+    logits = 5 * torch.randn(1, 7, 90, width, generator=torch.Generator().manual_seed(8))
+    assert postprocess.softmax_block_rows(logits) == 9
+    whole = softmax_max(logits)
+    torch.testing.assert_close(whole, torch.softmax(logits.double(), 1).amax(1)[0].float())
+    out = torch.full((90, width), -1.0)
+    assert softmax_max(logits, out, slice(18, 45)) is out
+    assert torch.equal(out[18:45], whole[18:45])  # split at block boundaries: the same bits
+    assert bool((out[:18] == -1).all()) and bool((out[45:] == -1).all())
+    softmax_max(logits, out, slice(0, 18))
+    softmax_max(logits, out, slice(45, None))
+    assert torch.equal(out, whole)
+    assert torch.equal(ReducedLogits(logits).confidence(), whole)
+    partial = torch.full((90, width), -1.0)
+    softmax_max(logits, partial, slice(10, 47))  # any rows: the same to rounding
+    torch.testing.assert_close(partial[10:47], whole[10:47])
+    assert bool((partial[:10] == -1).all()) and bool((partial[47:] == -1).all())
+
+
+def test_an_infinite_logit_is_the_label_like_argmax():
+    logits = torch.zeros(1, 4, 1, 3)
+    logits[0, 2, 0, 0] = float('inf')
+    logits[0, 1, 0, 1] = float('inf')
+    logits[0, 3, 0, 1] = float('inf')  # tie of infinities: the first, as argmax
+    labels = ReducedLogits(logits).labels
+    assert labels.tolist() == [[2, 1, 0]]
+    assert torch.equal(labels.long(), logits.argmax(1)[0])
 
 
 def test_softmax_max_propagates_nan_per_pixel_only():
@@ -174,7 +228,7 @@ def test_cloud_columns_are_back_projection_and_palette_bits():
     labels = torch.randint(0, 3, (6, 8), dtype=torch.int32)
     conf = torch.rand(6, 8)
     packed = torch.tensor([0x102030, 0x405060, 0x708090], dtype=torch.int32)
-    buf = cloud_columns(z, ray_x, ray_y, labels, labels.long(), conf, packed)
+    buf = cloud_columns(z, ray_x, ray_y, labels, labels.long(), packed, conf)
     u = torch.arange(8.0).view(1, -1)
     v = torch.arange(6.0).view(-1, 1)
     torch.testing.assert_close(buf[..., 0], (u - 4.0) / 100.0 * z)
@@ -191,9 +245,14 @@ def test_cloud_columns_are_back_projection_and_palette_bits():
     assert torch.equal(into, buf[keep])
     written = torch.empty(6, 8, 6)
     assert (
-        cloud_columns(z, ray_x, ray_y, labels, labels.long(), conf, packed, out=written) is written
+        cloud_columns(z, ray_x, ray_y, labels, labels.long(), packed, conf, out=written) is written
     )
     assert torch.equal(written, buf)
+    torch.testing.assert_close(buf[..., 5], conf)
+    untouched = torch.full((6, 8, 6), 7.0)
+    cloud_columns(z, ray_x, ray_y, labels, labels.long(), packed, out=untouched)
+    assert bool((untouched[..., 5] == 7.0).all())  # no confidence: its column left as it was
+    torch.testing.assert_close(untouched[..., :5], buf[..., :5])
 
 
 def test_ray_cache_follows_a_change_of_intrinsics_and_stride():

@@ -92,9 +92,18 @@ def test_output_work_is_split_by_the_engines_emit_calls():
         outputs.format(101): 'post-process: labels',
         outputs.format(102) + ';' + publish: 'serialise + publish: labels',
         outputs.format(104) + ';' + publish: 'serialise + publish: confidence',
-        outputs.format(105) + ';_cloud (rgbd_seg_ros/inference/engine.py:400)': (
+        outputs.format(105) + ';write_geometry (rgbd_seg_ros/inference/cloud_job.py:90)': (
             'post-process: points'
         ),
+        outputs.format(103) + ';softmax_max (rgbd_seg_ros/inference/postprocess.py:99)': (
+            'post-process: confidence'
+        ),
+        # the engine's side thread: no _outputs frame, the task's own function
+        '_worker (/usr/lib/python3.11/concurrent/futures/thread.py:83);'
+        '_inference_mode_call (rgbd_seg_ros/inference/side_thread.py:90);'
+        'softmax_max (rgbd_seg_ros/inference/postprocess.py:99)': 'post-process: confidence',
+        '_inference_mode_call (rgbd_seg_ros/inference/side_thread.py:90);'
+        'finish (rgbd_seg_ros/inference/cloud_job.py:120)': 'post-process: points',
         '_upload (rgbd_seg_ros/inference/engine.py:250)': (
             'pre-processing (upload, normalise, resize)'
         ),
@@ -110,9 +119,13 @@ def test_output_work_is_split_by_the_engines_emit_calls():
 
 def test_the_real_engine_emits_every_output_the_fold_names():
     by_line = engine_output_lines()
-    lines, first = inspect.getsourcelines(Engine._outputs)
     assert set(by_line.values()) == {'labels', 'confidence', 'color', 'overlay', 'points'}
-    assert min(by_line) == first and max(by_line) == first + len(lines) - 1
+    for method in (Engine._outputs, Engine._display):
+        lines, first = inspect.getsourcelines(method)
+        assert set(range(first, first + len(lines))) <= set(by_line)
+    lines, first = inspect.getsourcelines(Engine._display)
+    display = {by_line[n] for n in range(first, first + len(lines))}
+    assert display == {'color', 'overlay'}
 
 
 def test_fold_rows_are_ms_per_output_frame_by_state():
