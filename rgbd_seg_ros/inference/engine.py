@@ -35,7 +35,7 @@ from rgbd_seg_ros.inference.postprocess import (
     softmax_block_rows,
 )
 from rgbd_seg_ros.inference.precision import TORCH_DTYPES
-from rgbd_seg_ros.inference.side_thread import SideTasks
+from rgbd_seg_ros.inference.side_thread import SideTask, SideTasks
 from rgbd_seg_ros.inference.threads import available_cores
 from rgbd_seg_ros.modes import (
     PRECISIONS,
@@ -417,37 +417,46 @@ class Engine:
             host_labels = host_labels.astype(np.uint16)
         result = Prediction(labels=host_labels)
         emit('labels', host_labels)
-        # Palette row of each pixel, shared by the cloud's rgb field and the colour image.
-        index = (
-            outputs.to(torch.int64).clamp_(0, len(self._palette) - 1)
-            if wanted & {'color', 'overlay', 'points'}
-            else None
-        )
-        job = None
-        if 'points' in wanted:
-            assert index is not None
-            job = CloudJob(
-                labels, index, depth_m, K_t, cloud, self._rays, self._palette_packed, cloud_buffer
-            )
         # With the side thread on, it takes the lower half of the confidence and of the cloud's
         # geometry, then the colour images: mapping consumes labels, confidence and the cloud,
         # while the colour and overlay images are for people looking at RViz.
         side = self._side
-        conf = conf_rest = geometry_rest = display = None
+        conf = conf_rest = geometry_rest = display = job = None
         conf_rows = geometry_rows = slice(None)
-        if wanted & {'confidence', 'points'}:
-            conf = torch.empty(reduced.logits.shape[2:], device=reduced.logits.device)
-            if side.threaded:
-                conf_rows, rest = _halves(conf.shape[0], softmax_block_rows(reduced.logits))
-                conf_rest = side.submit(reduced.confidence, conf, rest)
-        if job is not None and side.threaded:
-            geometry_rows, rest = _halves(job.rows)
-            geometry_rest = side.submit(job.write_geometry, rest)
-        if wanted & {'color', 'overlay'}:
-            assert index is not None
-            display = side.submit(self._display, wanted, index, rgb_t, alpha, emit, result)
-        tasks = [task for task in (conf_rest, geometry_rest, display) if task is not None]
+        tasks: list[SideTask] = []
         try:
+            if wanted & {'confidence', 'points'}:
+                conf = torch.empty(reduced.logits.shape[2:], device=reduced.logits.device)
+                if side.threaded:  # first, so it runs while this thread prepares the rest
+                    conf_rows, rest = _halves(conf.shape[0], softmax_block_rows(reduced.logits))
+                    conf_rest = side.submit(reduced.confidence, conf, rest)
+                    tasks.append(conf_rest)
+            # Palette row of each pixel, shared by the cloud's rgb field and the colour image.
+            index = (
+                outputs.to(torch.int64).clamp_(0, len(self._palette) - 1)
+                if wanted & {'color', 'overlay', 'points'}
+                else None
+            )
+            if 'points' in wanted:
+                assert index is not None
+                job = CloudJob(
+                    labels,
+                    index,
+                    depth_m,
+                    K_t,
+                    cloud,
+                    self._rays,
+                    self._palette_packed,
+                    cloud_buffer,
+                )
+                if side.threaded:
+                    geometry_rows, rest = _halves(job.rows)
+                    geometry_rest = side.submit(job.write_geometry, rest)
+                    tasks.append(geometry_rest)
+            if wanted & {'color', 'overlay'}:
+                assert index is not None
+                display = side.submit(self._display, wanted, index, rgb_t, alpha, emit, result)
+                tasks.append(display)
             if conf is not None:
                 reduced.confidence(conf, conf_rows)
                 if conf_rest is not None:
