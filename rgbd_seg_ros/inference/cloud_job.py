@@ -68,10 +68,13 @@ class CloudJob:
         self._keep = (z > 0) & (z <= options.max_range)
         self._host: np.ndarray | None = None
         self._every = False
-        if self._organized or self._min_confidence <= 0:
+        if self._organized:  # the image grid whatever is kept: no count needed
+            self._every = True
+            self._host = self._buffer(tuple(z.shape))
+        elif self._min_confidence <= 0:
             kept = int(self._keep.sum())
-            self._every = self._organized or kept == self._keep.numel()
-            self._host = self._buffer(tuple(z.shape) if self._organized else (kept,))
+            self._every = kept == self._keep.numel()
+            self._host = self._buffer((kept,))
         # Straight into the records when every pixel is a point and they live on this device.
         self._direct = self._host is not None and self._every and z.device.type == 'cpu'
         if self._direct:
