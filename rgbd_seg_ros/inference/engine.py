@@ -103,8 +103,8 @@ class Engine:
         onnxruntime is installed, torch otherwise; an input size whose export fails then runs
         on torch (``runtime`` says which). A library Engine defaults to torch, which needs no
         export per input size. ``side_thread`` (None: on a CPU with more than one usable core)
-        makes the outputs that do not need the confidence on a second thread
-        (inference/side_thread.py); on CUDA the device already runs them apart from the host."""
+        shares the work after the labels with a second thread (inference/side_thread.py); on
+        CUDA the device already runs it apart from the host."""
         precision = as_choice(precision, PRECISIONS, 'precision')
         runtime = requested = as_choice(runtime, RUNTIMES, 'runtime')
         resolution_policy = as_choice(resolution_policy, RESOLUTION_POLICIES, 'resolution_policy')
