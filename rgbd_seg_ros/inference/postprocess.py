@@ -102,13 +102,8 @@ def softmax_max(
     if out is None:
         out = torch.empty(height, width, dtype=logits.dtype, device=logits.device)
     first, stop, _ = (rows or slice(None)).indices(height)
-    if logits.device.type != 'cpu':
-        block = logits[:, :, first:stop]
-        shifted = (block - block.amax(dim=1, keepdim=True)).clamp_min_(_EXP_FLOOR)
-        torch.sum(shifted.exp_(), dim=1, out=out[None, first:stop])
-        out[first:stop].reciprocal_()
-        return out
-    step = softmax_block_rows(logits)
+    # A GPU takes the whole range as one block.
+    step = softmax_block_rows(logits) if logits.device.type == 'cpu' else max(1, stop - first)
     for row in range(first, stop, step):
         end = min(row + step, stop)
         block = logits[:, :, row:end]
