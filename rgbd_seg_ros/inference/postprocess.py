@@ -161,12 +161,11 @@ def cloud_columns(
     labels: torch.Tensor,
     palette_index: torch.Tensor,
     palette_packed: torch.Tensor,
-    confidence: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label confidence
-    (written into ``out`` when given, on ``z``'s device; the confidence column is left as it
-    is when ``confidence`` is None, for a caller that writes it later).
+    """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label written, the
+    confidence column left for the caller (``CloudJob.finish``), into ``out`` when given, on
+    ``z``'s device.
 
     ``rgb`` carries the ``0x00RRGGBB`` bits of ``palette_packed[palette_index]`` (the labels as
     int64 clamped to the palette, shared with the colour image) and ``label`` the int32 label
@@ -179,8 +178,6 @@ def cloud_columns(
     buffer[..., 2] = z
     buffer[..., 3] = palette_packed.take(palette_index).view(torch.float32)
     buffer[..., 4] = labels.to(torch.int32).view(torch.float32)
-    if confidence is not None:
-        buffer[..., 5] = confidence
     return buffer
 
 
