@@ -294,10 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix='transport_bench_') as tmp:
         apply_loopback_environment(Path(tmp) / 'ros_log')  # the children inherit it
-        for _ in range(args.rounds):
-            for malloc in args.subscriber_malloc:
-                for mode in args.publication_mode:
-                    runs.append(run_once(args, malloc, mode))
+        try:
+            for _ in range(args.rounds):
+                for malloc in args.subscriber_malloc:
+                    for mode in args.publication_mode:
+                        runs.append(run_once(args, malloc, mode))
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as err:
+            print(f'transport_bench: {err}', file=sys.stderr)
+            return 1
     rows = summary(runs)
     print(report(args, rows))
     if args.json:

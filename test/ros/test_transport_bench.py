@@ -85,3 +85,13 @@ def test_a_message_beyond_a_cdr_sequence_is_refused() -> None:
     with pytest.raises(SystemExit):
         tb.parse_args(['--points', str(2**32 // 24 + 1)])
     assert tb.parse_args(['--points', str((2**32 - 1) // 24)]).points == (2**32 - 1) // 24
+
+
+def test_a_child_that_fails_ends_the_run_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subscriber that never gets ready: exit code 1 and why, no hang, no traceback."""
+    monkeypatch.setattr(tb, 'apply_loopback_environment', lambda log_dir: 0)
+    monkeypatch.setattr(tb, '_child', lambda *a: [sys.executable, '-c', 'print("not ready")'])
+    assert tb.main(['--count', '1', '--subscriber-malloc', 'default']) == 1
+    assert 'the subscriber did not start' in capsys.readouterr().err
