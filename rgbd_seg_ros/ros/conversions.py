@@ -65,9 +65,14 @@ def restamp_cdr(data: bytes, stamp_ns: int) -> bytes:
     the cost of one buffer copy instead of a full serialisation per publish.
     """
     cdr_stamp_ns(data)  # validates the layout
+    return b''.join((data[:4], cdr_stamp_field(data, stamp_ns), data[12:]))
+
+
+def cdr_stamp_field(data: bytes | np.ndarray, stamp_ns: int) -> bytes:
+    """The 8 bytes that hold ``stamp_ns`` at ``data[4:12]``, the header stamp of the serialised
+    message ``data``, in its byte order (a benchmark writes them into a buffer in place)."""
     order = '<' if data[1] == 1 else '>'
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    return b''.join((data[:4], struct.pack(order + 'iI', sec, nanosec), data[12:]))
+    return struct.pack(order + 'iI', *divmod(int(stamp_ns), 1_000_000_000))
 
 
 def deserialize(msg_type: type, data: bytes) -> object:

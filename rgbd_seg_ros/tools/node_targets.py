@@ -152,6 +152,13 @@ def _portable(path: str) -> str:
     return Path(path).name if relative.startswith('..') else relative
 
 
+def median_spread(values: list[float]) -> tuple[float, float]:
+    """The median of non-empty ``values`` and their spread, (max - min) / median (0 when the
+    median is 0): how far apart repeated runs of one measurement landed."""
+    median = statistics.median(values)
+    return median, (max(values) - min(values)) / median if median else 0.0
+
+
 def table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, Any]]]:
     """The target table (text) and its rows."""
     rows = []
@@ -163,8 +170,7 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, An
         values = [v for v in figures if v is not None]
         if not values:
             continue
-        median = statistics.median(values)
-        spread = (max(values) - min(values)) / median if median else 0.0
+        median, spread = median_spread(values)
         met = median >= target.limit if target.at_least else median <= target.limit
         limit = f'{">=" if target.at_least else "<="}{target.limit:g} {target.unit}'
         cells = ' / '.join(f'{v:.1f}' for v in values)
