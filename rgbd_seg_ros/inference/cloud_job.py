@@ -1,10 +1,11 @@
-"""One frame's semantic cloud, written in two parts that may run on different threads.
+"""One frame's semantic cloud, written in three parts that may run on different threads.
 
-The geometry (x y z, the class colour, the label) needs only the depth and the labels; the
-confidence column needs the softmax, the dearest output after the forward. Split so, a CPU
-engine writes the geometry on its side thread while the worker computes the confidence
-(``Engine._outputs``); run one after the other, the two parts give the same records, since
-each writes columns the other does not touch and the keep mask is decided in ``finish``.
+x y z need only the depth and the camera, the rgb and label columns the labels, the
+confidence column the softmax, the dearest output after the forward. A CPU engine writes the
+x y z on its side thread while the forward runs, and the classes there and on the worker
+while the confidence is computed (``Engine._outputs``); run one after the other, the parts
+give the same records, since each writes columns the others do not touch and the keep mask
+is decided from the depth, or in ``finish`` where it needs the confidence.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from rgbd_seg_ros.core.cloud import CLOUD_DTYPE
-from rgbd_seg_ros.inference.postprocess import RayCache, cloud_columns, compact_rows
+from rgbd_seg_ros.inference.postprocess import RayCache, cloud_classes, cloud_xyz, compact_rows
 
 # Where the cloud's records go: given the cloud's shape, a writable CLOUD_DTYPE array of it (a
 # node hands out the point data of the message it will publish, so nothing is copied after).
@@ -35,19 +36,19 @@ class CloudOptions:
 
 
 class CloudJob:
-    """The cloud of one frame: ``write_geometry()`` (any thread, in parts of its rows if
-    wanted), then ``finish(confidence)``.
+    """The cloud of one frame: ``write_xyz()`` (from construction on) and
+    ``write_classes(...)`` (once the labels exist), on any thread and in parts of the rows if
+    wanted, then ``finish(confidence)``.
 
-    The records' buffer is taken from ``cloud_buffer`` at construction, on the caller's thread,
-    whenever the cloud's size does not depend on the confidence (an organised cloud, or no
-    ``min_confidence``); the geometry is then written straight into it on the CPU. Otherwise
-    the geometry goes to a scratch image and ``finish`` compacts the kept rows into the buffer.
+    The records' buffer is taken from ``cloud_buffer`` at construction, on the constructing
+    thread (a CPU engine's side thread), whenever the cloud's size does not depend on the
+    confidence (an organised cloud, or no ``min_confidence``); the columns are then written
+    straight into it on the CPU. Otherwise they go to a scratch image and ``finish`` compacts
+    the kept rows into the buffer.
     """
 
     def __init__(
         self,
-        labels: torch.Tensor,
-        palette_index: torch.Tensor,
         depth_m: torch.Tensor,
         K: torch.Tensor,
         options: CloudOptions,
@@ -63,8 +64,8 @@ class CloudJob:
         self._cloud_buffer = cloud_buffer
         z = depth_m[::s, ::s]
         ray_x, ray_y = rays.rays(K, height, width, s)
-        labels, palette_index = labels[::s, ::s], palette_index[::s, ::s]
-        self._columns = (z, ray_x, ray_y, labels, palette_index, palette_packed)
+        self._geometry = (z, ray_x, ray_y)
+        self._palette_packed = palette_packed
         self._keep = (z > 0) & (z <= options.max_range)
         self._host: np.ndarray | None = None
         self._every = False
@@ -86,8 +87,8 @@ class CloudJob:
 
     @property
     def rows(self) -> int:
-        """Rows of the cloud's grid (the depth's rows at the stride), for splitting
-        ``write_geometry`` between threads."""
+        """Rows of the cloud's grid (the depth's rows at the stride), for splitting the writes
+        between threads."""
         return int(self._image.shape[0])
 
     @property
@@ -95,25 +96,34 @@ class CloudJob:
         """Time spent writing this cloud so far, all parts and threads together."""
         return sum(self._spent)
 
-    def write_geometry(self, rows: slice | None = None) -> None:
-        """x y z rgb label of the grid's ``rows`` (all when None); the confidence column is
-        ``finish``'s. Disjoint row ranges may be written on different threads."""
+    def write_xyz(self, rows: slice | None = None) -> None:
+        """x y z of the grid's ``rows`` (all when None). Disjoint row ranges may be written
+        on different threads."""
         start = time.perf_counter()
         part = rows or slice(None)
-        z, ray_x, ray_y, labels, palette_index, palette_packed = self._columns
-        cloud_columns(
-            z[part],
-            ray_x,
-            ray_y[part],
-            labels[part],
-            palette_index[part],
-            palette_packed,
+        z, ray_x, ray_y = self._geometry
+        cloud_xyz(z[part], ray_x, ray_y[part], out=self._image[part])
+        self._spent.append(time.perf_counter() - start)
+
+    def write_classes(
+        self, labels: torch.Tensor, palette_index: torch.Tensor, rows: slice | None = None
+    ) -> None:
+        """rgb and label of the grid's ``rows`` (all when None) from the ``[H, W]`` labels and
+        their palette rows, at the depth's size. Disjoint row ranges may be written on
+        different threads."""
+        start = time.perf_counter()
+        part = rows or slice(None)
+        s = self._stride
+        cloud_classes(
+            labels[::s, ::s][part],
+            palette_index[::s, ::s][part],
+            self._palette_packed,
             out=self._image[part],
         )
         self._spent.append(time.perf_counter() - start)
 
     def finish(self, confidence: torch.Tensor) -> np.ndarray:
-        """The records, once ``write_geometry`` has returned: ``confidence`` (``[H, W]`` at
+        """The records, once every write has returned: ``confidence`` (``[H, W]`` at
         the depth's size) written in, points dropped (dense) or set to NaN (organised)."""
         start = time.perf_counter()
         s = self._stride

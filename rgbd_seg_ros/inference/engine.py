@@ -250,7 +250,8 @@ class Engine:
         order labels, confidence, points, color, overlay, so a node publishes the labels
         before anything else is computed and the cloud before the images meant for people.
         ``cloud_buffer(shape)``, when given, provides the array the cloud is written into
-        (and emitted as); the engine allocates it otherwise.
+        (and emitted as); the engine allocates it otherwise. With the side thread on it is
+        called there, during the forward, and ``emit`` may be called from either thread.
         """
         _check_frame(rgb, depth)
         wanted = set(outputs) | {'labels'}
@@ -259,19 +260,37 @@ class Engine:
         net_h, net_w = self.network_size(rgb.shape[0], rgb.shape[1])
         x_rgb, x_depth, K_net = self._preprocess(rgb_t, depth_m, K_t, net_h, net_w)
         t1 = self._sync_time()
-        logits, net_labels = self._forward(x_rgb, x_depth, K_net)
-        t2 = self._sync_time()
-        result = self._outputs(
-            wanted,
-            ReducedLogits(logits, net_labels),
-            rgb_t,
-            depth_m,
-            K_t,
-            overlay_alpha,
-            cloud or CloudOptions(),
-            emit or _ignore,
-            cloud_buffer or _own_cloud_buffer,
+        # The cloud's x y z need no labels: on the side thread they are written while the
+        # forward runs (ONNX Runtime and torch release the GIL for it); otherwise the task runs
+        # when its result is asked for, after the labels.
+        geometry = (
+            self._side.submit(
+                _start_cloud,
+                depth_m,
+                K_t,
+                cloud or CloudOptions(),
+                self._rays,
+                self._palette_packed,
+                cloud_buffer or _own_cloud_buffer,
+            )
+            if 'points' in wanted
+            else None
         )
+        try:
+            logits, net_labels = self._forward(x_rgb, x_depth, K_net)
+            t2 = self._sync_time()
+            result = self._outputs(
+                wanted,
+                ReducedLogits(logits, net_labels),
+                rgb_t,
+                depth_m,
+                overlay_alpha,
+                geometry,
+                emit or _ignore,
+            )
+        finally:
+            if geometry is not None:
+                geometry.settle()  # never leave the side thread writing into a freed frame
         t3 = time.perf_counter()
         result.timings_ms.update(
             {
@@ -400,14 +419,13 @@ class Engine:
         reduced: ReducedLogits,
         rgb_t: torch.Tensor,
         depth_m: torch.Tensor,
-        K_t: torch.Tensor,
         alpha: float,
-        cloud: CloudOptions,
+        geometry: SideTask | None,
         emit: Emit,
-        cloud_buffer: CloudBuffer,
     ) -> Prediction:
         """Labels first, then confidence, cloud, colour, overlay; with the side thread on, the
-        colour images may come at any time after the labels (they are made there)."""
+        colour images may come at any time after the labels (they are made there).
+        ``geometry`` gives the cloud's job with its x y z written, when a cloud is wanted."""
         height, width = depth_m.shape
         outputs = self._to_camera(reduced.labels, height, width)
         labels = outputs if self._label_ids is None else self._label_ids[outputs.to(torch.int64)]
@@ -437,21 +455,12 @@ class Engine:
                 if wanted & {'color', 'overlay', 'points'}
                 else None
             )
-            if 'points' in wanted:
+            if geometry is not None:
                 assert index is not None
-                job = CloudJob(
-                    labels,
-                    index,
-                    depth_m,
-                    K_t,
-                    cloud,
-                    self._rays,
-                    self._palette_packed,
-                    cloud_buffer,
-                )
+                job = geometry.result()
                 if side.threaded:
                     geometry_rows, rest = _halves(job.rows)
-                    geometry_rest = side.submit(job.write_geometry, rest)
+                    geometry_rest = side.submit(job.write_classes, labels, index, rest)
                     tasks.append(geometry_rest)
             if wanted & {'color', 'overlay'}:
                 assert index is not None
@@ -467,7 +476,7 @@ class Engine:
                     emit('confidence', result.confidence)
             if job is not None:
                 assert conf is not None
-                job.write_geometry(geometry_rows)
+                job.write_classes(labels, index, geometry_rows)
                 if geometry_rest is not None:
                     geometry_rest.result()
                 result.points = job.finish(conf)
@@ -504,6 +513,21 @@ class Engine:
             # to nearest; at most 1 apart from the 1/256-quantised integer form on the GPU).
             return cv2.addWeighted(rgb_t.numpy(), 1.0 - alpha, colour.numpy(), alpha, 0.0)
         return blend_overlay(rgb_t, colour, alpha).cpu().numpy()
+
+
+def _start_cloud(
+    depth_m: torch.Tensor,
+    K: torch.Tensor,
+    options: CloudOptions,
+    rays: RayCache,
+    palette_packed: torch.Tensor,
+    cloud_buffer: CloudBuffer,
+) -> CloudJob:
+    """A frame's cloud job with the part that needs no labels done: the records' buffer
+    (its size follows from the depth alone unless ``min_confidence`` is set) and x y z."""
+    job = CloudJob(depth_m, K, options, rays, palette_packed, cloud_buffer)
+    job.write_xyz()
+    return job
 
 
 def _halves(rows: int, multiple: int = 1) -> tuple[slice, slice]:

@@ -154,31 +154,34 @@ class RayCache:
         return self._rays
 
 
-def cloud_columns(
-    z: torch.Tensor,
-    ray_x: torch.Tensor,
-    ray_y: torch.Tensor,
+def cloud_xyz(
+    z: torch.Tensor, ray_x: torch.Tensor, ray_y: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """x y z of ``out`` (``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records) from the
+    depth ``z`` and the camera's rays: the columns that need no labels, so an engine can write
+    them while the forward runs. Returns ``out``."""
+    torch.mul(ray_x, z, out=out[..., 0])
+    torch.mul(ray_y, z, out=out[..., 1])
+    out[..., 2] = z
+    return out
+
+
+def cloud_classes(
     labels: torch.Tensor,
     palette_index: torch.Tensor,
     palette_packed: torch.Tensor,
-    out: torch.Tensor | None = None,
+    out: torch.Tensor,
 ) -> torch.Tensor:
-    """``[h, w, 6]`` float32 whose bytes are CLOUD_DTYPE records: x y z rgb label written, the
-    confidence column left for the caller (``CloudJob.finish``), into ``out`` when given, on
-    ``z``'s device.
+    """rgb and label of ``out`` (``[h, w, 6]`` float32 records); the confidence column is left
+    for the caller (``CloudJob.finish``). Returns ``out``.
 
     ``rgb`` carries the ``0x00RRGGBB`` bits of ``palette_packed[palette_index]`` (the labels as
     int64 clamped to the palette, shared with the colour image) and ``label`` the int32 label
     bits (its low 16 bits are the uint16 field, the high half the padding, which is zero).
     """
-    height, width = z.shape
-    buffer = out if out is not None else torch.empty(height, width, 6, device=z.device)
-    torch.mul(ray_x, z, out=buffer[..., 0])
-    torch.mul(ray_y, z, out=buffer[..., 1])
-    buffer[..., 2] = z
-    buffer[..., 3] = palette_packed.take(palette_index).view(torch.float32)
-    buffer[..., 4] = labels.to(torch.int32).view(torch.float32)
-    return buffer
+    out[..., 3] = palette_packed.take(palette_index).view(torch.float32)
+    out[..., 4] = labels.to(torch.int32).view(torch.float32)
+    return out
 
 
 def compact_rows(

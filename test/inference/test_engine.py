@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -379,3 +380,106 @@ def test_a_failing_emit_on_the_side_thread_reaches_the_caller(tmp_path):
     # and the engine goes on with the next frame
     pred = engine.predict(rgb, depth_m, K, outputs=('labels', 'overlay'))
     assert pred.overlay is not None
+
+
+def test_with_the_side_thread_the_clouds_xyz_are_written_during_the_forward(tmp_path, monkeypatch):
+    """The forward waits until the side thread has taken the cloud's buffer and written its
+    x y z: were that work left until after the labels, the wait would time out."""
+    from rgbd_seg_ros.inference import engine as engine_module
+
+    write_checkpoint(tmp_path / 'm.safetensors')
+    engine = Engine.from_checkpoint(tmp_path / 'm.safetensors', side_thread=True)
+    xyz_written = threading.Event()
+    start_cloud = engine_module._start_cloud
+
+    def start_then_tell(*args):
+        job = start_cloud(*args)
+        xyz_written.set()
+        return job
+
+    monkeypatch.setattr(engine_module, '_start_cloud', start_then_tell)
+    forward = engine._forward
+    waited: list[bool] = []
+
+    def forward_after_xyz(*args):
+        waited.append(xyz_written.wait(timeout=30))
+        return forward(*args)
+
+    monkeypatch.setattr(engine, '_forward', forward_after_xyz)
+    rgb, depth_m = scene()
+    pred = engine.predict(rgb, depth_m, K, outputs=('labels', 'confidence', 'points'))
+    assert waited == [True]
+    single = Engine.from_checkpoint(tmp_path / 'm.safetensors', side_thread=False)
+    alone = single.predict(rgb, depth_m, K, outputs=('labels', 'confidence', 'points'))
+    assert pred.points.tobytes() == alone.points.tobytes()
+
+
+def test_on_one_thread_the_cloud_buffer_is_taken_after_the_labels(engine, tmp_path):
+    single = Engine.from_checkpoint(tmp_path / 'm.safetensors', side_thread=False)
+    rgb, depth_m = scene()
+    order: list[str] = []
+
+    def cloud_buffer(shape):
+        order.append('buffer')
+        return np.empty(shape, CLOUD_DTYPE)
+
+    single.predict(
+        rgb,
+        depth_m,
+        K,
+        outputs=('labels', 'points'),
+        emit=lambda name, _array: order.append(name),
+        cloud_buffer=cloud_buffer,
+    )
+    assert order == ['labels', 'buffer', 'points']
+
+
+@pytest.mark.parametrize('side_thread', [True, False], ids=['side-thread', 'one-thread'])
+def test_a_failed_forward_leaves_no_cloud_work_behind(tmp_path, monkeypatch, side_thread):
+    """The cloud's x y z may be under way on the side thread when the forward fails: the error
+    reaches the caller once that work has ended, nothing is emitted, and the next frame runs."""
+    write_checkpoint(tmp_path / 'm.safetensors')
+    engine = Engine.from_checkpoint(tmp_path / 'm.safetensors', side_thread=side_thread)
+    buffers: list[np.ndarray] = []
+
+    def cloud_buffer(shape):
+        buffers.append(np.empty(shape, CLOUD_DTYPE))
+        return buffers[-1]
+
+    def failing_forward(*_args):
+        raise RuntimeError('forward failed')
+
+    forward = engine._forward
+    monkeypatch.setattr(engine, '_forward', failing_forward)
+    rgb, depth_m = scene()
+    emitted: list[str] = []
+    with pytest.raises(RuntimeError, match='forward failed'):
+        engine.predict(
+            rgb,
+            depth_m,
+            K,
+            outputs=('labels', 'points'),
+            emit=lambda name, _array: emitted.append(name),
+            cloud_buffer=cloud_buffer,
+        )
+    assert emitted == []
+    # On one thread the cloud's work never started; on the side thread it was waited for.
+    assert len(buffers) == (1 if side_thread else 0)
+    monkeypatch.setattr(engine, '_forward', forward)
+    pred = engine.predict(rgb, depth_m, K, outputs=('labels', 'points'))
+    assert pred.points is not None and len(pred.points) > 0
+
+
+def test_a_cloud_buffer_refused_on_the_side_thread_reaches_the_caller(tmp_path):
+    write_checkpoint(tmp_path / 'm.safetensors')
+    engine = Engine.from_checkpoint(tmp_path / 'm.safetensors', side_thread=True)
+    rgb, depth_m = scene()
+    with pytest.raises(ValueError, match='cloud buffer'):
+        engine.predict(
+            rgb,
+            depth_m,
+            K,
+            outputs=('labels', 'points'),
+            cloud_buffer=lambda shape: np.zeros((shape[0] + 1,), CLOUD_DTYPE),
+        )
+    assert engine.predict(rgb, depth_m, K, outputs=('labels', 'points')).points is not None

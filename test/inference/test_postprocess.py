@@ -11,7 +11,8 @@ from rgbd_seg_ros.inference.postprocess import (
     RayCache,
     ReducedLogits,
     blend_overlay,
-    cloud_columns,
+    cloud_classes,
+    cloud_xyz,
     compact_rows,
     softmax_max,
 )
@@ -221,14 +222,15 @@ def test_integer_overlay_equals_the_numpy_reference(alpha):
     np.testing.assert_array_equal(out, reference_overlay(rgb, colour, alpha))
 
 
-def test_cloud_columns_are_back_projection_and_palette_bits():
+def test_cloud_columns_are_back_projection_and_palette_bits_each_written_once():
     K = torch.tensor([[100.0, 0, 4.0], [0, 80.0, 3.0], [0, 0, 1]])
     z = torch.rand(6, 8) + 0.5
     ray_x, ray_y = RayCache().rays(K, 6, 8, 1)
     labels = torch.randint(0, 3, (6, 8), dtype=torch.int32)
     conf = torch.rand(6, 8)
     packed = torch.tensor([0x102030, 0x405060, 0x708090], dtype=torch.int32)
-    buf = cloud_columns(z, ray_x, ray_y, labels, labels.long(), packed)
+    buf = cloud_xyz(z, ray_x, ray_y, out=torch.empty(6, 8, 6))
+    assert cloud_classes(labels, labels.long(), packed, out=buf) is buf
     buf[..., 5] = conf  # the caller's column (CloudJob.finish)
     u = torch.arange(8.0).view(1, -1)
     v = torch.arange(6.0).view(-1, 1)
@@ -245,7 +247,9 @@ def test_cloud_columns_are_back_projection_and_palette_bits():
     assert compact_rows(buf, keep, out=into) is into
     assert torch.equal(into, buf[keep])
     written = torch.full((6, 8, 6), 7.0)
-    assert cloud_columns(z, ray_x, ray_y, labels, labels.long(), packed, out=written) is written
+    assert cloud_classes(labels, labels.long(), packed, out=written) is written
+    assert bool((written[..., :3] == 7.0).all())  # x y z are cloud_xyz's, left as they were
+    assert cloud_xyz(z, ray_x, ray_y, out=written) is written
     assert bool((written[..., 5] == 7.0).all())  # the confidence column left as it was
     written[..., 5] = conf
     assert torch.equal(written, buf)

@@ -92,9 +92,13 @@ def test_output_work_is_split_by_the_engines_emit_calls():
         outputs.format(101): 'post-process: labels',
         outputs.format(102) + ';' + publish: 'serialise + publish: labels',
         outputs.format(104) + ';' + publish: 'serialise + publish: confidence',
-        outputs.format(105) + ';write_geometry (rgbd_seg_ros/inference/cloud_job.py:90)': (
+        outputs.format(105) + ';write_classes (rgbd_seg_ros/inference/cloud_job.py:90)': (
             'post-process: points'
         ),
+        # x y z on the side thread during the forward: the cloud's, not the forward's
+        '_inference_mode_call (rgbd_seg_ros/inference/side_thread.py:90);'
+        '_start_cloud (rgbd_seg_ros/inference/engine.py:560);'
+        'write_xyz (rgbd_seg_ros/inference/cloud_job.py:99)': 'post-process: points',
         outputs.format(103) + ';softmax_max (rgbd_seg_ros/inference/postprocess.py:99)': (
             'post-process: confidence'
         ),
