@@ -210,7 +210,7 @@ class SegmentWorker:
                 stamp_ns=Time.from_msg(colour.header.stamp).nanoseconds,
                 picked_up_ns=picked_up,
                 decoded_ns=decoded,
-                done_ns=self._clock_ns(),
+                done_ns=publisher.last_at or self._clock_ns(),
                 labels_ns=publisher.labels_at,
                 forward_s=timings['forward'] / 1e3,
                 preprocess_s=timings['preprocess'] / 1e3,
@@ -239,6 +239,11 @@ class _OutputPublisher:
         self._info_sent = False
         self._cloud: serialized.CloudMessage | None = None
         self.labels_at: int | None = None  # clock ns when the labels were published
+        # Clock ns when the last publish returned. The engine's side thread publishes the
+        # colour images, so the frame's last output may go out while the worker still waits
+        # for that thread: the moment the engine returns would count the worker's wake-up.
+        self.last_at: int | None = None
+        self._last_lock = threading.Lock()
 
     def cloud_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         """The engine's ``cloud_buffer``: the point records of the message to be published."""
@@ -252,16 +257,16 @@ class _OutputPublisher:
         if name == 'points':
             cloud, self._cloud = self._cloud, None
             if cloud is not None and array is cloud.records:  # written in place
-                self._sink.publish(name, cloud.parts())
+                self._send(name, cloud.parts())
             else:
-                self._sink.publish(name, serialized.cloud_parts(array, self._header))
+                self._send(name, serialized.cloud_parts(array, self._header))
             return
         # The engine gives uint8 labels while every label id fits, uint16 beyond.
         label_encoding = 'mono8' if array.dtype == np.uint8 else 'mono16'
         encoding = {'labels': label_encoding, 'confidence': '32FC1'}.get(name, 'rgb8')
-        self._sink.publish(name, serialized.image_parts(array, encoding, self._header))
+        sent = self._send(name, serialized.image_parts(array, encoding, self._header))
         if name == 'labels':
-            self.labels_at = self._clock_ns()
+            self.labels_at = sent
             self._send_info(array.shape)
 
     def finish(self, shape: tuple[int, ...]) -> None:
@@ -271,8 +276,16 @@ class _OutputPublisher:
     def _send_info(self, shape: tuple[int, ...]) -> None:
         if self._info_sent or 'camera_info' not in self._wanted:
             return
-        self._sink.publish('camera_info', self._info.parts(shape[1], shape[0], self._header))
+        self._send('camera_info', self._info.parts(shape[1], shape[0], self._header))
         self._info_sent = True
+
+    def _send(self, name: str, payload: Any) -> int:
+        """Publish ``payload`` as ``name``; the clock ns when the publish returned."""
+        self._sink.publish(name, payload)
+        now = self._clock_ns()
+        with self._last_lock:  # the worker and the engine's side thread both publish
+            self.last_at = now if self.last_at is None else max(self.last_at, now)
+        return now
 
 
 @dataclass(frozen=True)

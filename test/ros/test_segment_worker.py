@@ -267,3 +267,36 @@ def test_the_thread_takes_the_newest_frame_survives_errors_and_stops(ros_peer, m
         rig.worker.stop()
     assert len(_worker_threads()) == before
     assert rig.metrics.frames_out == 1
+
+
+def test_a_frame_is_done_when_its_last_output_was_published(ros_peer, model_params, monkeypatch):
+    """The frame's end is the moment its last publish returned, not the later moment the
+    engine hands back (the side thread may publish the last image while the worker waits)."""
+    clock = ros_peer.node.get_clock()
+    rig = Rig(ros_peer, model_params)
+    publish_ends: list[int] = []
+    sink_publish = rig.worker._sink.publish
+
+    def publish_and_note(name, payload):
+        sink_publish(name, payload)
+        publish_ends.append(clock.now().nanoseconds)
+
+    monkeypatch.setattr(rig.worker._sink, 'publish', publish_and_note)
+    engine = rig.slot.engine
+    predict = engine.predict
+
+    def predict_then_linger(*args, **kwargs):
+        prediction = predict(*args, **kwargs)
+        threading.Event().wait(0.2)  # the engine returns well after its last emit
+        return prediction
+
+    monkeypatch.setattr(engine, 'predict', predict_then_linger)
+    timings = []
+    monkeypatch.setattr(rig.metrics, 'record_frame', timings.append)
+    rig.worker.process(as_triple(*frame_triple(5_000_000_000, WIDTH, HEIGHT, seed=3)))
+    after = clock.now().nanoseconds
+    (timing,) = timings
+    assert len(publish_ends) == len(OUTPUTS)  # camera_info too
+    assert timing.done_ns >= max(publish_ends)
+    assert after - timing.done_ns >= 200_000_000
+    assert timing.labels_ns is not None and timing.labels_ns <= timing.done_ns
