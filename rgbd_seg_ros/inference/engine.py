@@ -8,6 +8,7 @@ computed. The engine knows nothing about ROS; the node and the bag converter bot
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import time
 import warnings
@@ -266,12 +267,15 @@ class Engine:
         geometry = (
             self._side.submit(
                 _start_cloud,
-                depth_m,
-                K_t,
-                cloud or CloudOptions(),
-                self._rays,
-                self._palette_packed,
-                cloud_buffer or _own_cloud_buffer,
+                functools.partial(
+                    CloudJob,
+                    depth_m,
+                    K_t,
+                    cloud or CloudOptions(),
+                    self._rays,
+                    self._palette_packed,
+                    cloud_buffer or _own_cloud_buffer,
+                ),
             )
             if 'points' in wanted
             else None
@@ -515,17 +519,10 @@ class Engine:
         return blend_overlay(rgb_t, colour, alpha).cpu().numpy()
 
 
-def _start_cloud(
-    depth_m: torch.Tensor,
-    K: torch.Tensor,
-    options: CloudOptions,
-    rays: RayCache,
-    palette_packed: torch.Tensor,
-    cloud_buffer: CloudBuffer,
-) -> CloudJob:
-    """A frame's cloud job with the part that needs no labels done: the records' buffer
-    (its size follows from the depth alone unless ``min_confidence`` is set) and x y z."""
-    job = CloudJob(depth_m, K, options, rays, palette_packed, cloud_buffer)
+def _start_cloud(make_job: Callable[[], CloudJob]) -> CloudJob:
+    """A frame's cloud job made (its records' buffer: the size follows from the depth alone
+    unless ``min_confidence`` is set) and its x y z written: the part that needs no labels."""
+    job = make_job()
     job.write_xyz()
     return job
 
