@@ -185,7 +185,7 @@ class SegmentWorker:
             wanted.discard('points')  # the model runs on colour alone; a cloud needs depth
             self._metrics.count('frames_without_depth')
         self._models.frame_seen(*arrays.rgb.shape[:2])
-        publisher = _OutputPublisher(
+        publisher = OutputPublisher(
             self._sink,
             self._clock_ns,
             wanted,
@@ -219,9 +219,11 @@ class SegmentWorker:
         )
 
 
-class _OutputPublisher:
+class OutputPublisher:
     """Publishes one frame's outputs as the engine emits them: images serialised in one copy,
-    the cloud written by the engine into the message it is published as (no copy)."""
+    the cloud written by the engine into the message it is published as (no copy). Public for
+    ``tools/publish_cost.py``, which measures this path without the node around it; there
+    ``info`` is None (no camera_info output)."""
 
     def __init__(
         self,
@@ -229,7 +231,7 @@ class _OutputPublisher:
         clock_ns: Callable[[], int],
         wanted: set[str],
         header: Any,
-        info: _CameraInfoSource,
+        info: _CameraInfoSource | None,
     ) -> None:
         self._sink = sink
         self._clock_ns = clock_ns
@@ -274,7 +276,7 @@ class _OutputPublisher:
         self._send_info(shape)
 
     def _send_info(self, shape: tuple[int, ...]) -> None:
-        if self._info_sent or 'camera_info' not in self._wanted:
+        if self._info_sent or self._info is None or 'camera_info' not in self._wanted:
             return
         self._send('camera_info', self._info.parts(shape[1], shape[0], self._header))
         self._info_sent = True
