@@ -14,7 +14,8 @@
 # telling first, so a cut-short run still says the most); each has its own time limit, and
 # their limits add up to under 10 minutes. Run only when named: node_gpu_threads, the node on
 # the GPU with cpu_threads 1 and 2 (the default is cores - 1: 15 intra-op threads spun on an
-# H200's 16-core host with nothing for them to do), to compare with node_gpu's overhead.
+# H200's 16-core host with nothing for them to do), to compare with node_gpu's overhead; and
+# publish_cost_gpu, the work after the forward against its publishes, side thread off and on.
 # Usage: bench/gpu_check.sh OUT_DIR [STEP...]   (default every step; JSON and logs go to
 #        OUT_DIR; exit 0 only if every step run passed)
 # Environment: GPU_CHECK_RUN, the command wrapper (default ./run, which sets up the pinned
@@ -26,7 +27,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:?usage: bench/gpu_check.sh OUT_DIR [STEP...]}"
 shift
 ALL_STEPS=(cuda_tests engine_check node_gpu bench_r50 bench_r50_compile)
-NAMED_ONLY=(node_gpu_threads)
+NAMED_ONLY=(node_gpu_threads publish_cost_gpu)
 STEPS=("$@")
 [ "${#STEPS[@]}" -gt 0 ] || STEPS=("${ALL_STEPS[@]}")
 for s in "${STEPS[@]}"; do
@@ -89,6 +90,11 @@ step node_gpu 80 "$RUN" python -m rgbd_seg_ros.tools.node_bench --device cuda \
 step node_gpu_threads 160 bash -c 'for threads in 1 2; do
   "$0" python -m rgbd_seg_ros.tools.node_bench --device cuda --cpu-threads "$threads" \
     --seconds 20 --json "$1/node_gpu_threads_$threads.json" || exit; done' "$RUN" "$OUT"
+# The engine's work after the forward against its publishes into DDS, frame by frame in one
+# process (tools/publish_cost.py), with the side thread off (CUDA's default) and on.
+step publish_cost_gpu 120 bash -c 'for side in off on; do
+  "$0" python -m rgbd_seg_ros.tools.publish_cost --device cuda --side-thread "$side" \
+    --frames 100 --json "$1/publish_cost_gpu_side_$side.json" || exit; done' "$RUN" "$OUT"
 step bench_r50 150 "$RUN" rgbd-seg bench --backends ssma --encoders preact_resnet50 \
   --sizes 480x640 720x1280 --devices cuda --precisions fp32 fp16 bf16 \
   --modes eager cudagraph onnxruntime --iters 30 --warmup 5 --no-hha \

@@ -214,6 +214,12 @@ class Engine:
         return f'{self._runtime}; torch for {sizes}'
 
     @property
+    def side_thread(self) -> bool:
+        """Whether the work after the labels is shared with a second thread (``side_thread``
+        as resolved: None meant a CPU with two or more usable cores)."""
+        return self._side.threaded
+
+    @property
     def num_classes(self) -> int:
         """Number of outputs of the network (classes)."""
         return self.meta.num_classes

@@ -36,11 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from rgbd_seg_ros.errors import CheckpointError, ConfigError
 from rgbd_seg_ros.inference.threads import available_cores
 
 OUTPUTS = ('labels', 'confidence', 'points', 'color', 'overlay')
 SINKS = ('published', 'serialised')
 TOPIC_PREFIX = 'publish_cost/'
+SIDE_THREAD: dict[str, bool | None] = {'auto': None, 'on': True, 'off': False}
 _WARM_UP = 2  # frames published before the measured ones: sessions export, pools fill
 _MATCH_TIMEOUT_S = 20.0
 
@@ -72,6 +74,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--frames', type=_positive_int, default=30, help='frames per sink')
     parser.add_argument('--size', type=_size, default=(640, 480), help='WxH (640x480)')
     parser.add_argument('--pause', type=float, default=0.05, help='seconds between frames (0.05)')
+    parser.add_argument('--device', default='auto', help="the engine's device (auto: CUDA if any)")
+    parser.add_argument(
+        '--side-thread',
+        choices=tuple(SIDE_THREAD),
+        default='auto',
+        help="the engine's side thread for the work after the labels (auto: on a CPU with two "
+        'or more cores, as in the node; on: on CUDA too)',
+    )
     parser.add_argument('--json', default='', help='write every frame and the summary here')
     parser.add_argument('--role', choices=('subscriber',), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -181,8 +191,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def report(result: dict[str, Any]) -> str:
     lines = [
-        f'publish_cost: {result["size"]}, {result["checkpoint"]}, on {result["machine"]}; '
-        f'{result["frames_per_sink"]} frames per sink, alternating',
+        f'publish_cost: {result["size"]}, {result["checkpoint"]} on {result["device"]} '
+        f'({result["runtime"]}, side thread {"on" if result["side_thread"] else "off"}), '
+        f'{result["machine"]}; {result["frames_per_sink"]} frames per sink, alternating',
     ]
     for sink, row in result['summary'].items():
         q = row['labels_to_last_ms']
@@ -204,30 +215,57 @@ def _frame(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Start the subscriber, then alternate the two sinks over the engine's frames."""
+    """Load the engine (a bad checkpoint or device fails here, before any process starts),
+    then alternate the two sinks over its frames."""
     from rgbd_seg_ros.ros.dds_env import apply_loopback_environment
 
     apply_loopback_environment(workdir / 'ros_log', random.randint(1, 200))
     from rgbd_seg_ros.core.large_blocks import return_large_blocks
 
     return_large_blocks()  # the node's malloc settings
+    from rgbd_seg_ros.inference.engine import Engine
+    from rgbd_seg_ros.inference.threads import configure_cpu_threads
+    from rgbd_seg_ros.tools.node_bench import default_checkpoint
+
+    checkpoint = args.checkpoint or str(default_checkpoint(workdir))
+    configure_cpu_threads(0)  # the node's default: cores - 1
+    engine = Engine.from_checkpoint(
+        checkpoint, device=args.device, runtime='auto', side_thread=SIDE_THREAD[args.side_thread]
+    )
+    rows, received = _alternate(engine, args)
+    return {
+        'machine': f'{platform.processor() or platform.machine()}, {available_cores()} CPU cores'
+        + _gpu_note(engine.device),
+        'size': 'x'.join(map(str, args.size)),
+        'checkpoint': Path(checkpoint).name,
+        'device': str(engine.device),
+        'runtime': engine.runtime,
+        'side_thread': engine.side_thread,
+        'frames_per_sink': args.frames,
+        'published_per_output': _WARM_UP + args.frames,
+        'received': received,
+        'load_average': os.getloadavg(),
+        'summary': summary(rows),
+        'frames': rows,
+    }
+
+
+def _alternate(engine: Any, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:
+    """The frames, each sink in turn, and what the child subscriber received."""
     import rclpy
     from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import Header
 
-    from rgbd_seg_ros.inference.engine import Engine
-    from rgbd_seg_ros.inference.threads import configure_cpu_threads
     from rgbd_seg_ros.ros.qos import output_qos
     from rgbd_seg_ros.ros.segment_worker import OutputPublisher, PublisherSink
-    from rgbd_seg_ros.tools.node_bench import default_checkpoint
 
-    checkpoint = args.checkpoint or str(default_checkpoint(workdir))
     command = [sys.executable, '-m', 'rgbd_seg_ros.tools.publish_cost', '--role', 'subscriber']
     child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     rclpy.init()
     node = rclpy.create_node('publish_cost')
+    rows = []
     try:
-        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout is not None
         if child.stdout.readline().strip() != 'ready':
             raise RuntimeError('the subscriber did not start')
         publishers = {
@@ -241,11 +279,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f'the subscriber did not match within {_MATCH_TIMEOUT_S:.0f} s')
             time.sleep(0.05)
-        configure_cpu_threads(0)  # the node's default: cores - 1
-        engine = Engine.from_checkpoint(checkpoint, device='cpu', runtime='auto')
         sinks = {'published': PublisherSink(publishers), 'serialised': _Serialised()}
         rgb, depth, K = _frame(*args.size)
-        rows = []
         for index in range(_WARM_UP + 2 * args.frames):
             sink = SINKS[index % 2] if index >= _WARM_UP else 'published'
             timed = _Timed(sinks[sink])
@@ -266,18 +301,15 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             child.kill()
             out_text, _ = child.communicate()
     received = json.loads(out_text.strip().splitlines()[-1]) if child.returncode == 0 else {}
-    return {
-        'machine': f'{platform.processor() or platform.machine()}, {available_cores()} CPU cores',
-        'size': 'x'.join(map(str, args.size)),
-        'checkpoint': Path(checkpoint).name,
-        'runtime': engine.runtime,
-        'frames_per_sink': args.frames,
-        'published_per_output': _WARM_UP + args.frames,
-        'received': received,
-        'load_average': os.getloadavg(),
-        'summary': summary(rows),
-        'frames': rows,
-    }
+    return rows, received
+
+
+def _gpu_note(device: Any) -> str:
+    import torch
+
+    if device.type != 'cuda':
+        return ''
+    return f', {torch.cuda.get_device_name(device)}'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(counts), flush=True)
         return 0
     with tempfile.TemporaryDirectory(prefix='publish_cost_') as tmp:
-        result = measure(args, Path(tmp))
+        try:
+            result = measure(args, Path(tmp))
+        except (ConfigError, CheckpointError) as err:
+            print(f'publish_cost: {err}', file=sys.stderr)
+            return 2
     print(report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

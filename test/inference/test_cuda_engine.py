@@ -126,6 +126,42 @@ def test_cuda_frames_in_a_row_do_not_leak_into_each_other(checkpoint, no_tf32):
         np.testing.assert_array_equal(labels, cpu.predict(rgb, depth, K).labels)
 
 
+def test_the_side_thread_on_cuda_gives_the_one_threads_outputs(checkpoint, no_tf32):
+    """``side_thread=True`` on CUDA (off there by default; ``publish_cost --side-thread on``
+    and gpu_check's ``publish_cost_gpu`` step measure it): the cloud's x y z made on the side
+    thread during the forward, the confidence in halves, the colour images on the side thread,
+    every output as the one-thread engine makes it, emitted once each, frame after frame."""
+    single = Engine.from_checkpoint(checkpoint, device='cuda', side_thread=False)
+    threaded = Engine.from_checkpoint(checkpoint, device='cuda', side_thread=True)
+    assert threaded.side_thread and not single.side_thread
+    for opts in (CloudOptions(max_range=5.0), CloudOptions(stride=2, organized=True)):
+        for seed in range(3):
+            rgb, depth_m = scene(seed)
+            want = single.predict(rgb, depth_m, K, outputs=ALL, cloud=opts)
+            emitted = []
+            got = threaded.predict(
+                rgb,
+                depth_m,
+                K,
+                ALL,
+                cloud=opts,
+                emit=lambda n, a, out=emitted: out.append((n, a.copy())),
+            )
+            assert sorted(name for name, _ in emitted) == sorted(ALL)
+            for name, array in emitted:
+                assert array.tobytes() == getattr(got, name).tobytes(), name
+            for name in ('labels', 'color', 'overlay'):
+                np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+            # a reduction split in two may round 1 ulp apart from the whole
+            np.testing.assert_allclose(got.confidence, want.confidence, rtol=1e-6)
+            assert got.points.shape == want.points.shape
+            for name in ('x', 'y', 'z', 'rgb', 'label'):
+                np.testing.assert_array_equal(got.points[name], want.points[name])
+            np.testing.assert_allclose(
+                got.points['confidence'], want.points['confidence'], rtol=1e-6
+            )
+
+
 def test_softmax_max_on_cuda_equals_float64_softmax():
     logits = 6 * torch.randn(1, 12, 480, 640, generator=torch.Generator().manual_seed(4))
     expected = torch.softmax(logits.double(), 1).amax(1)[0].float()

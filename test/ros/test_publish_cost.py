@@ -21,7 +21,7 @@ def test_both_sinks_alternate_and_every_published_output_arrives(tmp_path: Path)
     out = tmp_path / 'cost.json'
     command = [sys.executable, '-m', 'rgbd_seg_ros.tools.publish_cost', '--frames', '3']
     command += ['--checkpoint', str(DEFAULT_MODEL), '--size', '160x120', '--pause', '0.2']
-    command += ['--json', str(out)]
+    command += ['--side-thread', 'on', '--json', str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     doc = json.loads(out.read_text())
@@ -33,6 +33,7 @@ def test_both_sinks_alternate_and_every_published_output_arrives(tmp_path: Path)
     assert doc['published_per_output'] == 5
     assert doc['received'] == dict.fromkeys(pc.OUTPUTS, 5)
     assert set(doc['summary']) == set(pc.SINKS)
+    assert doc['side_thread'] is True and doc['device'] == 'cpu'
     assert 'labels -> last' in done.stdout
 
 
@@ -62,3 +63,12 @@ def test_summary_takes_each_sinks_frames_apart() -> None:
 def test_bad_arguments_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         pc.parse_args(argv)
+
+
+def test_a_bad_checkpoint_is_refused_before_any_process_starts(tmp_path: Path) -> None:
+    bad = tmp_path / 'm.safetensors'
+    bad.write_bytes(b'not a checkpoint')
+    command = [sys.executable, '-m', 'rgbd_seg_ros.tools.publish_cost', '--checkpoint', str(bad)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith('publish_cost: ') and 'Traceback' not in done.stderr
