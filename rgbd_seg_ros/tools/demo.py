@@ -32,6 +32,7 @@ from rgbd_seg_ros.paths import DEFAULT_MODEL, default_model
 from rgbd_seg_ros.ros.dds_env import apply_loopback_environment, loopback_environment
 from rgbd_seg_ros.ros.process import NodeProcess
 from rgbd_seg_ros.ros.topics import reliable_input_params
+from rgbd_seg_ros.tools.node_bench import frame_size
 
 INPUTS = {
     SYNTH_COLOUR: '/rgb/image_rect_color',
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--device', default='auto')
     parser.add_argument('--frames', type=int, default=60)
     parser.add_argument('--fps', type=float, default=10.0)
-    parser.add_argument('--size', default='640x480', help='WxH of the recording')
+    parser.add_argument('--size', type=frame_size, default='640x480', help='WxH of the recording')
     parser.add_argument('--seed', type=int, default=2024)
     parser.add_argument('--points-stride', type=int, default=2)
     parser.add_argument('--previews', type=int, default=4, help='frames shown in previews.png')
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def make_recording(out: Path, args: argparse.Namespace) -> Path:
     """Render the sample recording once; later runs reuse it (same seed, same bytes)."""
-    width, height = (int(v) for v in args.size.lower().split('x'))
+    width, height = args.size
     path = out / f'recording_s{args.seed}_{args.frames}f_{width}x{height}'
     if not (path / 'metadata.yaml').exists():
         print(f'[demo] rendering a {args.frames}-frame {width}x{height} recording ...', flush=True)

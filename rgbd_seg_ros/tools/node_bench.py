@@ -36,6 +36,17 @@ from rgbd_seg_ros.ros.topics import reliable_input_params
 OUTPUTS = ('labels', 'color', 'overlay', 'confidence', 'points', 'camera_info')
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """A camera frame's ``WxH`` as (width, height), the benchmarks' ``--size`` type."""
+    try:
+        width, height = (int(part) for part in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected WxH such as 640x480, got {text!r}') from None
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f'at least 16x16, got {text!r}')
+    return width, height
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='node_bench', description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -69,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="network input size: the checkpoint's, the camera's, or the node's fixed "
         'input_height x input_width (480x640)',
     )
-    parser.add_argument('--size', default='640x480', help='WxH')
+    parser.add_argument('--size', type=frame_size, default='640x480', help='WxH')
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     parser.add_argument('--seconds', type=float, default=20.0)
     parser.add_argument(
@@ -168,7 +179,7 @@ def measure(
     from rgbd_seg_ros.ros.conversions import cdr_stamp_ns
     from rgbd_seg_ros.tools.replay import RecordingPlayer
 
-    width, height = (int(v) for v in args.size.lower().split('x'))
+    width, height = args.size
     checkpoint = args.checkpoint or str(default_checkpoint(workdir))
     params = {
         'checkpoint': checkpoint,
@@ -256,7 +267,7 @@ def measure(
     return {
         'machine': f'{platform.processor() or platform.machine()}, '
         f'{available_cores()} CPU cores' + _gpu_note(args.device),
-        'size': args.size,
+        'size': 'x'.join(map(str, args.size)),
         'rate_hz': args.rate,
         'frames_in': len(schedule),
         'frames_out': len(arrivals.get('labels', [])),

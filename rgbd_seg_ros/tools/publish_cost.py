@@ -32,12 +32,16 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rgbd_seg_ros.errors import CheckpointError, ConfigError
 from rgbd_seg_ros.inference.threads import available_cores
+from rgbd_seg_ros.tools.node_bench import frame_size
+
+if TYPE_CHECKING:  # the engine imports torch: loaded only when a run starts
+    from rgbd_seg_ros.inference.engine import Engine
 
 OUTPUTS = ('labels', 'confidence', 'points', 'color', 'overlay')
 SINKS = ('published', 'serialised')
@@ -54,16 +58,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected WxH, got {text!r}') from None
-    if width < 16 or height < 16:
-        raise argparse.ArgumentTypeError(f'at least 16x16, got {text}')
-    return width, height
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='publish_cost', description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -72,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="model (default: node_bench's SSMA ResNet-18, 12 classes, random weights)",
     )
     parser.add_argument('--frames', type=_positive_int, default=30, help='frames per sink')
-    parser.add_argument('--size', type=_size, default=(640, 480), help='WxH (640x480)')
+    parser.add_argument('--size', type=frame_size, default='640x480', help='WxH (640x480)')
     parser.add_argument('--pause', type=float, default=0.05, help='seconds between frames (0.05)')
     parser.add_argument('--device', default='auto', help="the engine's device (auto: CUDA if any)")
     parser.add_argument(
@@ -250,7 +244,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
-def _alternate(engine: Any, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:
+def _alternate(
+    engine: Engine, args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The frames, each sink in turn, and what the child subscriber received."""
     import rclpy
     from sensor_msgs.msg import Image, PointCloud2
@@ -300,7 +296,9 @@ def _alternate(engine: Any, args: argparse.Namespace) -> tuple[list[dict[str, An
         except subprocess.TimeoutExpired:
             child.kill()
             out_text, _ = child.communicate()
-    received = json.loads(out_text.strip().splitlines()[-1]) if child.returncode == 0 else {}
+    received: dict[str, int] = (
+        json.loads(out_text.strip().splitlines()[-1]) if child.returncode == 0 else {}
+    )
     return rows, received
 
 

@@ -262,7 +262,7 @@ def test_bench_node_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 
     def measure(args, workdir):
         seen['args'], seen['workdir'] = args, workdir
-        return {'size': args.size, 'node_exit_code': 0}
+        return {'size': 'x'.join(map(str, args.size)), 'node_exit_code': 0}
 
     monkeypatch.setattr(node_bench, 'measure', measure)
     monkeypatch.setattr(node_bench, 'report', lambda result: 'NODE REPORT')
@@ -281,7 +281,7 @@ def test_bench_node_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     ]
     assert main(argv) == 0
     args = seen['args']
-    assert args.checkpoint == '' and args.seconds == 2.0 and args.size == '320x240'
+    assert args.checkpoint == '' and args.seconds == 2.0 and args.size == (320, 240)
     doc = json.loads(out.read_text())
     assert doc['node'] == {'size': '320x240', 'node_exit_code': 0}
     assert doc['forward'] == [] and doc['matmul_peak'] == []
