@@ -269,7 +269,7 @@ class Engine:
         t1 = self._sync_time()
         # The cloud's x y z need no labels: on the side thread they are written while the
         # forward runs (ONNX Runtime and torch release the GIL for it); otherwise the task runs
-        # when its result is asked for, after the labels.
+        # when its result is asked for, after the confidence is published.
         geometry = (
             self._side.submit(
                 _start_cloud,
@@ -465,13 +465,12 @@ class Engine:
                 if wanted & {'color', 'overlay', 'points'}
                 else None
             )
-            if geometry is not None:
+            if geometry is not None and side.threaded:  # its x y z were written meanwhile
                 assert index is not None
                 job = geometry.result()
-                if side.threaded:
-                    geometry_rows, rest = _halves(job.rows)
-                    geometry_rest = side.submit(job.write_classes, labels, index, rest)
-                    tasks.append(geometry_rest)
+                geometry_rows, rest = _halves(job.rows)
+                geometry_rest = side.submit(job.write_classes, labels, index, rest)
+                tasks.append(geometry_rest)
             if wanted & {'color', 'overlay'}:
                 assert index is not None
                 display = side.submit(self._display, wanted, index, rgb_t, alpha, emit, result)
@@ -484,8 +483,10 @@ class Engine:
                 if 'confidence' in wanted:
                     result.confidence = conf.cpu().numpy()
                     emit('confidence', result.confidence)
-            if job is not None:
-                assert conf is not None
+            if geometry is not None:
+                assert conf is not None and index is not None
+                if job is None:  # one thread: the whole cloud now, once the confidence is out
+                    job = geometry.result()
                 job.write_classes(labels, index, geometry_rows)
                 if geometry_rest is not None:
                     geometry_rest.result()
